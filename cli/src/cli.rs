@@ -1,0 +1,163 @@
+//! The command line: every subcommand and flag, with the help an operator reads at 3 a.m.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drdctl",
+    version,
+    about = "Disaster recovery for a two-region application: deploy, verify, fail over, fail back",
+    long_about = "drdctl moves a live application (database, services, DNS) from its primary \
+                  Kubernetes cluster to its DR cluster and back, without losing data and without \
+                  guessing. Every destructive command has --plan and asks for confirmation.",
+    propagate_version = false
+)]
+pub struct Cli {
+    /// Configuration file (regions, kube contexts, DNS, registry).
+    #[arg(
+        long,
+        global = true,
+        env = "DRDCTL_CONFIG",
+        default_value = "drdctl.toml"
+    )]
+    pub config: PathBuf,
+    /// More log output (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    Primary,
+    Dr,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionOrAll {
+    Primary,
+    Dr,
+    All,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build the three service images (no Docker daemon needed) and push them by digest.
+    BuildPush {
+        #[arg(long, env = "DRDCTL_REGISTRY")]
+        registry: Option<String>,
+        /// Image tag (default: the git revision).
+        #[arg(long = "version", id = "image_version", env = "DRDCTL_VERSION")]
+        image_version: Option<String>,
+        /// Only these services (default: all three).
+        #[arg(long = "service")]
+        services: Vec<String>,
+    },
+    /// Render manifests/<region> and apply it server-side, then wait for the rollouts.
+    Deploy {
+        #[arg(long, value_enum, default_value = "all")]
+        region: RegionOrAll,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Apply init-db.sql on the primary database (idempotent).
+    InitDb {
+        #[arg(long, value_enum, default_value = "primary")]
+        region: Region,
+        #[arg(long, default_value = "init-db.sql")]
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check that each region is ready to take over (exit 0 pass, 1 fail, 2 could not run).
+    Verify {
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+        /// Also write a JUnit XML report.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+    /// Both regions on one screen: database roles, LSNs, lag, deployments, DNS.
+    Status {
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+    },
+    /// Move the application to the DR region (planned switchover, or emergency).
+    Failover {
+        #[arg(long, value_enum)]
+        to: Region,
+        /// Print the steps the live state calls for and change nothing.
+        #[arg(long)]
+        plan: bool,
+        /// Skip the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Emergency failover when the primary is unreachable may lose recent writes.
+        #[arg(long)]
+        allow_data_loss: bool,
+    },
+    /// Return to the primary region after a failover.
+    Failback {
+        #[arg(long)]
+        plan: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The local two-region lab: `up`, `drill`, `status`, `down`.
+    Lab {
+        #[arg(value_parser = ["up", "drill", "status", "down"])]
+        action: String,
+    },
+}
+
+impl Command {
+    /// The command's name and the issue that builds it.
+    pub fn pending(&self) -> (&'static str, u32) {
+        match self {
+            Command::BuildPush { .. } => ("build-push", 8),
+            Command::Deploy { .. } => ("deploy", 3),
+            Command::InitDb { .. } => ("init-db", 4),
+            Command::Status { .. } => ("status", 4),
+            Command::Verify { .. } => ("verify", 6),
+            Command::Failover { .. } => ("failover", 7),
+            Command::Failback { .. } => ("failback", 7),
+            Command::Lab { .. } => ("lab", 9),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_interface_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn failover_needs_a_target() {
+        assert!(Cli::try_parse_from(["drdctl", "failover"]).is_err());
+        let c = Cli::try_parse_from(["drdctl", "failover", "--to", "dr", "--plan"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Failover {
+                to: Region::Dr,
+                plan: true,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,286 @@
+//! Typed service configuration, read once at startup from the environment.
+//!
+//! The variable names are the seed's (`DATABASE_HOST`, `REGION`, `BUSINESS_LOGIC_URL`, ...), so
+//! existing manifests and shell snippets keep working. Every error names the variable at fault.
+//! The password lives in a [`SecretString`] and is never formatted.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+
+/// A configuration error; the message names the environment variable and what is expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+/// How a service reaches PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub password: SecretString,
+    /// Set when `DATABASE_URL` was given; it overrides the individual variables.
+    pub url: Option<SecretString>,
+    pub pool_max: u32,
+    pub pool_min: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl DbConfig {
+    /// Connection options for sqlx. The password never leaves the secret except into these.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
+        let base = match &self.url {
+            Some(url) => PgConnectOptions::from_str(url.expose_secret()).map_err(|_| {
+                // The sqlx message may quote the URL, and with it the password: do not pass it on.
+                invalid(
+                    "DATABASE_URL",
+                    "is not a valid postgres:// URL (postgres://user:password@host:port/dbname)",
+                )
+            })?,
+            None => PgConnectOptions::new()
+                .host(&self.host)
+                .port(self.port)
+                .database(&self.name)
+                .username(&self.user)
+                .password(self.password.expose_secret()),
+        };
+        let statement_ms = self.statement_timeout.as_millis().to_string();
+        Ok(base
+            .application_name("drd-service")
+            .options([("statement_timeout", statement_ms.as_str())]))
+    }
+
+    /// Where the service points, without the password: for `/info` and logs.
+    pub fn describe(&self) -> (String, u16, String, String) {
+        match self.connect_options() {
+            Ok(o) if self.url.is_some() => (
+                o.get_host().to_string(),
+                o.get_port(),
+                o.get_database().unwrap_or_default().to_string(),
+                o.get_username().to_string(),
+            ),
+            _ => (
+                self.host.clone(),
+                self.port,
+                self.name.clone(),
+                self.user.clone(),
+            ),
+        }
+    }
+}
+
+/// Everything a service reads from its environment.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub region: String,
+    /// `APP_ROLE` from the region's ConfigMap (`active` / `standby`), informational.
+    pub app_role: Option<String>,
+    pub database: DbConfig,
+    pub business_logic_url: String,
+    pub data_ingest_url: String,
+    pub upstream_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// After SIGTERM, how long readiness reports 503 before the listener stops accepting.
+    pub shutdown_drain: Duration,
+    /// How long in-flight requests may take to finish after the drain.
+    pub shutdown_timeout: Duration,
+}
+
+impl ServiceConfig {
+    /// Reads the process environment.
+    pub fn from_env(default_port: u16, default_body_limit: usize) -> Result<Self, ConfigError> {
+        Self::from_lookup(default_port, default_body_limit, |k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `lookup`, so tests can pass a map instead of the environment.
+    pub fn from_lookup(
+        default_port: u16,
+        default_body_limit: usize,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let parse = |var: &'static str, default: u64, what: &str| -> Result<u64, ConfigError> {
+            match get(var) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| invalid(var, format!("{v:?} is not {what}"))),
+            }
+        };
+        let port_of = |var: &'static str, default: u16| -> Result<u16, ConfigError> {
+            let p = parse(var, default as u64, "a port number (1-65535)")?;
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid(var, format!("{p} is not a port number (1-65535)")))
+        };
+
+        let mut listen = match get("LISTEN_ADDR") {
+            None => SocketAddr::from(([0, 0, 0, 0], default_port)),
+            Some(v) => v.parse().map_err(|_| {
+                invalid(
+                    "LISTEN_ADDR",
+                    format!("{v:?} is not an address like 0.0.0.0:8080"),
+                )
+            })?,
+        };
+        if get("PORT").is_some() {
+            listen.set_port(port_of("PORT", default_port)?);
+        }
+
+        let url_var = |var: &'static str, default: &str| -> Result<String, ConfigError> {
+            let v = get(var).unwrap_or_else(|| default.to_string());
+            let v = v.trim().trim_end_matches('/').to_string();
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(v)
+            } else {
+                Err(invalid(
+                    var,
+                    format!("{v:?} is not an http:// or https:// URL"),
+                ))
+            }
+        };
+
+        let pool_max = parse("DB_POOL_MAX_CONNECTIONS", 10, "a whole number")?;
+        if !(1..=1000).contains(&pool_max) {
+            return Err(invalid(
+                "DB_POOL_MAX_CONNECTIONS",
+                format!("{pool_max} is out of range (1-1000)"),
+            ));
+        }
+        let pool_min = parse("DB_POOL_MIN_CONNECTIONS", 0, "a whole number")?;
+        if pool_min > pool_max {
+            return Err(invalid(
+                "DB_POOL_MIN_CONNECTIONS",
+                format!("{pool_min} is larger than DB_POOL_MAX_CONNECTIONS ({pool_max})"),
+            ));
+        }
+
+        let database = DbConfig {
+            host: get("DATABASE_HOST").unwrap_or_else(|| "localhost".into()),
+            port: port_of("DATABASE_PORT", 5432)?,
+            name: get("DATABASE_NAME").unwrap_or_else(|| "appdb".into()),
+            user: get("DATABASE_USER").unwrap_or_else(|| "appuser".into()),
+            password: SecretString::from(lookup("DATABASE_PASSWORD").unwrap_or_default()),
+            url: get("DATABASE_URL").map(SecretString::from),
+            pool_max: pool_max as u32,
+            pool_min: pool_min as u32,
+            acquire_timeout: Duration::from_millis(parse(
+                "DB_ACQUIRE_TIMEOUT_MS",
+                3000,
+                "a duration in milliseconds",
+            )?),
+            statement_timeout: Duration::from_millis(parse(
+                "DB_STATEMENT_TIMEOUT_MS",
+                15000,
+                "a duration in milliseconds",
+            )?),
+        };
+        // Validate the URL early so a typo stops the service at startup, not at first request.
+        database.connect_options()?;
+
+        let max_body_bytes = parse(
+            "MAX_BODY_BYTES",
+            default_body_limit as u64,
+            "a size in bytes",
+        )?;
+        Ok(ServiceConfig {
+            listen,
+            region: get("REGION").unwrap_or_else(|| "local".into()),
+            app_role: get("APP_ROLE"),
+            database,
+            business_logic_url: url_var("BUSINESS_LOGIC_URL", "http://localhost:8081")?,
+            data_ingest_url: url_var("DATA_INGEST_URL", "http://localhost:8082")?,
+            upstream_timeout: Duration::from_millis(parse(
+                "UPSTREAM_TIMEOUT_MS",
+                10000,
+                "a duration in milliseconds",
+            )?),
+            max_body_bytes: max_body_bytes as usize,
+            shutdown_drain: Duration::from_millis(parse(
+                "SHUTDOWN_DRAIN_MS",
+                1000,
+                "a duration in milliseconds",
+            )?),
+            shutdown_timeout: Duration::from_millis(parse(
+                "SHUTDOWN_TIMEOUT_MS",
+                10000,
+                "a duration in milliseconds",
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<ServiceConfig, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ServiceConfig::from_lookup(8080, 1024, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_seed() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.database.host, "localhost");
+        assert_eq!(c.database.port, 5432);
+        assert_eq!(c.database.name, "appdb");
+        assert_eq!(c.database.user, "appuser");
+        assert_eq!(c.region, "local");
+        assert_eq!(c.business_logic_url, "http://localhost:8081");
+        assert_eq!(c.data_ingest_url, "http://localhost:8082");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = load(&[("DATABASE_PORT", "abc")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_PORT");
+        assert!(e.to_string().contains("\"abc\""), "{e}");
+        let e = load(&[("BUSINESS_LOGIC_URL", "business-logic:8081")]).unwrap_err();
+        assert_eq!(e.var, "BUSINESS_LOGIC_URL");
+        let e = load(&[("DB_POOL_MIN_CONNECTIONS", "20")]).unwrap_err();
+        assert_eq!(e.var, "DB_POOL_MIN_CONNECTIONS");
+    }
+
+    #[test]
+    fn database_url_overrides_and_bad_url_hides_password() {
+        let c = load(&[("DATABASE_URL", "postgres://u:pw@db.example:6543/other")]).unwrap();
+        assert_eq!(
+            c.database.describe(),
+            ("db.example".into(), 6543, "other".into(), "u".into())
+        );
+        let e = load(&[("DATABASE_URL", "mysql://u:s3cret@x/y")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = load(&[("DATABASE_PASSWORD", "hunter2")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,88 @@
+//! The PostgreSQL pool and what the services need to know about the database they talk to.
+//!
+//! The pool connects lazily: a service starts, answers `/health/live` and reports "not ready"
+//! while PostgreSQL is away, and recovers on its own when it comes back (no restart needed).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::config::{ConfigError, DbConfig};
+
+/// Builds the pool from configuration without connecting.
+pub fn pool(cfg: &DbConfig) -> Result<PgPool, ConfigError> {
+    let options = cfg.connect_options()?;
+    Ok(PgPoolOptions::new()
+        .max_connections(cfg.pool_max)
+        .min_connections(cfg.pool_min)
+        .acquire_timeout(cfg.acquire_timeout)
+        // A pooled connection to a server that restarted is dead: check before handing it out.
+        .test_before_acquire(true)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(options))
+}
+
+/// What the database can do for this region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbRole {
+    /// Accepts writes.
+    Primary,
+    /// In recovery: a streaming standby (the DR region before a failover).
+    Standby,
+    /// Not in recovery but refusing writes (`default_transaction_read_only`): a fenced primary.
+    ReadOnly,
+}
+
+impl DbRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbRole::Primary => "primary",
+            DbRole::Standby => "standby",
+            DbRole::ReadOnly => "read_only",
+        }
+    }
+}
+
+/// Asks the database for its role, within `timeout`.
+pub async fn role(pool: &PgPool, timeout: Duration) -> Result<DbRole, String> {
+    let query = sqlx::query_as::<_, (bool, String)>(
+        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+    )
+    .fetch_one(pool);
+    match tokio::time::timeout(timeout, query).await {
+        Err(_) => Err(format!("no answer from the database within {timeout:?}")),
+        Ok(Err(e)) => Err(crate::error::ErrorChain(&e).to_string()),
+        Ok(Ok((true, _))) => Ok(DbRole::Standby),
+        Ok(Ok((false, ro))) if ro == "on" => Ok(DbRole::ReadOnly),
+        Ok(Ok(_)) => Ok(DbRole::Primary),
+    }
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// `cannot execute ... in a read-only transaction` (SQLSTATE 25006): a standby or fenced primary.
+pub fn is_read_only(err: &sqlx::Error) -> bool {
+    sqlstate(err).as_deref() == Some("25006")
+}
+
+/// The name of the unique constraint a write violated, if that is what happened (SQLSTATE 23505).
+pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            Some(db.constraint().unwrap_or_default().to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Whether a write violated a foreign key (SQLSTATE 23503).
+pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    sqlstate(err).as_deref() == Some("23503")
+}

@@ -1,0 +1,19 @@
+//! What the three services share, so each service crate holds only its own endpoints.
+//!
+//! - [`config`]: typed configuration from the environment (the seed's variables).
+//! - [`db`]: the PostgreSQL pool and the database role (primary, standby, read-only).
+//! - [`error`]: the one JSON error shape, `{"error":{"code":"...","message":"..."}}`.
+//! - [`server`]: routes every service has (health, metrics, OpenAPI, Swagger UI), middleware
+//!   (request id, access log, metrics, body limit, error shaping) and graceful shutdown.
+//! - [`telemetry`]: tracing setup (JSON logs when not on a TTY).
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+
+pub use config::ServiceConfig;
+pub use error::{ApiError, ApiResult};
+pub use server::{AppState, RequestId, Running, ServiceSpec};

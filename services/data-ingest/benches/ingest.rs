@@ -1,0 +1,170 @@
+//! data-ingest against pgbench and COPY, same cluster, same run, production durability.
+//!
+//! `cargo bench -p data-ingest --bench ingest` prints:
+//! - single-record POST /api/v1/ingest per second over C keep-alive connections, and pgbench
+//!   running the equivalent INSERT over the same C connections: ratio target >= 0.6;
+//! - rows per second of POST /api/v1/ingest/batch (10,000 records a request), and COPY of the
+//!   same rows over one connection: ratio target >= 0.5.
+//!
+//! The cluster has fsync, synchronous_commit and full_page_writes on. Knobs:
+//! BENCH_CONNECTIONS (default 8), BENCH_SECONDS (default 10), BENCH_BATCHES (default 20).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::ServiceConfig;
+use serde_json::{json, Value};
+use sqlx::Connection;
+use test_support::{init_db_sql, service_env, PgCluster, PgOptions};
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn record() -> Value {
+    json!({"type":"sensor","data":{"temperature":25.5,"humidity":60},"source":"api"})
+}
+
+async fn post_loop(url: String, connections: u64, run_for: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let body = serde_json::to_vec(&record()).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (done, failed, url, body) = (done.clone(), failed.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            while Instant::now() < deadline {
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 201 => done.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during the benchmark");
+    done.load(Ordering::Relaxed) as f64 / elapsed
+}
+
+fn pgbench(cluster: &PgCluster, connections: u64, seconds: u64) -> f64 {
+    let script = cluster.dir().join("insert.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO ingested_data (data_type, source, payload) \
+         VALUES ('sensor', 'api', '{\"temperature\":25.5,\"humidity\":60}') RETURNING id;\n",
+    )
+    .unwrap();
+    // The cluster's directory belongs to its user; make the script readable to it.
+    let _ = std::process::Command::new("chmod").arg("644").arg(&script).status();
+    let c = connections.to_string();
+    let t = seconds.to_string();
+    let out = cluster
+        .tool(
+            "pgbench",
+            &["-n", "-c", &c, "-j", "2", "-T", &t, "-f", script.to_str().unwrap(), "appdb"],
+        )
+        .output()
+        .expect("running pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {text}"))
+}
+
+async fn batch_rows_per_sec(url: &str, batches: u64) -> f64 {
+    let records: Vec<Value> = (0..10_000).map(|_| record()).collect();
+    let body = serde_json::to_vec(&json!({ "records": records })).unwrap();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for _ in 0..batches {
+        let r = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    (batches * 10_000) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn copy_rows_per_sec(db_url: &str, batches: u64) -> f64 {
+    let mut conn = sqlx::PgConnection::connect(db_url).await.unwrap();
+    let line = "sensor\tapi\t{\"temperature\":25.5,\"humidity\":60}\n";
+    let data = line.repeat(10_000);
+    let started = Instant::now();
+    for _ in 0..batches {
+        let mut copy = conn
+            .copy_in_raw("COPY ingested_data (data_type, source, payload) FROM STDIN")
+            .await
+            .unwrap();
+        copy.send(data.as_bytes()).await.unwrap();
+        assert_eq!(copy.finish().await.unwrap(), 10_000);
+    }
+    (batches * 10_000) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let connections = knob("BENCH_CONNECTIONS", 8);
+    let seconds = knob("BENCH_SECONDS", 10);
+    let batches = knob("BENCH_BATCHES", 20);
+    let cluster = PgCluster::start(PgOptions {
+        durable: true,
+        ..PgOptions::default()
+    })
+    .expect("starting a durable PostgreSQL cluster");
+    cluster.psql("postgres", "CREATE DATABASE appdb").unwrap();
+    cluster.apply_file("appdb", &init_db_sql()).unwrap();
+    let db_url = cluster.url("appdb");
+    let pool = connections.to_string();
+    let config = ServiceConfig::from_lookup(
+        data_ingest::DEFAULT_PORT,
+        data_ingest::DEFAULT_BODY_LIMIT,
+        service_env(&db_url, &[("DB_POOL_MAX_CONNECTIONS", &pool), ("RUST_LOG", "warn")]),
+    )
+    .unwrap();
+    let app = data_ingest::start(config).await.unwrap();
+    let single_url = format!("{}/api/v1/ingest", app.url());
+    let batch_url = format!("{}/api/v1/ingest/batch", app.url());
+
+    eprintln!("settings: fsync=on synchronous_commit=on; {connections} connections, {seconds}s per run, {batches} batches of 10000");
+    // Warm up both paths (connections, caches) before measuring.
+    post_loop(single_url.clone(), connections, Duration::from_secs(1)).await;
+    pgbench(&cluster, connections, 1);
+
+    let post_rate = post_loop(single_url, connections, Duration::from_secs(seconds)).await;
+    let pgbench_rate = pgbench(&cluster, connections, seconds);
+    let batch_rate = batch_rows_per_sec(&batch_url, batches).await;
+    let copy_rate = copy_rows_per_sec(&db_url, batches).await;
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| single-record POST /api/v1/ingest ({connections} connections) | {post_rate:.0} req/s |");
+    println!("| pgbench equivalent INSERT ({connections} connections) | {pgbench_rate:.0} tps |");
+    println!("| **ratio POST / pgbench** (target >= 0.6) | **{:.2}** |", post_rate / pgbench_rate);
+    println!("| POST /api/v1/ingest/batch (10,000 records a request) | {batch_rate:.0} rows/s |");
+    println!("| COPY of the same rows (one connection) | {copy_rate:.0} rows/s |");
+    println!("| **ratio batch / COPY** (target >= 0.5) | **{:.2}** |", batch_rate / copy_rate);
+    app.shutdown().await.unwrap();
+}

@@ -1,0 +1,21 @@
+//! data-ingest (:8082): takes records in (one, many, or batches of up to 10,000 in one
+//! all-or-nothing round trip) and reports on what it holds.
+
+pub mod api;
+pub mod records;
+
+use common::{Running, ServiceConfig, ServiceSpec};
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "data-ingest",
+    title: "data-ingest",
+    version: env!("CARGO_PKG_VERSION"),
+};
+pub const DEFAULT_PORT: u16 = 8082;
+/// A full batch of 10,000 records with small payloads fits with room to spare.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Starts the service on `config.listen` (port 0 picks a free port).
+pub async fn start(config: ServiceConfig) -> anyhow::Result<Running> {
+    common::server::start(SPEC, config, api::Api::new).await
+}

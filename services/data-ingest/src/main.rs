@@ -1,0 +1,7 @@
+//! data-ingest: see the library for what it does.
+
+#[tokio::main]
+async fn main() {
+    use data_ingest::{api::Api, DEFAULT_BODY_LIMIT, DEFAULT_PORT, SPEC};
+    common::server::main(SPEC, DEFAULT_PORT, DEFAULT_BODY_LIMIT, Api::new).await
+}

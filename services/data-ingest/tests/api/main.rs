@@ -1,0 +1,7 @@
+//! data-ingest against a real PostgreSQL: every endpoint, good and bad input, standby
+//! behaviour, readiness across a database restart, graceful shutdown of the real binary.
+
+mod binary;
+mod endpoints;
+mod helpers;
+mod resilience;

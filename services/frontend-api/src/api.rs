@@ -1,0 +1,252 @@
+//! The frontend-api endpoints under `/api/v1`.
+
+use chrono::{DateTime, Utc};
+use common::error::{ErrorDetail, ErrorEnvelope};
+use common::server::ServiceInfo;
+use common::{ApiError, ApiResult, AppState, RequestId};
+use poem::http::StatusCode;
+use poem::Request;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use serde_json::{json, Value};
+
+use crate::upstream::Upstreams;
+
+#[derive(Tags)]
+enum Tag {
+    /// Users
+    Users,
+    /// Data ingestion (passed through to data-ingest)
+    Data,
+    /// Service information
+    Info,
+}
+
+pub struct Api {
+    state: AppState,
+    upstreams: Upstreams,
+}
+
+impl Api {
+    pub fn new(state: AppState, upstreams: Upstreams) -> Self {
+        Api { state, upstreams }
+    }
+}
+
+fn request_id(req: &Request) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
+}
+
+/// A user to create.
+#[derive(Object, Debug)]
+pub struct NewUser {
+    /// 3 to 50 letters, digits, `_`, `.` or `-`.
+    pub username: String,
+    /// Unique, case-insensitively.
+    pub email: String,
+}
+
+/// A stored user.
+#[derive(Object, Debug)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One page of users, oldest first.
+#[derive(Object, Debug)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// Users on this page.
+    pub count: i64,
+    /// Users in all.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(ApiResponse)]
+pub enum CreateUserResponse {
+    /// Stored.
+    #[oai(status = 201)]
+    Created(Json<User>),
+    /// The user breaks a rule; `errors` lists every problem (from business-logic).
+    #[oai(status = 400)]
+    Invalid(Json<Value>),
+    /// The username or email is taken.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorEnvelope>),
+}
+
+#[derive(ApiResponse)]
+pub enum ProxyResponse {
+    /// data-ingest's answer, status and body as it gave them.
+    Passed(StatusCode, Json<Value>),
+}
+
+fn conflict(message: String) -> CreateUserResponse {
+    CreateUserResponse::Conflict(Json(ErrorEnvelope {
+        error: ErrorDetail {
+            code: "conflict".into(),
+            message,
+        },
+    }))
+}
+
+#[OpenApi]
+impl Api {
+    /// List users, oldest first: `limit` 1 to 100 (default 50), `offset` from 0.
+    #[oai(path = "/users", method = "get", tag = "Tag::Users")]
+    async fn list_users(
+        &self,
+        limit: Query<Option<i64>>,
+        offset: Query<Option<i64>>,
+    ) -> ApiResult<Json<UserPage>> {
+        let limit = limit.0.unwrap_or(50);
+        let offset = offset.0.unwrap_or(0);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be between 1 and 100 (got {limit})"),
+            )
+            .into());
+        }
+        if !(0..=10_000_000).contains(&offset) {
+            return Err(ApiError::bad_request(
+                "invalid_offset",
+                format!("offset must be between 0 and 10000000 (got {offset})"),
+            )
+            .into());
+        }
+        let db = &self.state.db;
+        let rows = sqlx::query_as::<_, (i64, String, String, DateTime<Utc>)>(
+            "SELECT id, username, email, created_at FROM users ORDER BY id LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db)
+        .await
+        .map_err(|e| ApiError::from_db("listing users", e))?;
+        let total = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users")
+            .fetch_one(db)
+            .await
+            .map_err(|e| ApiError::from_db("counting users", e))?;
+        let users: Vec<User> = rows
+            .into_iter()
+            .map(|(id, username, email, created_at)| User {
+                id,
+                username,
+                email,
+                created_at,
+            })
+            .collect();
+        Ok(Json(UserPage {
+            count: users.len() as i64,
+            users,
+            total,
+            limit,
+            offset,
+        }))
+    }
+
+    /// Create a user: validated by business-logic, then stored.
+    #[oai(path = "/users", method = "post", tag = "Tag::Users")]
+    async fn create_user(
+        &self,
+        req: &Request,
+        body: Json<NewUser>,
+    ) -> ApiResult<CreateUserResponse> {
+        let rid = request_id(req);
+        let answer = self
+            .upstreams
+            .post(
+                "business-logic",
+                &self.upstreams.business_logic,
+                "/api/v1/validate/user",
+                &json!({"username": body.username, "email": body.email}),
+                &rid,
+            )
+            .await?;
+        match answer.status {
+            StatusCode::OK if answer.body["valid"] == json!(true) => {}
+            StatusCode::BAD_REQUEST => return Ok(CreateUserResponse::Invalid(Json(answer.body))),
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    format!("business-logic answered {other} to the user validation"),
+                )
+                .into())
+            }
+        }
+        let row = sqlx::query_as::<_, (i64, String, String, DateTime<Utc>)>(
+            "INSERT INTO users (username, email) VALUES ($1, $2) \
+             RETURNING id, username, email, created_at",
+        )
+        .bind(&body.username)
+        .bind(&body.email)
+        .fetch_one(&self.state.db)
+        .await;
+        match row {
+            Ok((id, username, email, created_at)) => Ok(CreateUserResponse::Created(Json(User {
+                id,
+                username,
+                email,
+                created_at,
+            }))),
+            Err(e) => match common::db::unique_violation(&e).as_deref() {
+                Some("users_username_key") => Ok(conflict(format!(
+                    "username {:?} is already taken",
+                    body.username
+                ))),
+                Some("users_email_key") => Ok(conflict(format!(
+                    "email {:?} is already registered",
+                    body.email
+                ))),
+                _ => Err(ApiError::from_db("storing the user", e).into()),
+            },
+        }
+    }
+
+    /// Ingest data: passed to data-ingest `POST /api/v1/ingest` as is; its status and body
+    /// come back unchanged. 503 when data-ingest cannot be reached, 504 when it is too slow.
+    #[oai(path = "/data/ingest", method = "post", tag = "Tag::Data")]
+    async fn ingest(&self, req: &Request, body: Json<Value>) -> ApiResult<ProxyResponse> {
+        let answer = self
+            .upstreams
+            .post(
+                "data-ingest",
+                &self.upstreams.data_ingest,
+                "/api/v1/ingest",
+                &body.0,
+                &request_id(req),
+            )
+            .await?;
+        Ok(ProxyResponse::Passed(answer.status, Json(answer.body)))
+    }
+
+    /// Where this instance runs, which database and backends it uses.
+    #[oai(path = "/info", method = "get", tag = "Tag::Info")]
+    async fn info(&self) -> Json<FrontendInfo> {
+        Json(FrontendInfo {
+            service: self.state.info().await,
+            business_logic_url: self.upstreams.business_logic.clone(),
+            data_ingest_url: self.upstreams.data_ingest.clone(),
+        })
+    }
+}
+
+/// frontend-api's `/info`: the common fields plus its backends.
+#[derive(Object, Debug)]
+pub struct FrontendInfo {
+    #[oai(flatten)]
+    pub service: ServiceInfo,
+    pub business_logic_url: String,
+    pub data_ingest_url: String,
+}

@@ -1,0 +1,90 @@
+//! Calls to business-logic and data-ingest, and what their failures mean to our client.
+//!
+//! A backend that cannot be reached answers 503 `upstream_unavailable`, one that is too slow
+//! 504 `upstream_timeout`, one that answers nonsense 502 `bad_gateway`: never a 500, and the
+//! message names the backend and its URL.
+
+use common::ApiError;
+use poem::http::StatusCode;
+use serde_json::Value;
+
+#[derive(Clone)]
+pub struct Upstreams {
+    http: reqwest::Client,
+    pub business_logic: String,
+    pub data_ingest: String,
+}
+
+/// A backend's answer: its status and JSON body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Upstreams {
+    pub fn new(config: &common::ServiceConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(config.upstream_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Upstreams {
+            http,
+            business_logic: config.business_logic_url.clone(),
+            data_ingest: config.data_ingest_url.clone(),
+        })
+    }
+
+    /// POSTs JSON to `base + path`, passing the request id on.
+    pub async fn post(
+        &self,
+        name: &str,
+        base: &str,
+        path: &str,
+        body: &Value,
+        request_id: &str,
+    ) -> Result<Answer, ApiError> {
+        let url = format!("{base}{path}");
+        let resp = self
+            .http
+            .post(&url)
+            .header("x-request-id", request_id)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| failure(name, &url, &e))?;
+        let status =
+            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let bytes = resp.bytes().await.map_err(|e| failure(name, &url, &e))?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("{name} at {url} answered {status} with a body that is not JSON"),
+            )
+        })?;
+        Ok(Answer { status, body })
+    }
+}
+
+fn failure(name: &str, url: &str, e: &reqwest::Error) -> ApiError {
+    tracing::warn!(upstream = name, %url, error = %common::error::ErrorChain(e), "upstream call failed");
+    if e.is_timeout() {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("{name} at {url} did not answer in time; retry later"),
+        )
+    } else if e.is_connect() {
+        ApiError::unavailable(
+            "upstream_unavailable",
+            format!("{name} is unavailable (cannot connect to {url}); retry later"),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            format!("{name} at {url} failed to answer: {e}"),
+        )
+    }
+}

@@ -1,0 +1,372 @@
+//! frontend-api against a real PostgreSQL with real business-logic and data-ingest behind it.
+
+use std::sync::{Arc, Mutex};
+
+use common::{Running, ServiceConfig};
+use reqwest::{Client, Response};
+use serde_json::{json, Value};
+use test_support::{service_env, TestDb};
+
+struct Stack {
+    frontend: Running,
+    _backends: Vec<Running>,
+    db: TestDb,
+    http: Client,
+}
+
+fn config(port: u16, limit: usize, db: &str, extra: &[(&str, &str)]) -> ServiceConfig {
+    ServiceConfig::from_lookup(port, limit, service_env(db, extra)).unwrap()
+}
+
+/// The three services on one test database, wired like a region.
+async fn stack() -> Stack {
+    let db = TestDb::new();
+    let bl = business_logic::start(config(8081, 65536, &db.url, &[]))
+        .await
+        .unwrap();
+    let di = data_ingest::start(config(8082, 16 << 20, &db.url, &[]))
+        .await
+        .unwrap();
+    let (blu, diu) = (bl.url(), di.url());
+    let frontend = frontend_api::start(config(
+        8080,
+        1 << 20,
+        &db.url,
+        &[("BUSINESS_LOGIC_URL", &blu), ("DATA_INGEST_URL", &diu)],
+    ))
+    .await
+    .unwrap();
+    Stack {
+        frontend,
+        _backends: vec![bl, di],
+        db,
+        http: Client::new(),
+    }
+}
+
+impl Stack {
+    async fn get(&self, path: &str) -> Response {
+        self.http
+            .get(format!("{}{path}", self.frontend.url()))
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn post(&self, path: &str, body: &Value) -> Response {
+        self.http
+            .post(format!("{}{path}", self.frontend.url()))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn error_of(resp: Response, status: u16) -> (String, String) {
+    assert_eq!(resp.status().as_u16(), status);
+    let body: Value = resp.json().await.expect("JSON body");
+    (
+        body["error"]["code"]
+            .as_str()
+            .expect("error.code")
+            .to_string(),
+        body["error"]["message"]
+            .as_str()
+            .expect("error.message")
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn seed_examples_work() {
+    let s = stack().await;
+    let info: Value = s.get("/api/v1/info").await.json().await.unwrap();
+    assert_eq!(info["service"], "frontend-api");
+    assert_eq!(info["database"]["role"], "primary");
+    assert!(info["business_logic_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+
+    let r = s
+        .post(
+            "/api/v1/users",
+            &json!({"username":"testuser123","email":"test@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let user: Value = r.json().await.unwrap();
+    assert_eq!(user["username"], "testuser123");
+
+    let users: Value = s.get("/api/v1/users").await.json().await.unwrap();
+    assert_eq!(users["total"], 1);
+    assert_eq!(users["users"][0]["email"], "test@example.com");
+
+    let r = s
+        .post(
+            "/api/v1/data/ingest",
+            &json!({"type":"sensor","data":{"temperature":25.5,"humidity":60},"source":"api"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ingested"], 1);
+    assert_eq!(s.db.psql("SELECT data_type FROM ingested_data"), "sensor");
+}
+
+#[tokio::test]
+async fn duplicates_are_409_and_name_the_field() {
+    let s = stack().await;
+    let ok = s
+        .post(
+            "/api/v1/users",
+            &json!({"username":"alice","email":"alice@example.com"}),
+        )
+        .await;
+    assert_eq!(ok.status(), 201);
+    let (code, msg) = error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username":"alice","email":"other@example.com"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(code, "conflict");
+    assert!(msg.contains("username"), "{msg}");
+    let (_, msg) = error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username":"alice2","email":"ALICE@example.com"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(msg.contains("email"), "{msg}");
+    assert_eq!(s.db.psql("SELECT count(*) FROM users"), "1");
+}
+
+#[tokio::test]
+async fn invalid_users_are_400_with_every_problem() {
+    let s = stack().await;
+    let r = s
+        .post("/api/v1/users", &json!({"username":"a","email":"bad"}))
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2);
+    let long = "u".repeat(51);
+    error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username": long, "email":"a@b.co"}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username":"x'); DROP TABLE users;--","email":"a@b.co"}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    for raw in [
+        r#"{"username":"abc"}"#,
+        r#"{"username":1,"email":"a@b.co"}"#,
+        "{oops",
+    ] {
+        let r = s
+            .http
+            .post(format!("{}/api/v1/users", s.frontend.url()))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        error_of(r, 400).await;
+    }
+    // Unicode names are fine, and come back as sent.
+    let r = s
+        .post(
+            "/api/v1/users",
+            &json!({"username":"zoë-名前","email":"zoe@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(s.db.psql("SELECT username FROM users"), "zoë-名前");
+}
+
+#[tokio::test]
+async fn pagination_and_bounds() {
+    let s = stack().await;
+    for i in 0..5 {
+        let r = s
+            .post(
+                "/api/v1/users",
+                &json!({"username": format!("user{i}"), "email": format!("u{i}@example.com")}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let page: Value = s
+        .get("/api/v1/users?limit=2&offset=3")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["count"], 2);
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["users"][0]["username"], "user3");
+    for q in ["limit=0", "limit=101", "limit=x", "offset=-1"] {
+        error_of(s.get(&format!("/api/v1/users?{q}")).await, 400).await;
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_passes_backend_errors_through() {
+    let s = stack().await;
+    let r = s.post("/api/v1/data/ingest", &json!({"type": 5})).await;
+    let (code, msg) = error_of(r, 400).await;
+    assert_eq!(code, "invalid_record");
+    assert!(msg.contains("body.type"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_backend_down_gives_503_with_a_clear_body() {
+    let db = TestDb::new();
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        test_support::free_port("127.0.0.1").unwrap()
+    );
+    let fe = frontend_api::start(config(
+        8080,
+        1 << 20,
+        &db.url,
+        &[("BUSINESS_LOGIC_URL", &dead), ("DATA_INGEST_URL", &dead)],
+    ))
+    .await
+    .unwrap();
+    let http = Client::new();
+    let r = http
+        .post(format!("{}/api/v1/users", fe.url()))
+        .json(&json!({"username":"abc","email":"a@b.co"}))
+        .send()
+        .await
+        .unwrap();
+    let (code, msg) = error_of(r, 503).await;
+    assert_eq!(code, "upstream_unavailable");
+    assert!(msg.contains("business-logic"), "{msg}");
+    let r = http
+        .post(format!("{}/api/v1/data/ingest", fe.url()))
+        .json(&json!({"type":"x"}))
+        .send()
+        .await
+        .unwrap();
+    let (code, msg) = error_of(r, 503).await;
+    assert_eq!(code, "upstream_unavailable");
+    assert!(msg.contains("data-ingest"), "{msg}");
+    assert_eq!(db.psql("SELECT count(*) FROM users"), "0");
+}
+
+#[tokio::test]
+async fn the_request_id_reaches_the_backends() {
+    // A recording stand-in for business-logic: we want to see the header it receives.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let app = poem::Route::new().at(
+        "/api/v1/validate/user",
+        poem::post(poem::endpoint::make(move |req: poem::Request| {
+            let seen = seen2.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push(req.header("x-request-id").unwrap_or("").to_string());
+                poem::web::Json(json!({"valid": true}))
+            }
+        })),
+    );
+    let acceptor =
+        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+    let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
+        .as_socket_addr()
+        .copied()
+        .unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+
+    let db = TestDb::new();
+    let bl = format!("http://{addr}");
+    let fe = frontend_api::start(config(
+        8080,
+        1 << 20,
+        &db.url,
+        &[("BUSINESS_LOGIC_URL", &bl)],
+    ))
+    .await
+    .unwrap();
+    let r = Client::new()
+        .post(format!("{}/api/v1/users", fe.url()))
+        .header("x-request-id", "trace-me-123")
+        .json(&json!({"username":"abc","email":"a@b.co"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-request-id"], "trace-me-123");
+    assert_eq!(*seen.lock().unwrap(), vec!["trace-me-123".to_string()]);
+}
+
+#[tokio::test]
+async fn on_a_read_only_database_writes_are_503_and_reads_work() {
+    let s = stack().await;
+    assert_eq!(
+        s.post(
+            "/api/v1/users",
+            &json!({"username":"early","email":"e@example.com"})
+        )
+        .await
+        .status(),
+        201
+    );
+    s.db.make_read_only();
+    let bl = business_logic::start(config(8081, 65536, &s.db.url, &[]))
+        .await
+        .unwrap();
+    let blu = bl.url();
+    let fe = frontend_api::start(config(
+        8080,
+        1 << 20,
+        &s.db.url,
+        &[("BUSINESS_LOGIC_URL", &blu)],
+    ))
+    .await
+    .unwrap();
+    let r = s
+        .http
+        .post(format!("{}/api/v1/users", fe.url()))
+        .json(&json!({"username":"late","email":"l@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    let (code, msg) = error_of(r, 503).await;
+    assert_eq!(code, "read_only");
+    assert!(msg.contains("standby"));
+    let page: Value = s
+        .http
+        .get(format!("{}/api/v1/users", fe.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1);
+}
