@@ -27,17 +27,17 @@ fn contains_nul(v: &Value) -> bool {
     }
 }
 
-fn text_field(
-    obj: &Map<String, Value>,
+fn text_field<'a>(
+    obj: &'a Map<String, Value>,
     key: &str,
     at: &str,
     max: usize,
-    default: Option<&str>,
-) -> Result<String, String> {
+    default: Option<&'static str>,
+) -> Result<&'a str, String> {
     match obj.get(key) {
-        None | Some(Value::Null) => default
-            .map(str::to_string)
-            .ok_or_else(|| format!("{at}: missing required field \"{key}\"")),
+        None | Some(Value::Null) => {
+            default.ok_or_else(|| format!("{at}: missing required field \"{key}\""))
+        }
         Some(Value::String(s)) => {
             let n = s.chars().count();
             if n == 0 || n > max {
@@ -47,7 +47,7 @@ fn text_field(
             } else if s.contains('\0') {
                 Err(format!("{at}.{key}: must not contain the NUL character"))
             } else {
-                Ok(s.clone())
+                Ok(s.as_str())
             }
         }
         Some(other) => Err(format!("{at}.{key}: must be a string, not {}", kind(other))),
@@ -65,8 +65,30 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Parses one record; `at` names it in error messages (e.g. `records[3]`).
-pub fn parse_record(v: &Value, at: &str) -> Result<Record, String> {
+/// A valid record, borrowed from the request body.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub data_type: &'a str,
+    pub source: &'a str,
+    /// `None` stands for the default, `{}`.
+    pub data: Option<&'a Value>,
+}
+
+impl RecordRef<'_> {
+    pub fn to_owned(self) -> Record {
+        Record {
+            data_type: self.data_type.to_string(),
+            source: self.source.to_string(),
+            data: self
+                .data
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Map::new())),
+        }
+    }
+}
+
+/// Checks one record; `at` names it in error messages (e.g. `records[3]`).
+pub fn check_record<'a>(v: &'a Value, at: &str) -> Result<RecordRef<'a>, String> {
     let Value::Object(obj) = v else {
         return Err(format!(
             "{at}: must be an object like {{\"type\":\"sensor\",\"data\":{{...}}}}, not {}",
@@ -83,18 +105,20 @@ pub fn parse_record(v: &Value, at: &str) -> Result<Record, String> {
     }
     let data_type = text_field(obj, "type", at, 64, None)?;
     let source = text_field(obj, "source", at, 128, Some("api"))?;
-    let data = obj
-        .get("data")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    if contains_nul(&data) {
+    let data = obj.get("data").filter(|d| !d.is_null());
+    if data.is_some_and(contains_nul) {
         return Err(format!("{at}.data: must not contain the NUL character"));
     }
-    Ok(Record {
+    Ok(RecordRef {
         data_type,
         source,
         data,
     })
+}
+
+/// Parses one record into an owned [`Record`].
+pub fn parse_record(v: &Value, at: &str) -> Result<Record, String> {
+    check_record(v, at).map(RecordRef::to_owned)
 }
 
 /// How the body of `POST /ingest` was shaped, which decides the shape of the answer.
@@ -121,13 +145,14 @@ pub fn parse_ingest_body(body: &Value) -> Result<(Shape, Vec<Record>), String> {
 }
 
 /// `POST /ingest/batch`: `{"records": [...]}` or a bare array, 1 to [`MAX_BATCH`] records.
-pub fn parse_batch_body(body: &Value) -> Result<Vec<Record>, String> {
+/// The records borrow from the body: a batch is checked and written out without copies.
+pub fn parse_batch_body(body: &Value) -> Result<Vec<RecordRef<'_>>, String> {
     match body {
         Value::Object(o) => match o.get("records") {
-            Some(r) => parse_many(r),
+            Some(r) => check_many(r),
             None => Err("body must be {\"records\": [...]} (no \"records\" field found)".into()),
         },
-        Value::Array(_) => parse_many(body),
+        Value::Array(_) => check_many(body),
         other => Err(format!(
             "body must be {{\"records\": [...]}} or an array of records, not {}",
             kind(other)
@@ -136,6 +161,13 @@ pub fn parse_batch_body(body: &Value) -> Result<Vec<Record>, String> {
 }
 
 fn parse_many(v: &Value) -> Result<Vec<Record>, String> {
+    Ok(check_many(v)?
+        .into_iter()
+        .map(RecordRef::to_owned)
+        .collect())
+}
+
+fn check_many(v: &Value) -> Result<Vec<RecordRef<'_>>, String> {
     let Value::Array(items) = v else {
         return Err(format!("records must be an array, not {}", kind(v)));
     };
@@ -145,8 +177,41 @@ fn parse_many(v: &Value) -> Result<Vec<Record>, String> {
     items
         .iter()
         .enumerate()
-        .map(|(i, r)| parse_record(r, &format!("records[{i}]")))
+        .map(|(i, r)| check_record(r, &format!("records[{i}]")))
         .collect()
+}
+
+/// The records as COPY text-format rows (`data_type`, `source`, `payload`), escaped so any
+/// character a client sent (tab, newline, backslash) is stored as sent.
+pub fn copy_text(records: &[RecordRef<'_>]) -> Vec<u8> {
+    fn push_escaped(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    let mut out = String::with_capacity(records.len() * 64);
+    let mut json = String::with_capacity(256);
+    for r in records {
+        push_escaped(&mut out, r.data_type);
+        out.push('\t');
+        push_escaped(&mut out, r.source);
+        out.push('\t');
+        json.clear();
+        match r.data {
+            None => json.push_str("{}"),
+            // Writing a Value into a String cannot fail (its keys are strings).
+            Some(d) => json.push_str(&serde_json::to_string(d).unwrap_or_default()),
+        }
+        push_escaped(&mut out, &json);
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 #[cfg(test)]
@@ -174,6 +239,20 @@ mod tests {
         assert_eq!(recs[1].source, "s");
         let (_, recs) = parse_ingest_body(&json!({"records":[{"type":"a"}]})).unwrap();
         assert_eq!(recs.len(), 1);
+    }
+
+    #[test]
+    fn copy_rows_escape_what_copy_would_interpret() {
+        let data = json!({"k": "x\ny"});
+        let r = RecordRef {
+            data_type: "a\tb",
+            source: "c\\d\ne",
+            data: Some(&data),
+        };
+        assert_eq!(
+            String::from_utf8(copy_text(&[r])).unwrap(),
+            "a\\tb\tc\\\\d\\ne\t{\"k\":\"x\\\\ny\"}\n"
+        );
     }
 
     #[test]
