@@ -1,0 +1,1 @@
+//! drd-db: placeholder, built by its issue.

@@ -1,0 +1,1 @@
+//! drd-dns: placeholder, built by its issue.

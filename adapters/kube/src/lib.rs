@@ -1,0 +1,1 @@
+//! drd-kube: placeholder, built by its issue.
