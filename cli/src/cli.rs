@@ -62,14 +62,31 @@ pub enum Command {
         #[arg(long = "service")]
         services: Vec<String>,
     },
-    /// Render manifests/<region> and apply it server-side, then wait for the rollouts.
+    /// Render the region's overlay and apply it server-side, then wait for the rollouts.
+    ///
+    /// Prints each object as created, configured or unchanged. Creates Secret
+    /// postgresql-secret when missing (password from DRDCTL_POSTGRES_PASSWORD or a hidden
+    /// prompt). ConfigMap keys that record the active region keep their live values.
     Deploy {
         #[arg(long, value_enum, default_value = "all")]
         region: RegionOrAll,
+        /// Image registry (with --version): images become REGISTRY/<service>:VERSION.
+        #[arg(long, env = "DRDCTL_REGISTRY")]
+        registry: Option<String>,
+        #[arg(long = "version", id = "deploy_version", env = "DRDCTL_VERSION")]
+        image_version: Option<String>,
+        /// Server-side dry run: validate everything, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not wait for the rollouts.
         #[arg(long)]
         no_wait: bool,
+        /// Take over fields another field manager owns (kubectl apply --force-conflicts).
+        #[arg(long)]
+        force_conflicts: bool,
+        /// How long to wait for the rollouts, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// Apply init-db.sql on the primary database (idempotent).
     InitDb {

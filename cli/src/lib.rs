@@ -1,22 +1,93 @@
 //! drdctl, the operator CLI: deploy, verify, fail over and fail back a two-region application.
 //!
-//! This is the command surface. The engine and adapters (kube, PostgreSQL, Azure DNS,
-//! registry) arrive with their issues; until then a command that is not built yet says so and
-//! exits with [`exit::NOT_AVAILABLE`] rather than pretending to work.
+//! `main` parses, loads the config, runs one command from [`commands`], and maps the outcome
+//! to an exit code from [`exit`]. Commands that are not built yet say so and exit
+//! [`exit::NOT_AVAILABLE`] rather than pretending to work.
 
 pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod exit;
+pub mod kustomize;
+pub mod ui;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
+use cli::{Cli, Command, RegionOrAll};
+
 pub fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    let (name, issue) = cli.command.pending();
-    eprintln!(
-        "drdctl {name}: not available in this build yet (tracked as issue #{issue}); \
-         see README.md for what works today"
-    );
-    ExitCode::from(exit::NOT_AVAILABLE)
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("drdctl: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let load = || config::Config::load(&cli.config);
+    let result = match cli.command {
+        Command::Deploy {
+            region,
+            registry,
+            image_version,
+            dry_run,
+            no_wait,
+            force_conflicts,
+            timeout,
+        } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return usage_error(e.into()),
+            };
+            let regions = match region {
+                RegionOrAll::Primary => vec!["primary".to_string()],
+                RegionOrAll::Dr => vec!["dr".to_string()],
+                RegionOrAll::All => vec!["primary".to_string(), "dr".to_string()],
+            };
+            commands::deploy::run(
+                &config,
+                commands::deploy::Args {
+                    regions,
+                    registry,
+                    version: image_version,
+                    dry_run,
+                    no_wait,
+                    force_conflicts,
+                    timeout: Duration::from_secs(timeout),
+                },
+            )
+            .await
+        }
+        other => {
+            let (name, issue) = other.pending();
+            eprintln!(
+                "drdctl {name}: not available in this build yet (tracked as issue #{issue}); \
+                 see docs/status.md for what works today"
+            );
+            return ExitCode::from(exit::NOT_AVAILABLE);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("drdctl: error: {e:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+fn usage_error(e: anyhow::Error) -> ExitCode {
+    eprintln!("drdctl: error: {e:#}");
+    ExitCode::from(exit::USAGE)
 }

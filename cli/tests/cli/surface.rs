@@ -1,4 +1,4 @@
-//! The real binary: help lists every command; unbuilt commands say so and exit 4.
+//! The command surface: help lists every command; unbuilt commands say so and exit 4.
 
 use std::process::Command;
 

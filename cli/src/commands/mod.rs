@@ -1,0 +1,3 @@
+//! One module per subcommand; each is thin: load config, call adapters/engine, render.
+
+pub mod deploy;

@@ -1,0 +1,6 @@
+//! drdctl end to end: the real binary against the lab's doubles (and real kubectl).
+
+mod deploy;
+mod kustomize;
+mod support;
+mod surface;
