@@ -46,6 +46,15 @@ impl DbConfig {
     /// Connection options for sqlx. The password never leaves the secret except into these.
     pub fn connect_options(&self) -> Result<PgConnectOptions, ConfigError> {
         let base = match &self.url {
+            Some(url)
+                if !url.expose_secret().starts_with("postgres://")
+                    && !url.expose_secret().starts_with("postgresql://") =>
+            {
+                return Err(invalid(
+                    "DATABASE_URL",
+                    "must start with postgres:// (postgres://user:password@host:port/dbname)",
+                ))
+            }
             Some(url) => PgConnectOptions::from_str(url.expose_secret()).map_err(|_| {
                 // The sqlx message may quote the URL, and with it the password: do not pass it on.
                 invalid(
