@@ -97,13 +97,28 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Check that each region is ready to take over (exit 0 pass, 1 fail, 2 could not run).
+    /// Check that each region is ready to take over.
+    ///
+    /// Checks run concurrently, each with its own timeout: kube API and namespace, deployments
+    /// ready for the region's role, crash-looping pods, service health through the ingress,
+    /// the same images in both regions (database and DNS checks join as they are built).
+    /// Exit codes: 0 every check passed (warnings allowed), 1 a check failed, 2 verify could
+    /// not run (configuration, credentials).
     Verify {
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
-        /// Also write a JUnit XML report.
-        #[arg(long)]
+        /// Also write a JUnit XML report to FILE.
+        #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Only this region's checks (and no cross-region ones).
+        #[arg(long, value_enum, default_value = "all")]
+        region: RegionOrAll,
+        /// Only checks with this name or prefix (repeatable): e.g. --check app --check kube.api.
+        #[arg(long = "check")]
+        checks: Vec<String>,
+        /// Per-check timeout in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout: u64,
     },
     /// Both regions on one screen: database roles, LSNs, lag, deployments, DNS.
     Status {

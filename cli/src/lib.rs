@@ -10,6 +10,7 @@ pub mod config;
 pub mod exit;
 pub mod kustomize;
 pub mod ui;
+pub mod verify;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,6 +69,35 @@ async fn run(cli: Cli) -> ExitCode {
                 },
             )
             .await
+        }
+        Command::Verify {
+            output,
+            junit,
+            region,
+            checks,
+            timeout,
+        } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return usage_error(e.into()),
+            };
+            let regions = match region {
+                RegionOrAll::Primary => vec!["primary".to_string()],
+                RegionOrAll::Dr => vec!["dr".to_string()],
+                RegionOrAll::All => vec!["primary".to_string(), "dr".to_string()],
+            };
+            let args = commands::verify::Args {
+                regions,
+                checks,
+                output,
+                junit,
+                timeout: Duration::from_millis(timeout),
+            };
+            return match commands::verify::run(&config, args).await {
+                Ok(code) => ExitCode::from(code),
+                // Verify could not run at all (configuration, credentials): exit 2.
+                Err(e) => usage_error(e),
+            };
         }
         other => {
             let (name, issue) = other.pending();

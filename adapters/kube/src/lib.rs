@@ -76,6 +76,14 @@ pub trait Cluster {
     async fn restart(&self, kind: RolloutKind, name: &str) -> Result<()>;
     async fn patch_configmap(&self, name: &str, data: &BTreeMap<String, String>) -> Result<()>;
     async fn configmap(&self, name: &str) -> Result<Option<BTreeMap<String, String>>>;
+    /// The API server's version (`v1.32.4`): the cheapest "is it there" call.
+    async fn version(&self) -> Result<String>;
+    async fn namespace_exists(&self) -> Result<bool>;
+    /// Container images of a workload's pod template (`None`: no such workload).
+    async fn images(&self, kind: RolloutKind, name: &str) -> Result<Option<Vec<String>>>;
+    /// Pods of the namespace whose containers are waiting in CrashLoopBackOff (or similar),
+    /// with the reason.
+    async fn failing_pods(&self) -> Result<Vec<(String, String)>>;
 }
 
 /// The one real [`Cluster`]: kube-rs against the API server of a kube context.
@@ -235,6 +243,76 @@ pub fn object_ref(object: &Value) -> String {
 }
 
 impl Cluster for KubeCluster {
+    async fn version(&self) -> Result<String> {
+        self.client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .map_err(|e| self.err("reading /version".into(), e))
+    }
+
+    async fn namespace_exists(&self) -> Result<bool> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        api.get_opt(&self.target.namespace)
+            .await
+            .map(|n| n.is_some())
+            .map_err(|e| self.err(format!("reading Namespace/{}", self.target.namespace), e))
+    }
+
+    async fn images(&self, kind: RolloutKind, name: &str) -> Result<Option<Vec<String>>> {
+        let what = format!("reading {kind}/{name}");
+        let spec = match kind {
+            RolloutKind::Deployment => self
+                .deployments()
+                .get_opt(name)
+                .await
+                .map_err(|e| self.err(what, e))?
+                .and_then(|d| d.spec.template.spec),
+            RolloutKind::StatefulSet => self
+                .statefulsets()
+                .get_opt(name)
+                .await
+                .map_err(|e| self.err(what, e))?
+                .and_then(|s| s.spec.template.spec),
+        };
+        Ok(spec.map(|s| s.containers.into_iter().filter_map(|c| c.image).collect()))
+    }
+
+    async fn failing_pods(&self) -> Result<Vec<(String, String)>> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.target.namespace);
+        let pods = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| self.err("listing pods".into(), e))?;
+        let mut out = Vec::new();
+        for p in pods.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            for cs in p
+                .status
+                .and_then(|s| s.container_statuses)
+                .unwrap_or_default()
+            {
+                let waiting = cs.state.and_then(|s| s.waiting).and_then(|w| w.reason);
+                if let Some(reason) = waiting.filter(|r| {
+                    matches!(
+                        r.as_str(),
+                        "CrashLoopBackOff"
+                            | "ImagePullBackOff"
+                            | "ErrImagePull"
+                            | "CreateContainerConfigError"
+                    )
+                }) {
+                    out.push((
+                        name.clone(),
+                        format!("{reason} (restarts: {})", cs.restart_count),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn target(&self) -> &Target {
         &self.target
     }

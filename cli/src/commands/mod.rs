@@ -1,3 +1,4 @@
 //! One module per subcommand; each is thin: load config, call adapters/engine, render.
 
 pub mod deploy;
+pub mod verify;

@@ -4,3 +4,4 @@ mod deploy;
 mod kustomize;
 mod support;
 mod surface;
+mod verify;

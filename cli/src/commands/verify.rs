@@ -1,0 +1,51 @@
+//! `drdctl verify`: run the checks, render them, pick the exit code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use drd_kube::KubeCluster;
+
+use crate::cli::Output;
+use crate::config::Config;
+use crate::exit;
+use crate::verify::{self, checks, render, Status};
+
+pub struct Args {
+    pub regions: Vec<String>,
+    pub checks: Vec<String>,
+    pub output: Output,
+    pub junit: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Runs verify; returns the exit code (0 pass, 1 a check failed, 2 could not run).
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let mut clusters = BTreeMap::new();
+    for region in &args.regions {
+        // Only configuration problems stop verify here (connect does not call the server).
+        let c = KubeCluster::connect(config.kube_target(region)).await?;
+        clusters.insert(region.clone(), c);
+    }
+    let targets = checks::Targets { clusters };
+    let list = checks::build(config, &targets, &args.regions, &args.checks);
+    if list.is_empty() {
+        anyhow::bail!("no check matches --check {} (checks are named like kube.api, app.deployments, images.same)", args.checks.join(","));
+    }
+    let results = verify::run_all(list, args.timeout).await;
+    let wall_ms = started.elapsed().as_millis() as u64;
+    match args.output {
+        Output::Human => print!("{}", render::table(&results)),
+        Output::Json => println!("{}", render::json(&results, wall_ms)),
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, render::junit(&results, wall_ms))
+            .map_err(|e| anyhow::anyhow!("writing the JUnit report {}: {e}", path.display()))?;
+    }
+    Ok(if results.iter().any(|r| r.status == Status::Fail) {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}

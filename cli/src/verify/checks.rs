@@ -1,0 +1,212 @@
+//! The checks `drdctl verify` runs, built from the config and the adapters.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drd_kube::{Cluster, KubeCluster, RolloutKind};
+
+use super::{selected, Check, Outcome};
+use crate::config::Config;
+
+/// What the checks talk to; a region whose cluster could not even be set up has its error.
+pub struct Targets {
+    pub clusters: BTreeMap<String, KubeCluster>,
+}
+
+/// The region's role from its app ConfigMap (`active` / `standby`).
+async fn app_role(cluster: &KubeCluster, configmap: &str) -> Result<String, String> {
+    match cluster.configmap(configmap).await {
+        Err(e) => Err(e.to_string()),
+        Ok(None) => Err(format!("configmap/{configmap} is missing")),
+        Ok(Some(data)) => match data.get("role").map(String::as_str) {
+            Some(r @ ("active" | "standby")) => Ok(r.to_string()),
+            Some(other) => Err(format!(
+                "configmap/{configmap} has role {other:?} (expected active or standby)"
+            )),
+            None => Err(format!("configmap/{configmap} has no key \"role\"")),
+        },
+    }
+}
+
+/// Every check, in report order, filtered by `--region` and `--check`.
+pub fn build<'a>(
+    config: &'a Config,
+    targets: &'a Targets,
+    regions: &[String],
+    filters: &[String],
+) -> Vec<Check<'a>> {
+    let mut checks = Vec::new();
+    let app = &config.app;
+    for region in regions {
+        let Some(c) = targets.clusters.get(region) else {
+            continue;
+        };
+        let r = Some(region.as_str());
+        let ctx = c.target().context.clone();
+        if selected("kube.api", filters) {
+            checks.push(Check::new("kube.api", r, async move {
+                match c.version().await {
+                    Ok(v) => {
+                        Outcome::pass(format!("context {ctx}: API server {v} at {}", c.server()))
+                    }
+                    Err(e) => Outcome::fail(e.to_string()),
+                }
+            }));
+        }
+        if selected("kube.namespace", filters) {
+            checks.push(Check::new("kube.namespace", r, async move {
+                let ns = &c.target().namespace;
+                match c.namespace_exists().await {
+                    Ok(true) => Outcome::pass(format!("namespace {ns} present")),
+                    Ok(false) => Outcome::fail(format!(
+                        "namespace {ns} is missing in context {}",
+                        c.target().context
+                    )),
+                    Err(e) => Outcome::fail(e.to_string()),
+                }
+            }));
+        }
+        if selected("app.deployments", filters) {
+            checks.push(Check::new("app.deployments", r, async move {
+                let role = match app_role(c, &app.configmap).await {
+                    Ok(role) => role,
+                    Err(e) => return Outcome::fail(e),
+                };
+                let expected = if role == "active" {
+                    app.active_replicas
+                } else {
+                    app.standby_replicas
+                };
+                let mut problems = Vec::new();
+                let mut ok = Vec::new();
+                for d in &app.deployments {
+                    match c.rollout(RolloutKind::Deployment, d).await {
+                        Err(e) => problems.push(e.to_string()),
+                        Ok(ro) if ro.desired < expected => problems.push(format!(
+                            "deployment/{d} is scaled to {} but a {role} region needs {expected}",
+                            ro.desired
+                        )),
+                        Ok(ro) if !ro.is_complete() => {
+                            problems.push(format!("deployment/{d}: {ro}"))
+                        }
+                        Ok(ro) => ok.push(format!("{d} {}/{}", ro.ready, ro.desired)),
+                    }
+                }
+                if problems.is_empty() {
+                    Outcome::pass(format!("role {role}: {}", ok.join(", ")))
+                } else {
+                    Outcome::fail(format!("role {role}: {}", problems.join("; ")))
+                }
+            }));
+        }
+        if selected("app.pods", filters) {
+            checks.push(Check::new("app.pods", r, async move {
+                match c.failing_pods().await {
+                    Ok(p) if p.is_empty() => Outcome::pass("no pod crash-looping"),
+                    Ok(p) => Outcome::fail(
+                        p.iter()
+                            .map(|(pod, why)| format!("pod/{pod}: {why}"))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                    Err(e) => Outcome::fail(e.to_string()),
+                }
+            }));
+        }
+        if selected("app.health", filters) {
+            let ingress = config.region(region).ingress.clone();
+            checks.push(Check::new("app.health", r, async move {
+                let Some(ingress) = ingress else {
+                    return Outcome::skip(format!(
+                        "regions.{}.ingress is not set",
+                        c.target().region
+                    ));
+                };
+                let addr = if ingress.contains(':') {
+                    ingress.clone()
+                } else {
+                    format!("{ingress}:80")
+                };
+                match http_get(&addr, "/health/ready").await {
+                    Ok((200, body)) => Outcome::pass(format!(
+                        "http://{addr}/health/ready: 200 {}",
+                        one_line(&body)
+                    )),
+                    Ok((code, body)) => Outcome::fail(format!(
+                        "http://{addr}/health/ready: {code} {}",
+                        one_line(&body)
+                    )),
+                    Err(e) => Outcome::fail(format!("http://{addr}/health/ready: {e}")),
+                }
+            }));
+        }
+    }
+    if selected("images.same", filters) && regions.len() == 2 {
+        if let (Some(p), Some(d)) = (targets.clusters.get("primary"), targets.clusters.get("dr")) {
+            checks.push(Check::new("images.same", None, async move {
+                let mut diffs = Vec::new();
+                for name in &app.deployments {
+                    let (a, b) = (
+                        p.images(RolloutKind::Deployment, name).await,
+                        d.images(RolloutKind::Deployment, name).await,
+                    );
+                    match (a, b) {
+                        (Ok(Some(a)), Ok(Some(b))) if a == b => {}
+                        (Ok(Some(a)), Ok(Some(b))) => diffs.push(format!(
+                            "deployment/{name}: primary runs {} but dr runs {}",
+                            a.join(","),
+                            b.join(",")
+                        )),
+                        (Ok(None), _) => {
+                            diffs.push(format!("deployment/{name} missing in primary"))
+                        }
+                        (_, Ok(None)) => diffs.push(format!("deployment/{name} missing in dr")),
+                        (Err(e), _) | (_, Err(e)) => diffs.push(e.to_string()),
+                    }
+                }
+                if diffs.is_empty() {
+                    Outcome::pass("both regions run the same images")
+                } else {
+                    Outcome::fail(diffs.join("; "))
+                }
+            }));
+        }
+    }
+    checks
+}
+
+fn one_line(s: &str) -> String {
+    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > 160 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(160).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+/// A plain HTTP GET over a fresh connection: (status, body).
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let host = addr.split(':').next().unwrap_or(addr);
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: drdctl-verify\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {}", one_line(head)))?;
+    Ok((code, body.to_string()))
+}
