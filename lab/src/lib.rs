@@ -3,5 +3,6 @@
 //! the PostgreSQL pair and the process runner for pods join it here.
 
 pub mod kube_api;
+pub mod pods;
 
 pub use kube_api::{KubeDouble, KubeDoubleConfig};
