@@ -1,0 +1,146 @@
+//! The local lock: one drdctl failover/failback at a time on this machine, with a message that
+//! names the holder. (The cluster-wide lock is a Lease in the DR region, taken by the engine.)
+//!
+//! The lock is a file created with O_EXCL holding who took it; a lock whose process is gone
+//! (same host) is stale and taken over, with a note.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    pub user: String,
+    pub host: String,
+    pub pid: u32,
+    pub started: String,
+    pub command: String,
+}
+
+impl Holder {
+    pub fn me(command: &str) -> Holder {
+        Holder {
+            user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            pid: std::process::id(),
+            started: chrono::Utc::now().to_rfc3339(),
+            command: command.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} by {}@{} (pid {}) since {}",
+            self.command, self.user, self.host, self.pid, self.started
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another drdctl run holds the lock {path}: {holder}; wait for it, or if it is gone remove the file")]
+    Held { path: PathBuf, holder: Holder },
+    #[error("cannot take the lock {path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+/// Held while the value lives; removed on drop.
+pub struct LocalLock {
+    path: PathBuf,
+}
+
+impl LocalLock {
+    pub fn acquire(
+        state_dir: &Path,
+        command: &str,
+    ) -> Result<(LocalLock, Option<Holder>), LockError> {
+        let path = state_dir.join("lock");
+        let io = |e: std::io::Error| LockError::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(state_dir).map_err(io)?;
+        let me = Holder::me(command);
+        let mut taken_over = None;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(&serde_json::to_vec(&me).expect("serialisable"))
+                        .map_err(io)?;
+                    return Ok((LocalLock { path }, taken_over));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder: Option<Holder> = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok());
+                    match holder {
+                        Some(h) if h.host == me.host && !Path::new(&format!("/proc/{}", h.pid)).exists() => {
+                            // The holder died without cleaning up: take over.
+                            std::fs::remove_file(&path).map_err(io)?;
+                            taken_over = Some(h);
+                        }
+                        Some(h) => return Err(LockError::Held { path, holder: h }),
+                        None => {
+                            return Err(LockError::Io {
+                                path: path.clone(),
+                                message: "the lock file exists but is unreadable; remove it if no drdctl is running".into(),
+                            })
+                        }
+                    }
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(LockError::Io {
+            path: path.clone(),
+            message: "the lock keeps reappearing; another drdctl is starting".into(),
+        })
+    }
+}
+
+impl Drop for LocalLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_and_the_message_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, _) = LocalLock::acquire(dir.path(), "failover --to dr").unwrap();
+        let e = LocalLock::acquire(dir.path(), "failback")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("failover --to dr") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(lock);
+        assert!(LocalLock::acquire(dir.path(), "failback").is_ok());
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dead = Holder::me("failover --to dr");
+        dead.pid = 999_999_999;
+        std::fs::write(dir.path().join("lock"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        let (_lock, taken) = LocalLock::acquire(dir.path(), "failover --to dr").unwrap();
+        assert_eq!(taken, Some(dead));
+    }
+}
