@@ -119,6 +119,9 @@ pub enum Command {
         /// Per-check timeout in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout: u64,
+        /// Recovery-time budget in seconds: a DNS TTL above it is a warning.
+        #[arg(long, default_value_t = 300)]
+        rto_budget: u32,
     },
     /// Both regions on one screen: database roles, LSNs, lag, deployments, DNS.
     Status {
@@ -146,10 +149,63 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// The application's DNS record in Azure DNS: show it, switch it, lower or restore its TTL.
+    ///
+    /// Every write is guarded by the record's ETag (If-Match): a change someone else made
+    /// between the read and the write is never overwritten; drdctl re-reads and re-decides.
+    /// Credentials: AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID, workload identity,
+    /// managed identity or the Azure CLI ([dns] auth in drdctl.toml).
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+    },
     /// The local two-region lab: `up`, `drill`, `status`, `down`.
     Lab {
         #[arg(value_parser = ["up", "drill", "status", "down"])]
         action: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsAction {
+    /// The record, its TTL and ETag, and what each authoritative name server answers.
+    Show {
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+    },
+    /// Point the record at a region's ingress and wait until the name servers serve it.
+    Switch {
+        #[arg(long, value_enum)]
+        to: Region,
+        /// Say what would change; change nothing.
+        #[arg(long)]
+        plan: bool,
+        /// Skip the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Also set this TTL (seconds); default: keep the record's TTL.
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+    },
+    /// Lower the TTL ahead of a planned failover (then wait the old TTL before failing over).
+    Prepare {
+        #[arg(long, default_value_t = 60)]
+        ttl: u32,
+        #[arg(long)]
+        plan: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+    },
+    /// Put back the TTL `prepare` recorded (or --ttl).
+    Restore {
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long)]
+        plan: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
     },
 }
 
@@ -165,6 +221,7 @@ impl Command {
             Command::Failover { .. } => ("failover", 7),
             Command::Failback { .. } => ("failback", 7),
             Command::Lab { .. } => ("lab", 9),
+            Command::Dns { .. } => ("dns", 5),
         }
     }
 }

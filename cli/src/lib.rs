@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> ExitCode {
             region,
             checks,
             timeout,
+            rto_budget,
         } => {
             let config = match load() {
                 Ok(c) => c,
@@ -93,12 +94,23 @@ async fn run(cli: Cli) -> ExitCode {
                 output,
                 junit,
                 timeout: Duration::from_millis(timeout),
+                rto_budget_secs: rto_budget,
             };
             return match commands::verify::run(&config, args).await {
                 Ok(code) => ExitCode::from(code),
                 // Verify could not run at all (configuration, credentials): exit 2.
                 Err(e) => usage_error(e),
             };
+        }
+        Command::Dns { action } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return usage_error(e.into()),
+            };
+            if let Err(e) = commands::dns::dns_config(&config) {
+                return usage_error(e);
+            }
+            commands::dns::run(&config, action).await
         }
         other => {
             let (name, issue) = other.pending();

@@ -62,3 +62,25 @@ pub fn password(prompt: &str) -> anyhow::Result<secrecy::SecretString> {
         .interact()?;
     Ok(secrecy::SecretString::from(p))
 }
+
+/// A typed confirmation: the operator types `expected` (the target region). `yes` skips it;
+/// without a terminal and without `yes` this refuses, since nobody could confirm.
+pub fn confirm_typed(expected: &str, yes: bool, what: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !interactive() {
+        anyhow::bail!(
+            "refusing to act without confirmation: no terminal to ask on; re-run with --yes \
+             (or --plan to see what would change)"
+        );
+    }
+    eprintln!("{what}");
+    let typed: String = dialoguer::Input::new()
+        .with_prompt(format!("Type {expected:?} to go ahead"))
+        .interact_text()?;
+    if typed.trim() != expected {
+        anyhow::bail!("not confirmed (typed {typed:?}, expected {expected:?}); nothing changed");
+    }
+    Ok(())
+}

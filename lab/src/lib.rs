@@ -1,8 +1,13 @@
 //! The local two-region lab: the doubles that stand in for what cannot run on our machines.
-//! Today that is the Kubernetes API double ([`kube_api::KubeDouble`]); the Azure DNS double,
-//! the PostgreSQL pair and the process runner for pods join it here.
+//! The Kubernetes API double ([`kube_api::KubeDouble`]), real processes for the services'
+//! pods ([`pods`]), the Azure DNS + token double ([`azure::AzureDouble`]) and the
+//! authoritative name server ([`dns_server::DnsServer`]); the PostgreSQL pair joins them.
 
+pub mod azure;
+pub mod dns_server;
 pub mod kube_api;
 pub mod pods;
 
+pub use azure::AzureDouble;
+pub use dns_server::DnsServer;
 pub use kube_api::{KubeDouble, KubeDoubleConfig};

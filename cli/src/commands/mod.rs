@@ -1,4 +1,5 @@
 //! One module per subcommand; each is thin: load config, call adapters/engine, render.
 
 pub mod deploy;
+pub mod dns;
 pub mod verify;

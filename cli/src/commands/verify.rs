@@ -17,6 +17,7 @@ pub struct Args {
     pub output: Output,
     pub junit: Option<PathBuf>,
     pub timeout: Duration,
+    pub rto_budget_secs: u32,
 }
 
 /// Runs verify; returns the exit code (0 pass, 1 a check failed, 2 could not run).
@@ -28,7 +29,21 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         let c = KubeCluster::connect(config.kube_target(region)).await?;
         clusters.insert(region.clone(), c);
     }
-    let targets = checks::Targets { clusters };
+    let dns = match &config.dns {
+        None => None,
+        Some(_) => {
+            let cfg = super::dns::dns_config(config)?;
+            Some(
+                drd_dns::DnsOps::from_env(&cfg)
+                    .map_err(|e| anyhow::anyhow!("setting up the Azure DNS client: {e}"))?,
+            )
+        }
+    };
+    let targets = checks::Targets {
+        clusters,
+        dns,
+        rto_budget_secs: args.rto_budget_secs,
+    };
     let list = checks::build(config, &targets, &args.regions, &args.checks);
     if list.is_empty() {
         anyhow::bail!("no check matches --check {} (checks are named like kube.api, app.deployments, images.same)", args.checks.join(","));

@@ -45,7 +45,7 @@ impl std::fmt::Display for Holder {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another drdctl run holds the lock {path}: {holder}; wait for it, or if it is gone remove the file")]
-    Held { path: PathBuf, holder: Holder },
+    Held { path: PathBuf, holder: Box<Holder> },
     #[error("cannot take the lock {path}: {message}")]
     Io { path: PathBuf, message: String },
 }
@@ -89,7 +89,7 @@ impl LocalLock {
                             std::fs::remove_file(&path).map_err(io)?;
                             taken_over = Some(h);
                         }
-                        Some(h) => return Err(LockError::Held { path, holder: h }),
+                        Some(h) => return Err(LockError::Held { path, holder: Box::new(h) }),
                         None => {
                             return Err(LockError::Io {
                                 path: path.clone(),

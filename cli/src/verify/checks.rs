@@ -11,6 +11,29 @@ use crate::config::Config;
 /// What the checks talk to; a region whose cluster could not even be set up has its error.
 pub struct Targets {
     pub clusters: BTreeMap<String, KubeCluster>,
+    pub dns: Option<drd_dns::DnsOps>,
+    /// Clients may keep the old address for the record's TTL: above this, warn.
+    pub rto_budget_secs: u32,
+}
+
+/// The region whose application is active (app ConfigMap role), or why that is unclear.
+async fn active_app_region(targets: &Targets, configmap: &str) -> Result<String, String> {
+    let mut active = Vec::new();
+    for (name, c) in &targets.clusters {
+        match app_role(c, configmap).await {
+            Ok(role) if role == "active" => active.push(name.clone()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot tell which region is active: {e}")),
+        }
+    }
+    match active.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err("no region's app ConfigMap says role=active".into()),
+        many => Err(format!(
+            "more than one region is active: {}",
+            many.join(", ")
+        )),
+    }
 }
 
 /// The region's role from its app ConfigMap (`active` / `standby`).
@@ -168,6 +191,70 @@ pub fn build<'a>(
                     Outcome::pass("both regions run the same images")
                 } else {
                     Outcome::fail(diffs.join("; "))
+                }
+            }));
+        }
+    }
+    if let Some(dns) = &targets.dns {
+        let fqdn = dns.config().fqdn();
+        if selected("dns.record", filters) {
+            let fqdn = fqdn.clone();
+            checks.push(Check::new("dns.record", None, async move {
+                let active = match active_app_region(targets, &app.configmap).await {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::fail(e),
+                };
+                match dns.show().await {
+                    Err(e) => Outcome::fail(e.to_string()),
+                    Ok(r) => match &r.active_region {
+                        Some(region) if *region == active => Outcome::pass(format!(
+                            "{fqdn} {} -> {} (region {region}, the active region)",
+                            r.record_type,
+                            r.values.join(",")
+                        )),
+                        Some(region) => Outcome::fail(format!(
+                            "{fqdn} points at region {region} ({}) but the active region is {active}",
+                            r.values.join(",")
+                        )),
+                        None => Outcome::fail(format!(
+                            "{fqdn} -> {} is no configured region's target (active region: {active})",
+                            r.values.join(",")
+                        )),
+                    },
+                }
+            }));
+        }
+        if selected("dns.authoritative", filters) {
+            let fqdn = fqdn.clone();
+            checks.push(Check::new("dns.authoritative", None, async move {
+                match dns.show().await {
+                    Err(e) => Outcome::fail(e.to_string()),
+                    Ok(r) if r.in_sync => Outcome::pass(format!(
+                        "{} name server(s) serve {fqdn} -> {}",
+                        r.authoritative.len(),
+                        r.values.join(",")
+                    )),
+                    Ok(r) => Outcome::fail(match r.authoritative_error {
+                        Some(e) => format!("cannot ask the name servers of {fqdn}: {e}"),
+                        None => format!(
+                            "the name servers do not all serve what Azure holds for {fqdn} ({}): {}",
+                            r.values.join(","),
+                            serde_json::to_string(&r.authoritative).unwrap_or_default()
+                        ),
+                    }),
+                }
+            }));
+        }
+        if selected("dns.ttl", filters) {
+            let budget = targets.rto_budget_secs;
+            checks.push(Check::new("dns.ttl", None, async move {
+                match dns.show().await {
+                    Err(e) => Outcome::fail(e.to_string()),
+                    Ok(r) if r.ttl <= budget => Outcome::pass(format!("TTL {} s, within the RTO budget of {budget} s", r.ttl)),
+                    Ok(r) => Outcome::warn(format!(
+                        "TTL {} s: after a switch clients may use the old address for up to {} s, above the RTO budget of {budget} s; lower it ahead of a planned failover: drdctl dns prepare --ttl 60",
+                        r.ttl, r.ttl
+                    )),
                 }
             }));
         }

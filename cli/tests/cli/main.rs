@@ -1,6 +1,7 @@
 //! drdctl end to end: the real binary against the lab's doubles (and real kubectl).
 
 mod deploy;
+mod dns;
 mod kustomize;
 mod support;
 mod surface;

@@ -22,7 +22,22 @@ pub struct Lab {
     pub primary: KubeDouble,
     pub dr: KubeDouble,
     pub dir: tempfile::TempDir,
+    pub dns: Option<DnsLab>,
 }
+
+/// Azure DNS for the lab: the ARM + token double and the authoritative name server.
+pub struct DnsLab {
+    pub azure: lab::AzureDouble,
+    pub server: lab::DnsServer,
+    pub zone: lab::azure::ZoneId,
+}
+
+pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const CLIENT_ID: &str = "5a0e2b3c-7d4f-4e21-9c1a-abcdefabcdef";
+/// The service principal's secret: must never appear in any output.
+pub const CLIENT_SECRET: &str = "Lab~Secret.Do-Not-Print_8Qz";
+pub const PRIMARY_INGRESS: &str = "127.0.0.2";
+pub const DR_INGRESS: &str = "127.0.0.3";
 
 impl Lab {
     pub async fn start() -> Lab {
@@ -40,9 +55,80 @@ impl Lab {
             &[("primary", &primary.url()), ("dr", &dr.url())],
         )
         .unwrap();
-        let lab = Lab { primary, dr, dir };
+        let lab = Lab {
+            primary,
+            dr,
+            dir,
+            dns: None,
+        };
         lab.write_config("");
         lab
+    }
+
+    /// Adds Azure DNS: record `app.example.com` A -> the primary's ingress, TTL 300.
+    pub async fn with_dns(mut self) -> Lab {
+        let azure = lab::AzureDouble::start().await.unwrap();
+        let server = lab::DnsServer::start(azure.store().clone()).await.unwrap();
+        let zone = lab::azure::ZoneId::new(
+            "0b1f6471-1bf0-4dda-aec3-111122223333",
+            "rg-app",
+            "example.com",
+        );
+        azure.register_client_secret(TENANT, CLIENT_ID, CLIENT_SECRET);
+        azure.create_zone(&zone, &["ns1-09.azure-dns.com"]);
+        azure.seed(
+            &zone,
+            lab::azure::RecordSet::a("app", 300, &[PRIMARY_INGRESS.parse().unwrap()])
+                .with_metadata("owner", "platform-team"),
+        );
+        self.dns = Some(DnsLab {
+            azure,
+            server,
+            zone,
+        });
+        self.write_config("");
+        self
+    }
+
+    fn dns_section(&self) -> String {
+        let Some(d) = &self.dns else {
+            return String::new();
+        };
+        format!(
+            r#"
+[dns]
+subscription = "0b1f6471-1bf0-4dda-aec3-111122223333"
+resource_group = "rg-app"
+zone = "example.com"
+record = "app"
+record_type = "A"
+auth = "client-secret"
+name_servers = ["{ns}"]
+arm_endpoint = "{arm}"
+authority_host = "{arm}"
+authoritative_deadline_secs = 5
+authoritative_poll_ms = 50
+call_deadline_secs = 20
+[dns.targets]
+primary = "{PRIMARY_INGRESS}"
+dr = "{DR_INGRESS}"
+"#,
+            ns = d.server.addr(),
+            arm = d.azure.url()
+        )
+    }
+
+    /// The record's values as ARM holds them.
+    pub fn dns_values(&self) -> Vec<String> {
+        let d = self.dns.as_ref().expect("a lab with DNS");
+        let rs = d
+            .azure
+            .record(&d.zone, "A", "app")
+            .expect("the record exists");
+        match rs.records {
+            lab::azure::Records::A(ips) => ips.iter().map(|i| i.to_string()).collect(),
+            lab::azure::Records::Cname(c) => vec![c],
+        }
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -69,9 +155,11 @@ overlay = "{m}/primary"
 context = "dr"
 overlay = "{m}/dr"
 {extra}
+{dns}
 "#,
             kc = self.kubeconfig().display(),
-            m = manifests.display()
+            m = manifests.display(),
+            dns = self.dns_section()
         );
         std::fs::write(self.config(), text).unwrap();
     }
@@ -82,6 +170,9 @@ overlay = "{m}/dr"
             .arg(self.config())
             .args(args)
             .env("DRDCTL_POSTGRES_PASSWORD", PASSWORD)
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", CLIENT_ID)
+            .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
             .env_remove("KUBECONFIG")
             .output()
             .await

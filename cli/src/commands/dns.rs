@@ -1,0 +1,90 @@
+//! `drdctl dns show|switch|prepare|restore`: thin over drd-dns, the code the failover engine
+//! uses for its DNS step.
+
+use anyhow::{bail, Context};
+use drd_dns::{DnsConfig, DnsOps, SwitchOptions};
+use serde::Serialize;
+
+use crate::cli::{DnsAction, Output};
+use crate::config::Config;
+use crate::ui;
+
+/// The `[dns]` section, validated (errors name the key).
+pub fn dns_config(config: &Config) -> anyhow::Result<DnsConfig> {
+    let Some(v) = &config.dns else {
+        bail!(
+            "{}: no [dns] section; add one (see docs/dns.md) to use the DNS commands",
+            config.path.display()
+        );
+    };
+    let cfg: DnsConfig = v
+        .clone()
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("{}: [dns]: {e}", config.path.display()))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
+    Ok(cfg)
+}
+
+fn print<T: Serialize + std::fmt::Display>(report: &T, output: Output) {
+    match output {
+        Output::Human => print!("{report}"),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("serialisable")
+        ),
+    }
+}
+
+pub async fn run(config: &Config, action: DnsAction) -> anyhow::Result<()> {
+    let cfg = dns_config(config)?;
+    let ops = DnsOps::from_env(&cfg).context("setting up the Azure DNS client")?;
+    match action {
+        DnsAction::Show { output } => print(&ops.show().await?, output),
+        DnsAction::Switch {
+            to,
+            plan,
+            yes,
+            ttl,
+            output,
+        } => {
+            let region = match to {
+                crate::cli::Region::Primary => "primary",
+                crate::cli::Region::Dr => "dr",
+            };
+            let planned = ops
+                .switch(
+                    region,
+                    &SwitchOptions {
+                        plan: true,
+                        ttl,
+                        confirm: false,
+                    },
+                )
+                .await?;
+            if plan {
+                print(&planned, output);
+                return Ok(());
+            }
+            ui::confirm_typed(region, yes, &format!("{planned}"))?;
+            let report = ops
+                .switch(
+                    region,
+                    &SwitchOptions {
+                        plan: false,
+                        ttl,
+                        confirm: true,
+                    },
+                )
+                .await?;
+            print(&report, output);
+        }
+        DnsAction::Prepare { ttl, plan, output } => {
+            print(&ops.prepare_ttl(ttl, plan).await?, output)
+        }
+        DnsAction::Restore { ttl, plan, output } => {
+            print(&ops.restore_ttl(ttl, plan).await?, output)
+        }
+    }
+    Ok(())
+}
