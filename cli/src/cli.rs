@@ -51,16 +51,31 @@ pub enum Output {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Build the three service images (no Docker daemon needed) and push them by digest.
+    /// Build the service images (no Docker daemon needed) and push them; record their digests.
+    ///
+    /// Native builder: cargo build --release, a reproducible layer with the binary on a base
+    /// image, pushed through the OCI distribution API (blobs the registry has are skipped).
+    /// Tags: VERSION and the git revision. The digests go to .drdctl/images.json, where
+    /// `drdctl deploy` pins both regions to the same bytes. Credentials: docker config.json,
+    /// DRDCTL_REGISTRY_USERNAME/PASSWORD, or an ACR token; never printed.
     BuildPush {
+        /// `host[:port][/namespace]`; default images.registry in drdctl.toml.
         #[arg(long, env = "DRDCTL_REGISTRY")]
         registry: Option<String>,
-        /// Image tag (default: the git revision).
+        /// Version tag; default images.version in drdctl.toml.
         #[arg(long = "version", id = "image_version", env = "DRDCTL_VERSION")]
         image_version: Option<String>,
-        /// Only these services (default: all three).
+        /// Only these services (repeatable; default: all three).
         #[arg(long = "service")]
         services: Vec<String>,
+        /// `native` (no daemon) or `docker` (docker buildx with the Dockerfiles).
+        #[arg(long, default_value = "native")]
+        builder: String,
+        #[arg(long, default_value = "linux/amd64")]
+        platform: String,
+        /// Base image (`scratch` for static binaries); default: distroless glibc, by digest.
+        #[arg(long)]
+        base_image: Option<String>,
     },
     /// Render the region's overlay and apply it server-side, then wait for the rollouts.
     ///

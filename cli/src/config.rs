@@ -122,6 +122,9 @@ impl Default for AppConfig {
 pub struct ImagesConfig {
     pub registry: Option<String>,
     pub version: Option<String>,
+    /// Where `drdctl build-push` records digests and `drdctl deploy` reads them
+    /// (default `.drdctl/images.json` next to this file).
+    pub file: Option<PathBuf>,
 }
 
 fn default_namespace() -> String {
@@ -252,6 +255,13 @@ impl Config {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
+        }
+    }
+
+    pub fn images_file(&self) -> PathBuf {
+        match &self.images.file {
+            Some(p) => self.resolve(p),
+            None => self.resolve(Path::new(".drdctl/images.json")),
         }
     }
 

@@ -102,6 +102,28 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => usage_error(e),
             };
         }
+        Command::BuildPush {
+            registry,
+            image_version,
+            services,
+            builder,
+            platform,
+            base_image,
+        } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return usage_error(e.into()),
+            };
+            let args = commands::build_push::Args {
+                registry,
+                version: image_version,
+                services,
+                builder,
+                platform,
+                base_image,
+            };
+            commands::build_push::run(&config, args).await
+        }
         Command::Dns { action } => {
             let config = match load() {
                 Ok(c) => c,

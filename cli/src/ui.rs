@@ -44,6 +44,20 @@ impl Progress {
         bar
     }
 
+    /// A byte-count bar (uploads).
+    pub fn bytes(&self, prefix: String, total: u64) -> ProgressBar {
+        let bar = self.multi.add(ProgressBar::new(total));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix);
+        bar
+    }
+
     /// Prints a line above the progress lines (or plainly when they are hidden).
     pub fn println(&self, line: impl AsRef<str>) {
         if self.multi.is_hidden() {

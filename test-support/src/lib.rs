@@ -13,6 +13,7 @@
 //!
 //! The binaries come from `PG_BIN` or `/usr/lib/postgresql/15/bin`.
 
+pub mod registry;
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;

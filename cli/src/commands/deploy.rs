@@ -73,7 +73,25 @@ async fn deploy_region(config: &Config, region: &str, args: &Args) -> anyhow::Re
                 kustomize::override_image(&mut objects, service, &format!("{r}/{service}:{v}"));
             }
         }
-        (None, None) => {}
+        (None, None) => {
+            // Pin to what build-push pushed, by digest, so both regions run the same bytes.
+            let file = config.images_file();
+            if file.exists() {
+                let images = drd_registry::read_images_file(&file)?;
+                let mut pinned = Vec::new();
+                for service in &config.app.deployments {
+                    if let Some(record) = images.get(service) {
+                        kustomize::override_image(&mut objects, service, &record.reference);
+                        pinned.push(record.reference.clone());
+                    }
+                }
+                println!(
+                    "images pinned by digest from {}: {}",
+                    file.display(),
+                    pinned.join(", ")
+                );
+            }
+        }
         _ => bail!(
             "--registry and --version go together (or images.registry and images.version in {})",
             config.path.display()

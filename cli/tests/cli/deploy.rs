@@ -297,3 +297,38 @@ async fn kubectl_applies_the_manifests_and_runs_the_seed_failover_commands() {
         3
     );
 }
+
+#[tokio::test]
+async fn deploy_pins_images_by_the_digests_build_push_recorded() {
+    let lab = Lab::start().await;
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let file = lab.dir.path().join("images.json");
+    let record = |s: &str| {
+        serde_json::json!({
+            "repository": format!("127.0.0.1:5000/{s}"), "tag": "1.2.3", "digest": digest,
+            "reference": format!("127.0.0.1:5000/{s}:1.2.3@{digest}"), "tags": ["1.2.3"],
+            "revision": "abc", "created": "2026-11-24T00:00:00Z", "builder": "native"
+        })
+    };
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&serde_json::json!({"version": 1, "images": {
+            "frontend-api": record("frontend-api"), "business-logic": record("business-logic"),
+            "data-ingest": record("data-ingest")}}))
+        .unwrap(),
+    )
+    .unwrap();
+    lab.write_config(&format!("[images]\nfile = \"{}\"\n", file.display()));
+    let out = assert_ok(
+        &lab.drdctl(&["deploy", "--region", "all", "--no-wait"])
+            .await,
+    );
+    assert!(out.contains("images pinned by digest"), "{out}");
+    for d in [&lab.primary, &lab.dr] {
+        let dep = d.get("deployments", "default", "data-ingest").unwrap();
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["image"],
+            format!("127.0.0.1:5000/data-ingest:1.2.3@{digest}")
+        );
+    }
+}
