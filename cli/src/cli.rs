@@ -103,12 +103,20 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
-    /// Apply init-db.sql on the primary database (idempotent).
+    /// Apply init-db.sql on the primary database, in one transaction (idempotent).
+    ///
+    /// Waits (with progress) until the database accepts connections; refuses a standby and
+    /// says to run it on the primary; records the schema version, so a second run says it is
+    /// already applied and changes nothing; creates the DR replication slot.
     InitDb {
         #[arg(long, value_enum, default_value = "primary")]
         region: Region,
         #[arg(long, default_value = "init-db.sql")]
         file: PathBuf,
+        /// How long to wait for the database to accept connections, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        /// Apply and roll back: report what would happen, change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -116,7 +124,9 @@ pub enum Command {
     ///
     /// Checks run concurrently, each with its own timeout: kube API and namespace, deployments
     /// ready for the region's role, crash-looping pods, service health through the ingress,
-    /// the same images in both regions (database and DNS checks join as they are built).
+    /// the same images in both regions; databases: exactly one writable primary, ConfigMap
+    /// role = database role, standby streaming, lag within bounds, replication slot, same
+    /// schema version; DNS: the record at the active region, name servers in sync, TTL.
     /// Exit codes: 0 every check passed (warnings allowed), 1 a check failed, 2 verify could
     /// not run (configuration, credentials).
     Verify {
@@ -137,6 +147,15 @@ pub enum Command {
         /// Recovery-time budget in seconds: a DNS TTL above it is a warning.
         #[arg(long, default_value_t = 300)]
         rto_budget: u32,
+        /// The standby may be at most this many WAL bytes behind.
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        max_lag_bytes: u64,
+        /// ... and at most this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        max_lag_seconds: f64,
+        /// Skip the database checks.
+        #[arg(long)]
+        no_db: bool,
     },
     /// Both regions on one screen: database roles, LSNs, lag, deployments, DNS.
     Status {

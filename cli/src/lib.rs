@@ -78,6 +78,9 @@ async fn run(cli: Cli) -> ExitCode {
             checks,
             timeout,
             rto_budget,
+            max_lag_bytes,
+            max_lag_seconds,
+            no_db,
         } => {
             let config = match load() {
                 Ok(c) => c,
@@ -95,6 +98,9 @@ async fn run(cli: Cli) -> ExitCode {
                 junit,
                 timeout: Duration::from_millis(timeout),
                 rto_budget_secs: rto_budget,
+                max_lag_bytes,
+                max_lag_seconds,
+                skip_databases: no_db,
             };
             return match commands::verify::run(&config, args).await {
                 Ok(code) => ExitCode::from(code),
@@ -123,6 +129,35 @@ async fn run(cli: Cli) -> ExitCode {
                 base_image,
             };
             commands::build_push::run(&config, args).await
+        }
+        Command::InitDb {
+            region,
+            file,
+            wait,
+            dry_run,
+        } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return usage_error(e.into()),
+            };
+            let region = match region {
+                cli::Region::Primary => "primary",
+                cli::Region::Dr => "dr",
+            };
+            let args = commands::db::InitDbArgs {
+                region: region.to_string(),
+                file,
+                wait: Duration::from_secs(wait),
+                dry_run,
+            };
+            commands::db::init_db(&config, args).await
+        }
+        Command::Status { output } => {
+            let config = match load() {
+                Ok(c) => c,
+                Err(e) => return usage_error(e.into()),
+            };
+            commands::db::status(&config, output).await
         }
         Command::Dns { action } => {
             let config = match load() {

@@ -6,8 +6,10 @@
 pub mod azure;
 pub mod dns_server;
 pub mod kube_api;
+pub mod pg;
 pub mod pods;
 
 pub use azure::AzureDouble;
 pub use dns_server::DnsServer;
 pub use kube_api::{KubeDouble, KubeDoubleConfig};
+pub use pg::{PgNode, PgPair, PgPairConfig, PgPodRuntime};

@@ -1,6 +1,7 @@
 //! One module per subcommand; each is thin: load config, call adapters/engine, render.
 
 pub mod build_push;
+pub mod db;
 pub mod deploy;
 pub mod dns;
 pub mod verify;

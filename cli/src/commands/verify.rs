@@ -18,6 +18,10 @@ pub struct Args {
     pub junit: Option<PathBuf>,
     pub timeout: Duration,
     pub rto_budget_secs: u32,
+    pub max_lag_bytes: u64,
+    pub max_lag_seconds: f64,
+    /// No database checks (clusters without PostgreSQL, e.g. before init).
+    pub skip_databases: bool,
 }
 
 /// Runs verify; returns the exit code (0 pass, 1 a check failed, 2 could not run).
@@ -39,10 +43,22 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
             )
         }
     };
+    let databases = if args.skip_databases {
+        BTreeMap::new()
+    } else {
+        clusters
+            .iter()
+            .map(|(r, c)| (r.clone(), super::db::database(config, r, c)))
+            .collect()
+    };
     let targets = checks::Targets {
         clusters,
         dns,
         rto_budget_secs: args.rto_budget_secs,
+        databases,
+        max_lag_bytes: args.max_lag_bytes,
+        max_lag_seconds: args.max_lag_seconds,
+        observed: Default::default(),
     };
     let list = checks::build(config, &targets, &args.regions, &args.checks);
     if list.is_empty() {

@@ -14,6 +14,44 @@ pub struct Targets {
     pub dns: Option<drd_dns::DnsOps>,
     /// Clients may keep the old address for the record's TTL: above this, warn.
     pub rto_budget_secs: u32,
+    /// Each region's database.
+    pub databases: BTreeMap<String, drd_db::PgDatabase>,
+    pub max_lag_bytes: u64,
+    pub max_lag_seconds: f64,
+    /// Both databases observed once, shared by the database checks.
+    pub observed: tokio::sync::OnceCell<Observed>,
+}
+
+/// Per region: its database status and schema versions, or why they could not be read.
+pub type Observed = BTreeMap<String, Result<(NodeStatus, Vec<i32>), String>>;
+
+use drd_db::{Database, DbRole, NodeStatus};
+
+impl Targets {
+    async fn observed(&self) -> &Observed {
+        self.observed
+            .get_or_init(|| async {
+                let runs = self.databases.iter().map(|(region, db)| async move {
+                    let r = async {
+                        let status = db.status().await?;
+                        let versions = db.schema_versions().await.unwrap_or_default();
+                        Ok::<_, drd_db::DbError>((status, versions))
+                    }
+                    .await
+                    .map_err(|e| e.to_string());
+                    (region.clone(), r)
+                });
+                futures_util::future::join_all(runs)
+                    .await
+                    .into_iter()
+                    .collect()
+            })
+            .await
+    }
+}
+
+fn writable(n: &NodeStatus) -> bool {
+    n.role == DbRole::Primary && !n.fenced
 }
 
 /// The region whose application is active (app ConfigMap role), or why that is unclear.
@@ -195,6 +233,9 @@ pub fn build<'a>(
             }));
         }
     }
+    if !targets.databases.is_empty() {
+        database_checks(config, targets, regions, filters, &mut checks);
+    }
     if let Some(dns) = &targets.dns {
         let fqdn = dns.config().fqdn();
         if selected("dns.record", filters) {
@@ -260,6 +301,189 @@ pub fn build<'a>(
         }
     }
     checks
+}
+
+fn database_checks<'a>(
+    config: &'a Config,
+    targets: &'a Targets,
+    regions: &[String],
+    filters: &[String],
+    checks: &mut Vec<Check<'a>>,
+) {
+    let app = &config.app;
+    if selected("db.primary", filters) && regions.len() == 2 {
+        checks.push(Check::new("db.primary", None, async move {
+            let seen = targets.observed().await;
+            let writable: Vec<&str> = seen
+                .iter()
+                .filter(|(_, r)| r.as_ref().is_ok_and(|(n, _)| writable(n)))
+                .map(|(r, _)| r.as_str())
+                .collect();
+            let unreachable: Vec<String> = seen
+                .iter()
+                .filter_map(|(r, s)| s.as_ref().err().map(|e| format!("{r}: {e}")))
+                .collect();
+            match writable.as_slice() {
+                [one] if unreachable.is_empty() => Outcome::pass(format!("exactly one writable primary: {one}")),
+                [one] => Outcome::warn(format!(
+                    "{one} is the only writable primary seen; the other region cannot be checked ({}), so a second primary cannot be ruled out",
+                    unreachable.join("; ")
+                )),
+                [] => Outcome::fail(format!(
+                    "no writable primary: the application cannot write{}",
+                    if unreachable.is_empty() { String::new() } else { format!(" ({})", unreachable.join("; ")) }
+                )),
+                many => Outcome::fail(format!(
+                    "split brain: {} all accept writes; fence all but one now",
+                    many.join(" and ")
+                )),
+            }
+        }));
+    }
+    for region in regions {
+        let r = Some(region.as_str());
+        if selected("db.role", filters) {
+            let region = region.clone();
+            checks.push(Check::new("db.role", r, async move {
+                let seen = targets.observed().await;
+                let node = match seen.get(&region) {
+                    Some(Ok((n, _))) => n,
+                    Some(Err(e)) => return Outcome::fail(e.clone()),
+                    None => return Outcome::skip("no database configured"),
+                };
+                let Some(c) = targets.clusters.get(&region) else {
+                    return Outcome::skip("no cluster");
+                };
+                let role = match app_role(c, &app.configmap).await {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::fail(e),
+                };
+                let expected = if role == "active" {
+                    DbRole::Primary
+                } else {
+                    DbRole::Standby
+                };
+                let mut detail = format!(
+                    "app role {role}, database {} on timeline {}",
+                    node.role, node.timeline
+                );
+                if node.fenced {
+                    detail.push_str(" (fenced: writes refused)");
+                }
+                if node.role == expected {
+                    Outcome::pass(detail)
+                } else {
+                    Outcome::fail(format!(
+                        "configmap/{} says {role} but the database is a {}: {detail}",
+                        app.configmap, node.role
+                    ))
+                }
+            }));
+        }
+        if selected("db.standby", filters) {
+            let region = region.clone();
+            checks.push(Check::new("db.standby", r, async move {
+                let seen = targets.observed().await;
+                match seen.get(&region) {
+                    Some(Ok((n, _))) if n.role == DbRole::Primary => {
+                        Outcome::skip("primary: nothing to stream")
+                    }
+                    Some(Ok((n, _))) => match &n.wal_receiver {
+                        Some(w) if w.status == "streaming" => Outcome::pass(format!(
+                            "streaming from {}",
+                            w.sender.as_deref().unwrap_or("the primary")
+                        )),
+                        Some(w) => Outcome::fail(format!(
+                            "standby in region {region} is not streaming (receiver: {})",
+                            w.status
+                        )),
+                        None => Outcome::fail(format!(
+                            "standby in region {region} has no WAL receiver: it is not replicating"
+                        )),
+                    },
+                    Some(Err(e)) => Outcome::fail(e.clone()),
+                    None => Outcome::skip("no database configured"),
+                }
+            }));
+        }
+    }
+    if selected("db.lag", filters) && regions.len() == 2 {
+        checks.push(Check::new("db.lag", None, async move {
+            let seen = targets.observed().await;
+            let nodes: Vec<&NodeStatus> = seen.values().filter_map(|r| r.as_ref().ok().map(|(n, _)| n)).collect();
+            let primary = nodes.iter().find(|n| n.role == DbRole::Primary);
+            let standby = nodes.iter().find(|n| n.role == DbRole::Standby);
+            let (Some(p), Some(s)) = (primary, standby) else {
+                return Outcome::fail("lag cannot be measured: needs one primary and one reachable standby");
+            };
+            let (Some(cur), Some(rep)) = (p.current_lsn, s.replay_lsn) else {
+                return Outcome::fail("lag cannot be measured: LSNs unavailable");
+            };
+            let bytes = cur.bytes_since(rep);
+            let seconds = s.local_lag.as_ref().map_or(0.0, |l| l.seconds);
+            let detail = format!(
+                "standby {} is {} ({bytes} bytes) and {seconds:.1}s behind {} (bounds {} bytes, {}s)",
+                s.region,
+                drd_db::human_bytes(bytes),
+                p.region,
+                targets.max_lag_bytes,
+                targets.max_lag_seconds
+            );
+            if bytes > targets.max_lag_bytes || seconds > targets.max_lag_seconds {
+                Outcome::fail(detail)
+            } else {
+                Outcome::pass(detail)
+            }
+        }));
+    }
+    if selected("db.slot", filters) && regions.len() == 2 {
+        checks.push(Check::new("db.slot", None, async move {
+            let seen = targets.observed().await;
+            let Some(p) = seen.values().filter_map(|r| r.as_ref().ok().map(|(n, _)| n)).find(|n| n.role == DbRole::Primary) else {
+                return Outcome::fail("no reachable primary to hold the replication slot");
+            };
+            match p.slots.iter().find(|s| s.name == "dr_slot") {
+                Some(s) if s.wal_status.as_deref() == Some("lost") => Outcome::fail(format!(
+                    "slot dr_slot on {} is lost: the standby needs a fresh clone",
+                    p.region
+                )),
+                Some(s) => Outcome::pass(format!(
+                    "slot dr_slot on {} ({})",
+                    p.region,
+                    if s.active { "in use" } else { "not in use" }
+                )),
+                None => Outcome::fail(format!(
+                    "the primary ({}) has no replication slot dr_slot: WAL the standby needs may be removed",
+                    p.region
+                )),
+            }
+        }));
+    }
+    if selected("db.schema", filters) && regions.len() == 2 {
+        checks.push(Check::new("db.schema", None, async move {
+            let seen = targets.observed().await;
+            let versions: Vec<(String, Vec<i32>)> = seen
+                .iter()
+                .filter_map(|(r, s)| s.as_ref().ok().map(|(_, v)| (r.clone(), v.clone())))
+                .collect();
+            if versions.len() < 2 {
+                return Outcome::fail(
+                    "schema versions cannot be compared: a region is unreachable",
+                );
+            }
+            if versions[0].1 == versions[1].1 {
+                Outcome::pass(format!(
+                    "schema versions {:?} in both regions",
+                    versions[0].1
+                ))
+            } else {
+                Outcome::fail(format!(
+                    "schema versions differ: {} has {:?}, {} has {:?}",
+                    versions[0].0, versions[0].1, versions[1].0, versions[1].1
+                ))
+            }
+        }));
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -1,5 +1,6 @@
 //! drdctl end to end: the real binary against the lab's doubles (and real kubectl).
 
+mod db;
 mod deploy;
 mod dns;
 mod kustomize;

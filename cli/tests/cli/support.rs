@@ -23,6 +23,9 @@ pub struct Lab {
     pub dr: KubeDouble,
     pub dir: tempfile::TempDir,
     pub dns: Option<DnsLab>,
+    /// With real PostgreSQL: the pair (its nodes run as the `postgresql-0` pods) and the
+    /// overlays that point each region's role ConfigMap at the pair's addresses.
+    pub pg: Option<lab::pg::PgPair>,
 }
 
 /// Azure DNS for the lab: the ARM + token double and the authoritative name server.
@@ -60,6 +63,67 @@ impl Lab {
             dr,
             dir,
             dns: None,
+            pg: None,
+        };
+        lab.write_config("");
+        lab
+    }
+
+    /// Two regions whose `postgresql-0` pods run real PostgreSQL (start.sh), reachable by
+    /// drdctl through port-forward; app pods are simulated.
+    pub async fn start_with_pg() -> Lab {
+        use lab::pg::{PgPair, PgPairConfig, PgPodRuntime};
+        let pair = PgPair::new(PgPairConfig::new(PASSWORD)).expect("create the PostgreSQL nodes");
+        let (p_role, d_role) = pair.initial_roles();
+        let start = |region: &'static str, node: lab::pg::SharedNode| async move {
+            let rt = PgPodRuntime::new(node);
+            let kube = KubeDouble::start_with(
+                KubeDoubleConfig::new(region, "127.0.0.1:0".parse().unwrap())
+                    .pod_start_delay(Duration::from_millis(50))
+                    .runtime(std::sync::Arc::new(rt.clone()))
+                    .pod_io(std::sync::Arc::new(rt.clone())),
+            )
+            .await
+            .unwrap();
+            rt.bind(&kube);
+            kube
+        };
+        let primary = start("primary", pair.primary.clone()).await;
+        let dr = start("dr", pair.dr.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        write_kubeconfig(
+            &dir.path().join("kubeconfig"),
+            &[("primary", &primary.url()), ("dr", &dr.url())],
+        )
+        .unwrap();
+        for (region, role) in [("primary", &p_role), ("dr", &d_role)] {
+            let overlay = dir.path().join(format!("overlay-{region}"));
+            std::fs::create_dir_all(&overlay).unwrap();
+            let ops: Vec<String> = role
+                .to_config_map_data()
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| {
+                    format!("      - op: add\n        path: /data/{k}\n        value: {v}\n")
+                })
+                .collect();
+            std::fs::write(
+                overlay.join("kustomization.yaml"),
+                format!(
+                    "resources:\n  - {}\npatches:\n  - target:\n      kind: ConfigMap\n      name: postgresql-role\n    patch: |-\n{}",
+                    repo_root().join("manifests").join(region).display(),
+                    ops.concat()
+                ),
+            )
+            .unwrap();
+        }
+        let lab = Lab {
+            primary,
+            dr,
+            dir,
+            dns: None,
+            pg: Some(pair),
         };
         lab.write_config("");
         lab
@@ -142,6 +206,10 @@ dr = "{DR_INGRESS}"
     /// Writes drdctl.toml for the lab; `extra` is appended (TOML).
     pub fn write_config(&self, extra: &str) {
         let manifests = repo_root().join("manifests");
+        let overlay = |region: &str| match &self.pg {
+            Some(_) => self.dir.path().join(format!("overlay-{region}")),
+            None => manifests.join(region),
+        };
         let text = format!(
             r#"
 [kube]
@@ -149,16 +217,17 @@ kubeconfig = "{kc}"
 
 [regions.primary]
 context = "primary"
-overlay = "{m}/primary"
+overlay = "{po}"
 
 [regions.dr]
 context = "dr"
-overlay = "{m}/dr"
+overlay = "{do_}"
 {extra}
 {dns}
 "#,
             kc = self.kubeconfig().display(),
-            m = manifests.display(),
+            po = overlay("primary").display(),
+            do_ = overlay("dr").display(),
             dns = self.dns_section()
         );
         std::fs::write(self.config(), text).unwrap();

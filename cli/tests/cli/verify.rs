@@ -15,7 +15,8 @@ async fn deployed_lab() -> Lab {
 }
 
 async fn verify_json(lab: &Lab, extra: &[&str]) -> (Option<i32>, Vec<Value>, Value) {
-    let mut args = vec!["verify", "--output", "json"];
+    // These labs have no PostgreSQL (see db.rs for the database checks).
+    let mut args = vec!["verify", "--output", "json", "--no-db"];
     args.extend_from_slice(extra);
     let out = lab.drdctl(&args).await;
     let doc: Value = serde_json::from_slice(&out.stdout)
@@ -37,7 +38,7 @@ async fn a_healthy_lab_passes_and_writes_valid_junit() {
     let lab = deployed_lab().await;
     let junit = lab.dir.path().join("verify.xml");
     let out = lab
-        .drdctl(&["verify", "--junit", junit.to_str().unwrap()])
+        .drdctl(&["verify", "--no-db", "--junit", junit.to_str().unwrap()])
         .await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
@@ -145,7 +146,9 @@ async fn filters_and_usage_errors() {
     assert!(results
         .iter()
         .all(|r| r["region"] == "primary" && r["check"].as_str().unwrap().starts_with("kube.")));
-    let out = lab.drdctl(&["verify", "--check", "nonsense"]).await;
+    let out = lab
+        .drdctl(&["verify", "--no-db", "--check", "nonsense"])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no check matches"));
 }

@@ -10,6 +10,7 @@ mod faults;
 mod fields;
 mod kubeconfig;
 mod patch;
+mod portforward;
 mod protobuf;
 mod resources;
 mod selector;
@@ -34,6 +35,7 @@ pub use controller::{template_hash, DelayRuntime, PodInfo, PodRuntime, PodStarte
 pub use error::{ApiError, ApiResult, Cause};
 pub use faults::{Faults, RecordedRequest, RequestLog};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
+pub use portforward::{pod_ip_target, PodIo, PodIpIo};
 pub use resources::{lookup as resource, ResourceDef, Subresource, RESOURCES};
 pub use selector::{FieldSelector, LabelSelector};
 pub use store::{Event, EventType, Store, WriteOpts};
@@ -51,6 +53,8 @@ pub struct KubeDoubleConfig {
     pub runtime: Arc<dyn PodRuntime>,
     /// How often open watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Where pods' ports are (port-forward) and their logs; defaults to [`PodIpIo`].
+    pub pod_io: Arc<dyn PodIo>,
 }
 
 impl KubeDoubleConfig {
@@ -62,7 +66,14 @@ impl KubeDoubleConfig {
             sync_delay: Duration::from_millis(50),
             runtime: Arc::new(DelayRuntime::default()),
             bookmark_interval: Duration::from_secs(30),
+            pod_io: Arc::new(PodIpIo),
         }
+    }
+
+    /// Uses this pod I/O (port-forward targets and logs).
+    pub fn pod_io(mut self, pod_io: Arc<dyn PodIo>) -> Self {
+        self.pod_io = pod_io;
+        self
     }
 
     /// Uses the default runtime with this pod start delay.
@@ -139,6 +150,8 @@ impl KubeDouble {
             down: down_rx,
             bookmark_interval: cfg.bookmark_interval,
             server_address: addr.to_string(),
+            region: cfg.region.clone(),
+            pod_io: cfg.pod_io.clone(),
         });
         let controller = controller::Controller::new(
             store,

@@ -32,6 +32,8 @@ pub(crate) struct Ctx {
     pub down: watch::Receiver<bool>,
     pub bookmark_interval: Duration,
     pub server_address: String,
+    pub region: String,
+    pub pod_io: Arc<dyn super::portforward::PodIo>,
 }
 
 /// The Poem endpoint serving the whole API.
@@ -101,6 +103,9 @@ async fn handle(ctx: &Ctx, mut req: Request) -> Response {
     }
     if let Some(e) = failure {
         return error_response(&e);
+    }
+    if let Some(r) = super::portforward::intercept(ctx, &req).await {
+        return r;
     }
     let body = match req.take_body().into_vec().await {
         Ok(b) => b,

@@ -1,0 +1,213 @@
+//! The lab for these tests: both regions' doubles with the manifests' PostgreSQL StatefulSet,
+//! role ConfigMap and secret, pods run by [`PgPodRuntime`]; and adapters for each region.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drd_db::{KubeTarget, PgDatabase, RegionConfig};
+use lab::pg::{PgPair, PgPairConfig, PgPodRuntime, RoleFiles};
+use lab::{KubeDouble, KubeDoubleConfig};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+/// The secret's `password` (also the superuser's): `:` and `\` test the escaping.
+pub const PASSWORD: &str = "s3cret:pw\\x";
+
+/// One region: its double, its node.
+pub struct Region {
+    pub name: &'static str,
+    pub kube: KubeDouble,
+    pub node: lab::pg::SharedNode,
+}
+
+/// Both regions.
+pub struct Lab {
+    pub primary: Region,
+    pub dr: Region,
+    _pair: PgPair,
+}
+
+/// Polls `check` until it returns Some, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The manifests' StatefulSet, as the double receives it from `drdctl deploy`, with `env`
+/// added to the container's environment.
+fn statefulset(env: &[(&str, &str)]) -> Value {
+    let path = test_support::workspace_root().join("manifests/base/postgresql/statefulset.yaml");
+    let yaml = std::fs::read_to_string(path).expect("read statefulset.yaml");
+    let mut v: Value = serde_yaml::from_str(&yaml).expect("parse statefulset.yaml");
+    v["metadata"]["namespace"] = json!("default");
+    let vars = v
+        .pointer_mut("/spec/template/spec/containers/0/env")
+        .and_then(Value::as_array_mut)
+        .expect("the container has env");
+    for (name, value) in env {
+        vars.push(json!({"name": name, "value": value}));
+    }
+    v
+}
+
+fn secret(password: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "postgresql-secret", "namespace": "default"},
+           "type": "Opaque", "stringData": {"password": password}})
+}
+
+fn role_config_map(role: &RoleFiles) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "postgresql-role", "namespace": "default"},
+           "data": role.to_config_map_data()})
+}
+
+async fn region(
+    name: &'static str,
+    node: lab::pg::SharedNode,
+    role: &RoleFiles,
+    env: &[(&str, &str)],
+) -> Region {
+    let rt = PgPodRuntime::new(node.clone());
+    let cfg = KubeDoubleConfig::new(name, "127.0.0.1:0".parse().unwrap())
+        .sync_delay(Duration::from_millis(10))
+        .runtime(Arc::new(rt.clone()))
+        .pod_io(Arc::new(rt.clone()));
+    let kube = KubeDouble::start_with(cfg).await.expect("start the double");
+    rt.bind(&kube);
+    kube.create(secret(PASSWORD)).expect("create the secret");
+    kube.create(role_config_map(role))
+        .expect("create the role configmap");
+    kube.create(statefulset(env))
+        .expect("create the statefulset");
+    let r = Region { name, kube, node };
+    r.pod_ready().await;
+    r
+}
+
+impl Region {
+    /// Waits until `postgresql-0` is Ready (start.sh finished, PostgreSQL accepting).
+    pub async fn pod_ready(&self) {
+        eventually(
+            240,
+            &format!("postgresql-0 Ready in {}", self.name),
+            || async {
+                let pod = self.kube.get("pods", "default", "postgresql-0")?;
+                if let Some(msg) = pod
+                    .pointer("/status/containerStatuses/0/state/waiting/message")
+                    .and_then(Value::as_str)
+                {
+                    panic!("postgresql-0 in {} failed to start: {msg}", self.name);
+                }
+                let ready = pod["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                ready.then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// A kube-rs client for this region's double.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(self.kube.url().parse().expect("double url"));
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// The adapter as drdctl builds it: port-forward, password from the secret.
+    pub fn db(&self) -> PgDatabase {
+        let target = KubeTarget::new(self.client(), self.name, "default");
+        PgDatabase::new(RegionConfig::port_forward(self.name, target))
+    }
+
+    /// A direct SQL connection to appdb as the superuser (test-side checks).
+    pub async fn sql(&self) -> PgConnection {
+        let addr = self.node.addr();
+        let opts = PgConnectOptions::new()
+            .host(&addr.ip().to_string())
+            .port(addr.port())
+            .username("postgres")
+            .password(PASSWORD)
+            .database("appdb");
+        PgConnection::connect_with(&opts)
+            .await
+            .expect("connect to appdb")
+    }
+
+    /// One value of `sql` as text (NULL as "").
+    pub async fn value(&self, sql: &str) -> String {
+        let mut c = self.sql().await;
+        let v: Option<String> = sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} in {}: {e}", self.name));
+        v.unwrap_or_default()
+    }
+
+    /// Runs statements.
+    pub async fn exec(&self, sql: &str) {
+        let mut c = self.sql().await;
+        sqlx::Executor::execute(&mut c, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} in {}: {e}", self.name));
+    }
+
+    /// Waits until `sql` returns `want`.
+    pub async fn wait_value(&self, sql: &str, want: &str) {
+        let what = format!("{sql} = {want} in {}", self.name);
+        eventually(60, &what, || async {
+            let mut c = self.sql().await;
+            let v: Option<String> = sqlx::query_scalar(sql).fetch_one(&mut c).await.ok()?;
+            (v.as_deref() == Some(want)).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Both regions: the primary region's pod inits the primary, then DR's clones it.
+pub async fn lab() -> Lab {
+    lab_with_env(&[]).await
+}
+
+/// [`lab`], with `env` added to the PostgreSQL container's environment in both regions.
+pub async fn lab_with_env(env: &[(&str, &str)]) -> Lab {
+    let pair = PgPair::new(PgPairConfig::new(PASSWORD)).expect("create the nodes");
+    let (p_role, d_role) = pair.initial_roles();
+    let primary = region("primary", pair.primary.clone(), &p_role, env).await;
+    let dr = region("dr", pair.dr.clone(), &d_role, env).await;
+    Lab {
+        primary,
+        dr,
+        _pair: pair,
+    }
+}
+
+/// Only the primary region (tests that need no standby).
+pub async fn primary_only() -> (Region, PgPair) {
+    let pair = PgPair::new(PgPairConfig::new(PASSWORD)).expect("create the nodes");
+    let (p_role, _) = pair.initial_roles();
+    let primary = region("primary", pair.primary.clone(), &p_role, &[]).await;
+    (primary, pair)
+}
+
+/// A table for test rows.
+pub async fn make_table(r: &Region) {
+    r.exec("CREATE TABLE IF NOT EXISTS t (id int PRIMARY KEY, note text)")
+        .await;
+}

@@ -1,0 +1,167 @@
+//! `drdctl init-db` and `drdctl status`: thin over drd-db (and drd-kube for deployments).
+
+use std::time::Duration;
+
+use drd_db::{
+    Database, InitDbOptions, KubeTarget, PasswordSource, PgDatabase, RegionConfig, WaitProgress,
+};
+use drd_kube::{Cluster, KubeCluster, RolloutKind};
+use serde::Serialize;
+
+use crate::cli::Output;
+use crate::config::Config;
+use crate::ui::Progress;
+
+/// The region's database as the config describes it: port-forward through the region's kube
+/// context (default), or a direct URL with the password from DRDCTL_DB_PASSWORD / the Secret.
+pub fn database(config: &Config, region: &str, cluster: &KubeCluster) -> PgDatabase {
+    let r = config.region(region);
+    let mut kube = KubeTarget::new(cluster.client().clone(), &r.context, &r.namespace);
+    kube.pod = r.database.pod.clone();
+    kube.port = r.database.port;
+    kube.secret = r.database.secret.clone();
+    let cfg = match (&r.database.access[..], &r.database.url) {
+        ("url", Some(url)) => {
+            let password = if std::env::var_os("DRDCTL_DB_PASSWORD").is_some() {
+                PasswordSource::Env("DRDCTL_DB_PASSWORD".into())
+            } else {
+                PasswordSource::KubeSecret
+            };
+            let mut c = RegionConfig::url(region, url, password);
+            c.kube = Some(kube);
+            c
+        }
+        _ => RegionConfig::port_forward(region, kube),
+    };
+    PgDatabase::new(cfg)
+}
+
+pub struct InitDbArgs {
+    pub region: String,
+    pub file: std::path::PathBuf,
+    pub wait: Duration,
+    pub dry_run: bool,
+}
+
+pub async fn init_db(config: &Config, args: InitDbArgs) -> anyhow::Result<()> {
+    let cluster = KubeCluster::connect(config.kube_target(&args.region)).await?;
+    let db = database(config, &args.region, &cluster);
+    let mut opts = InitDbOptions::new(&args.file);
+    opts.wait = args.wait;
+    opts.dry_run = args.dry_run;
+    if args.region == "primary" {
+        opts.create_slot = Some("dr_slot".into());
+    }
+    let progress = Progress::new();
+    let line = progress.line(format!("{} database", args.region));
+    let on_progress = |p: &WaitProgress| match p {
+        WaitProgress::Waiting {
+            attempt, reason, ..
+        } => line.set_message(format!(
+            "waiting for connections (attempt {attempt}): {reason}"
+        )),
+        WaitProgress::Ready { elapsed } => line.set_message(format!(
+            "accepting connections after {:.1}s",
+            elapsed.as_secs_f64()
+        )),
+    };
+    let outcome = db.init_db(&opts, &on_progress).await;
+    line.finish_and_clear();
+    print!("{}", outcome?);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Workloads {
+    region: String,
+    deployments: Vec<(String, String)>,
+    error: Option<String>,
+}
+
+pub async fn status(config: &Config, output: Output) -> anyhow::Result<()> {
+    let mut clusters = Vec::new();
+    for region in ["primary", "dr"] {
+        clusters.push((
+            region,
+            KubeCluster::connect(config.kube_target(region)).await?,
+        ));
+    }
+    let dbs: Vec<PgDatabase> = clusters
+        .iter()
+        .map(|(r, c)| database(config, r, c))
+        .collect();
+    let refs: Vec<&dyn Database> = dbs.iter().map(|d| d as &dyn Database).collect();
+    let (db_status, workloads) = tokio::join!(drd_db::cluster_status(&refs), async {
+        let mut out = Vec::new();
+        for (region, c) in &clusters {
+            let mut w = Workloads {
+                region: region.to_string(),
+                deployments: Vec::new(),
+                error: None,
+            };
+            for d in &config.app.deployments {
+                match c.rollout(RolloutKind::Deployment, d).await {
+                    Ok(r) => w
+                        .deployments
+                        .push((d.clone(), format!("{}/{}", r.ready, r.desired))),
+                    Err(e) => {
+                        w.error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            out.push(w);
+        }
+        out
+    });
+    let dns = match &config.dns {
+        Some(_) => {
+            let cfg = super::dns::dns_config(config)?;
+            match drd_dns::DnsOps::from_env(&cfg) {
+                Ok(ops) => Some(ops.show().await.map_err(|e| e.to_string())),
+                Err(e) => Some(Err(e.to_string())),
+            }
+        }
+        None => None,
+    };
+    match output {
+        Output::Json => {
+            let doc = serde_json::json!({
+                "database": db_status,
+                "deployments": workloads,
+                "dns": dns.as_ref().map(|d| match d {
+                    Ok(r) => serde_json::to_value(r).unwrap_or_default(),
+                    Err(e) => serde_json::json!({"error": e}),
+                }),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Output::Human => {
+            print!("{db_status}");
+            println!();
+            for w in &workloads {
+                match &w.error {
+                    Some(e) => println!("{:<8} deployments: {e}", w.region),
+                    None => println!(
+                        "{:<8} deployments: {}",
+                        w.region,
+                        w.deployments
+                            .iter()
+                            .map(|(n, r)| format!("{n} {r}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                }
+            }
+            match &dns {
+                Some(Ok(r)) => {
+                    println!();
+                    print!("{r}");
+                }
+                Some(Err(e)) => println!("dns: {e}"),
+                None => {}
+            }
+        }
+    }
+    Ok(())
+}

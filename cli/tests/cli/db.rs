@@ -1,0 +1,166 @@
+//! drdctl with real PostgreSQL in both regions (the manifests' start.sh as the `postgresql-0`
+//! pods, reached through port-forward): init-db, status, and verify's database checks, each
+//! fault failing its check.
+
+use serde_json::Value;
+
+use crate::support::{assert_ok, text, Lab, PASSWORD};
+
+async fn lab_with_schema() -> Lab {
+    let lab = Lab::start_with_pg().await;
+    let out = assert_ok(
+        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
+            .await,
+    );
+    assert!(out.contains("statefulset/postgresql rolled out"), "{out}");
+    let schema = crate::support::repo_root().join("init-db.sql");
+    let out = assert_ok(
+        &lab.drdctl(&[
+            "init-db",
+            "--region",
+            "primary",
+            "--file",
+            schema.to_str().unwrap(),
+        ])
+        .await,
+    );
+    assert!(!out.contains(PASSWORD), "the password was printed");
+    lab
+}
+
+async fn verify(lab: &Lab, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let mut args = vec![
+        "verify",
+        "--output",
+        "json",
+        "--check",
+        "db",
+        "--timeout",
+        "20000",
+    ];
+    args.extend_from_slice(extra);
+    let out = lab.drdctl(&args).await;
+    let doc: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (
+        out.status.code(),
+        doc["results"].as_array().unwrap().clone(),
+    )
+}
+
+fn find<'a>(results: &'a [Value], check: &str, region: Option<&str>) -> (&'a str, &'a str) {
+    let r = results
+        .iter()
+        .find(|r| r["check"] == check && r["region"].as_str() == region)
+        .unwrap_or_else(|| panic!("no {check} {region:?} in {results:?}"));
+    (r["status"].as_str().unwrap(), r["detail"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn init_db_status_and_database_checks() {
+    let lab = lab_with_schema().await;
+    let schema = crate::support::repo_root().join("init-db.sql");
+    let schema = schema.to_str().unwrap();
+
+    // A second init-db changes nothing; on the standby it is refused, naming the primary.
+    let again = assert_ok(&lab.drdctl(&["init-db", "--file", schema]).await);
+    assert!(again.contains("already applied"), "{again}");
+    let out = lab
+        .drdctl(&["init-db", "--region", "dr", "--file", schema])
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("standby") && text(&out).contains("primary"),
+        "{}",
+        text(&out)
+    );
+
+    let status = assert_ok(&lab.drdctl(&["status"]).await);
+    assert!(
+        status.contains("primary") && status.contains("standby"),
+        "{status}"
+    );
+    let json: Value = serde_json::from_str(&assert_ok(
+        &lab.drdctl(&["status", "--output", "json"]).await,
+    ))
+    .unwrap();
+    assert_eq!(json["database"]["regions"].as_array().unwrap().len(), 2);
+
+    // Healthy: every database check passes.
+    let (code, results) = verify(&lab, &[]).await;
+    assert_eq!(code, Some(0), "{results:#?}");
+    for check in ["db.primary", "db.lag", "db.slot", "db.schema"] {
+        assert_eq!(
+            find(&results, check, None).0,
+            "pass",
+            "{check}: {results:#?}"
+        );
+    }
+    assert_eq!(find(&results, "db.standby", Some("dr")).0, "pass");
+    assert_eq!(find(&results, "db.role", Some("dr")).0, "pass");
+
+    // Lag above the bound: replay paused on the standby, a write on the primary.
+    let pg = lab.pg.as_ref().unwrap();
+    pg.dr
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    pg.primary
+        .psql(
+            "appdb",
+            "INSERT INTO ingested_data (data_type) SELECT 'lag' FROM generate_series(1, 2000)",
+        )
+        .await
+        .unwrap();
+    let (code, results) = verify(&lab, &["--max-lag-bytes", "1024"]).await;
+    assert_eq!(code, Some(1));
+    let (status, detail) = find(&results, "db.lag", None);
+    assert_eq!(status, "fail");
+    assert!(
+        detail.contains("standby dr") && detail.contains("behind primary"),
+        "{detail}"
+    );
+    assert_eq!(
+        find(&results, "db.primary", None).0,
+        "pass",
+        "other checks still report"
+    );
+    pg.dr
+        .psql("postgres", "SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+
+    // Two primaries: the standby promoted behind drdctl's back.
+    pg.dr
+        .psql("postgres", "SELECT pg_promote(true, 60)")
+        .await
+        .unwrap();
+    let (code, results) = verify(&lab, &[]).await;
+    assert_eq!(code, Some(1));
+    let (status, detail) = find(&results, "db.primary", None);
+    assert_eq!(status, "fail");
+    assert!(
+        detail.contains("split brain") && detail.contains("dr") && detail.contains("primary"),
+        "{detail}"
+    );
+    let (status, detail) = find(&results, "db.role", Some("dr"));
+    assert_eq!(status, "fail");
+    assert!(
+        detail.contains("configmap/app-config says standby"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_standby_fails_its_check_and_the_rest_still_report() {
+    let lab = lab_with_schema().await;
+    lab.pg.as_ref().unwrap().dr.stop().await.unwrap();
+    let (code, results) = verify(&lab, &[]).await;
+    assert_eq!(code, Some(1));
+    let (status, detail) = find(&results, "db.standby", Some("dr"));
+    assert_eq!(status, "fail");
+    assert!(detail.contains("dr"), "{detail}");
+    let (status, _) = find(&results, "db.primary", None);
+    assert_eq!(status, "warn", "the primary is still seen: {results:#?}");
+    assert_eq!(find(&results, "db.role", Some("primary")).0, "pass");
+}

@@ -1,0 +1,334 @@
+//! Pod I/O of the double: `pods/{name}/portforward` and `pods/{name}/log`.
+//!
+//! Port-forward speaks the WebSocket channel protocol the API server offers to kube-rs
+//! (`Api::<Pod>::portforward`): the client asks for `v5.channel.k8s.io, v4.channel.k8s.io`, the
+//! server answers with `v4.channel.k8s.io`; binary frames carry a channel byte first; port `i` of
+//! `?ports=` uses channel `2i` for data and `2i+1` for errors, and the first frame on each channel
+//! is the port number (2 bytes, little endian). Like the kubelet, the double dials the pod's port
+//! when the stream opens; a refused dial becomes a message on the error channel, then the stream
+//! closes. When the region's API goes down, open forwards are cut, as on a real outage.
+//!
+//! Where a pod's port really is comes from a [`PodIo`]: by default the pod's `status.podIP` and
+//! the same port; the lab's PostgreSQL runtime maps `postgresql-0:5432` to its node's address.
+//! `kubectl port-forward` is not served: kubectl 1.32 speaks SPDY (tunnelled or not), which the
+//! double does not implement.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use poem::http::{header, StatusCode};
+use poem::{Request, Response};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::controller::PodInfo;
+use super::error::ApiError;
+use super::resources;
+use super::server::Ctx;
+
+/// The subprotocol the double answers with (the one kube-rs and the API server share).
+const PROTOCOL: &str = "v4.channel.k8s.io";
+
+/// What the double needs to know to reach into a pod: where its ports are, and its log.
+pub trait PodIo: Send + Sync + 'static {
+    /// The address that `port` of `pod` is served on, or why it cannot be reached.
+    fn forward_target(&self, pod: &PodInfo, port: u16) -> Result<SocketAddr, String> {
+        pod_ip_target(pod, port)
+    }
+
+    /// The pod's log (`kubectl logs`); `None` when the runtime keeps none.
+    fn logs(&self, _pod: &PodInfo) -> Option<String> {
+        None
+    }
+}
+
+/// The default: a pod's port is `status.podIP:port`, and pods have no logs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PodIpIo;
+
+impl PodIo for PodIpIo {}
+
+/// `status.podIP:port`, the kubelet's view of a pod's port.
+pub fn pod_ip_target(pod: &PodInfo, port: u16) -> Result<SocketAddr, String> {
+    let ip = pod
+        .object
+        .pointer("/status/podIP")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("pod {} has no IP yet", pod.name))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("pod {} has an invalid IP {ip:?}", pod.name))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn pod_info(region: &str, pod: &Value) -> PodInfo {
+    let meta = &pod["metadata"];
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    PodInfo {
+        region: region.to_string(),
+        namespace: s(&meta["namespace"]),
+        name: s(&meta["name"]),
+        uid: s(&meta["uid"]),
+        labels: meta["labels"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), s(v))).collect())
+            .unwrap_or_default(),
+        owner: meta["ownerReferences"]
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|o| (s(&o["kind"]), s(&o["name"]))),
+        object: pod.clone(),
+    }
+}
+
+fn status_response(e: &ApiError) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .content_type("application/json")
+        .body(serde_json::to_vec(&e.to_status()).unwrap_or_default())
+}
+
+/// Serves `GET /api/v1/namespaces/{ns}/pods/{name}/{portforward|log}`; `None` for any other
+/// request, which the normal API path then serves.
+pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
+    let path = req.uri().path();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let ["api", "v1", "namespaces", ns, "pods", name, sub] = segs.as_slice() else {
+        return None;
+    };
+    if !matches!(*sub, "portforward" | "log") {
+        return None;
+    }
+    let pods = resources::lookup("pods").expect("pods are served");
+    let Some(pod) = ctx.store.get(pods, ns, name) else {
+        return Some(status_response(&ApiError::not_found(pods, name)));
+    };
+    let info = pod_info(&ctx.region, &pod);
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+    Some(match *sub {
+        "log" => logs(ctx, &info, &query),
+        _ => match port_forward(ctx, req, &info, &query) {
+            Ok(r) => r,
+            Err(e) => status_response(&e),
+        },
+    })
+}
+
+fn logs(ctx: &Ctx, pod: &PodInfo, query: &BTreeMap<String, String>) -> Response {
+    let mut text = ctx.pod_io.logs(pod).unwrap_or_default();
+    if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
+    }
+    Response::builder().content_type("text/plain").body(text)
+}
+
+fn port_forward(
+    ctx: &Ctx,
+    req: &Request,
+    pod: &PodInfo,
+    query: &BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    let phase = pod
+        .object
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("Pending");
+    if phase != "Running" {
+        return Err(ApiError::bad_request(format!(
+            "unable to upgrade connection: pod {} is not running (phase {phase})",
+            pod.name
+        )));
+    }
+    let header = |n: header::HeaderName| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let offered = header(header::SEC_WEBSOCKET_PROTOCOL);
+    if !header(header::UPGRADE).eq_ignore_ascii_case("websocket")
+        || !offered.split(',').any(|p| p.trim() == PROTOCOL)
+    {
+        // kubectl 1.32 asks for SPDY/3.1, directly or tunnelled in a WebSocket.
+        return Err(ApiError::bad_request(format!(
+            "the lab's API double serves port-forward over WebSocket {PROTOCOL} only (kube-rs, \
+             drdctl); SPDY (kubectl port-forward) is not implemented (upgrade {:?}, \
+             subprotocols {offered:?})",
+            header(header::UPGRADE)
+        )));
+    }
+    let ports: Vec<u16> = query
+        .get("ports")
+        .map(|p| p.split(',').map(|s| s.trim().parse::<u16>()).collect())
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid port in ?ports="))?
+        .unwrap_or_default();
+    if ports.is_empty() || ports.contains(&0) {
+        return Err(ApiError::bad_request(
+            "at least one port (1-65535) must be given in ?ports=",
+        ));
+    }
+    let key = header(header::SEC_WEBSOCKET_KEY);
+    let on_upgrade = req
+        .take_upgrade()
+        .map_err(|e| ApiError::bad_request(format!("cannot upgrade the connection: {e}")))?;
+    let targets: Vec<Result<SocketAddr, String>> = ports
+        .iter()
+        .map(|p| ctx.pod_io.forward_target(pod, *p))
+        .collect();
+    let down = ctx.down.clone();
+    let pod_name = format!("{}/{}", pod.namespace, pod.name);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "port-forward upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+        forward(ws, pod_name, ports, targets, down).await;
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
+        .finish())
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+/// Relays one WebSocket to the pod's ports until either side closes or the API goes down.
+async fn forward<S>(
+    mut ws: WebSocketStream<S>,
+    pod: String,
+    ports: Vec<u16>,
+    targets: Vec<Result<SocketAddr, String>>,
+    mut down: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // The port-number frame opens each channel, data and error alike.
+    for (i, port) in ports.iter().enumerate() {
+        for ch in [2 * i as u8, 2 * i as u8 + 1] {
+            if ws.send(frame(ch, &port.to_le_bytes())).await.is_err() {
+                return;
+            }
+        }
+    }
+    // Dial every port, as the kubelet does when the streams are created.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Option<Vec<u8>>)>(16);
+    let mut writers = Vec::with_capacity(ports.len());
+    for (i, (port, target)) in ports.iter().zip(targets).enumerate() {
+        let dialled = match target {
+            Ok(addr) => TcpStream::connect(addr)
+                .await
+                .map_err(|e| format!("dial tcp {addr}: {e}")),
+            Err(e) => Err(e),
+        };
+        let conn = match dialled {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("error forwarding port {port} to pod {pod}: {e}");
+                tracing::debug!(%msg, "port-forward dial failed");
+                let _ = ws.send(frame(2 * i as u8 + 1, msg.as_bytes())).await;
+                let _ = ws.close(None).await;
+                return;
+            }
+        };
+        let (mut read, write) = conn.into_split();
+        writers.push(Some(write));
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send((i, None)).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx.send((i, Some(buf[..n].to_vec()))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut open = writers.len();
+    loop {
+        if *down.borrow() {
+            let _ = ws.close(None).await;
+            return;
+        }
+        tokio::select! {
+            _ = down.changed() => continue,
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(data))) if data.len() > 1 && data[0] % 2 == 0 => {
+                    let idx = usize::from(data[0] / 2);
+                    if let Some(Some(w)) = writers.get_mut(idx) {
+                        if w.write_all(&data[1..]).await.is_err() {
+                            let _ = ws.close(None).await;
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    for w in writers.iter_mut().flatten() {
+                        let _ = w.shutdown().await;
+                    }
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+            got = rx.recv() => match got {
+                Some((i, Some(data))) => {
+                    if ws.send(frame(2 * i as u8, &data)).await.is_err() {
+                        return;
+                    }
+                }
+                Some((i, None)) => {
+                    // The pod closed this port: like the kubelet, end the stream once all are.
+                    if let Some(w) = writers.get_mut(i).and_then(Option::take) {
+                        drop(w);
+                        open -= 1;
+                    }
+                    if open == 0 {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+                None => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            },
+        }
+    }
+}
