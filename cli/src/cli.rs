@@ -36,11 +36,31 @@ pub enum Region {
     Dr,
 }
 
+impl Region {
+    pub fn name(self) -> &'static str {
+        match self {
+            Region::Primary => "primary",
+            Region::Dr => "dr",
+        }
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionOrAll {
     Primary,
     Dr,
     All,
+}
+
+impl RegionOrAll {
+    /// The regions selected, primary first.
+    pub fn names(self) -> Vec<String> {
+        match self {
+            RegionOrAll::Primary => vec!["primary".into()],
+            RegionOrAll::Dr => vec!["dr".into()],
+            RegionOrAll::All => vec!["primary".into(), "dr".into()],
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,18 +264,13 @@ pub enum DnsAction {
 }
 
 impl Command {
-    /// The command's name and the issue that builds it.
-    pub fn pending(&self) -> (&'static str, u32) {
+    /// For a command not built yet: its name and the issue that builds it.
+    pub fn pending(&self) -> Option<(&'static str, u32)> {
         match self {
-            Command::BuildPush { .. } => ("build-push", 8),
-            Command::Deploy { .. } => ("deploy", 3),
-            Command::InitDb { .. } => ("init-db", 4),
-            Command::Status { .. } => ("status", 4),
-            Command::Verify { .. } => ("verify", 6),
-            Command::Failover { .. } => ("failover", 7),
-            Command::Failback { .. } => ("failback", 7),
-            Command::Lab { .. } => ("lab", 9),
-            Command::Dns { .. } => ("dns", 5),
+            Command::Failover { .. } => Some(("failover", 7)),
+            Command::Failback { .. } => Some(("failback", 7)),
+            Command::Lab { .. } => Some(("lab", 9)),
+            _ => None,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use cli::{Cli, Command, RegionOrAll};
+use cli::{Cli, Command};
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,7 +37,17 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let load = || config::Config::load(&cli.config);
+    if let Some((name, issue)) = cli.command.pending() {
+        eprintln!(
+            "drdctl {name}: not available in this build yet (tracked as issue #{issue}); \
+             see docs/status.md for what works today"
+        );
+        return ExitCode::from(exit::NOT_AVAILABLE);
+    }
+    let config = match config::Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e.into()),
+    };
     let result = match cli.command {
         Command::Deploy {
             region,
@@ -48,15 +58,7 @@ async fn run(cli: Cli) -> ExitCode {
             force_conflicts,
             timeout,
         } => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => return usage_error(e.into()),
-            };
-            let regions = match region {
-                RegionOrAll::Primary => vec!["primary".to_string()],
-                RegionOrAll::Dr => vec!["dr".to_string()],
-                RegionOrAll::All => vec!["primary".to_string(), "dr".to_string()],
-            };
+            let regions = region.names();
             commands::deploy::run(
                 &config,
                 commands::deploy::Args {
@@ -82,15 +84,7 @@ async fn run(cli: Cli) -> ExitCode {
             max_lag_seconds,
             no_db,
         } => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => return usage_error(e.into()),
-            };
-            let regions = match region {
-                RegionOrAll::Primary => vec!["primary".to_string()],
-                RegionOrAll::Dr => vec!["dr".to_string()],
-                RegionOrAll::All => vec!["primary".to_string(), "dr".to_string()],
-            };
+            let regions = region.names();
             let args = commands::verify::Args {
                 regions,
                 checks,
@@ -116,10 +110,6 @@ async fn run(cli: Cli) -> ExitCode {
             platform,
             base_image,
         } => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => return usage_error(e.into()),
-            };
             let args = commands::build_push::Args {
                 registry,
                 version: image_version,
@@ -136,46 +126,23 @@ async fn run(cli: Cli) -> ExitCode {
             wait,
             dry_run,
         } => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => return usage_error(e.into()),
-            };
-            let region = match region {
-                cli::Region::Primary => "primary",
-                cli::Region::Dr => "dr",
-            };
             let args = commands::db::InitDbArgs {
-                region: region.to_string(),
+                region: region.name().to_string(),
                 file,
                 wait: Duration::from_secs(wait),
                 dry_run,
             };
             commands::db::init_db(&config, args).await
         }
-        Command::Status { output } => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => return usage_error(e.into()),
-            };
-            commands::db::status(&config, output).await
-        }
+        Command::Status { output } => commands::db::status(&config, output).await,
         Command::Dns { action } => {
-            let config = match load() {
-                Ok(c) => c,
-                Err(e) => return usage_error(e.into()),
-            };
             if let Err(e) = commands::dns::dns_config(&config) {
                 return usage_error(e);
             }
             commands::dns::run(&config, action).await
         }
-        other => {
-            let (name, issue) = other.pending();
-            eprintln!(
-                "drdctl {name}: not available in this build yet (tracked as issue #{issue}); \
-                 see docs/status.md for what works today"
-            );
-            return ExitCode::from(exit::NOT_AVAILABLE);
+        Command::Failover { .. } | Command::Failback { .. } | Command::Lab { .. } => {
+            unreachable!("pending commands returned above")
         }
     };
     match result {

@@ -435,21 +435,19 @@ impl Cluster for KubeCluster {
     async fn scale(&self, kind: RolloutKind, name: &str, replicas: i32) -> Result<()> {
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
         let params = PatchParams::default();
-        let what = format!("scaling {kind}/{name} to {replicas}");
-        match kind {
+        let done = match kind {
             RolloutKind::Deployment => self
                 .deployments()
                 .patch_scale(name, &params, &patch)
                 .await
-                .map(|_| ())
-                .map_err(|e| self.err(what, e)),
+                .map(drop),
             RolloutKind::StatefulSet => self
                 .statefulsets()
                 .patch_scale(name, &params, &patch)
                 .await
-                .map(|_| ())
-                .map_err(|e| self.err(what, e)),
-        }
+                .map(drop),
+        };
+        done.map_err(|e| self.err(format!("scaling {kind}/{name} to {replicas}"), e))
     }
 
     async fn restart(&self, kind: RolloutKind, name: &str) -> Result<()> {
@@ -458,21 +456,19 @@ impl Cluster for KubeCluster {
             "kubectl.kubernetes.io/restartedAt": now
         }}}}}));
         let params = PatchParams::default();
-        let what = format!("restarting {kind}/{name}");
-        match kind {
+        let done = match kind {
             RolloutKind::Deployment => self
                 .deployments()
                 .patch(name, &params, &patch)
                 .await
-                .map(|_| ())
-                .map_err(|e| self.err(what, e)),
+                .map(drop),
             RolloutKind::StatefulSet => self
                 .statefulsets()
                 .patch(name, &params, &patch)
                 .await
-                .map(|_| ())
-                .map_err(|e| self.err(what, e)),
-        }
+                .map(drop),
+        };
+        done.map_err(|e| self.err(format!("restarting {kind}/{name}"), e))
     }
 
     async fn patch_configmap(&self, name: &str, data: &BTreeMap<String, String>) -> Result<()> {

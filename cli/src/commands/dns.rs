@@ -48,10 +48,7 @@ pub async fn run(config: &Config, action: DnsAction) -> anyhow::Result<()> {
             ttl,
             output,
         } => {
-            let region = match to {
-                crate::cli::Region::Primary => "primary",
-                crate::cli::Region::Dr => "dr",
-            };
+            let region = to.name();
             let planned = ops
                 .switch(
                     region,
