@@ -195,6 +195,14 @@ pub enum Command {
         /// Emergency failover when the primary is unreachable may lose recent writes.
         #[arg(long)]
         allow_data_loss: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+        /// Where the journal and the lock live.
+        #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
+        state_dir: PathBuf,
+        /// Refuse to start when the standby is further behind than this (bytes).
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        max_lag_bytes: u64,
     },
     /// Return to the primary region after a failover.
     Failback {
@@ -267,7 +275,6 @@ impl Command {
     /// For a command not built yet: its name and the issue that builds it.
     pub fn pending(&self) -> Option<(&'static str, u32)> {
         match self {
-            Command::Failover { .. } => Some(("failover", 7)),
             Command::Failback { .. } => Some(("failback", 7)),
             Command::Lab { .. } => Some(("lab", 9)),
             _ => None,

@@ -141,7 +141,32 @@ async fn run(cli: Cli) -> ExitCode {
             }
             commands::dns::run(&config, action).await
         }
-        Command::Failover { .. } | Command::Failback { .. } | Command::Lab { .. } => {
+        Command::Failover {
+            to,
+            plan,
+            yes,
+            allow_data_loss: _,
+            output,
+            state_dir,
+            max_lag_bytes,
+        } => {
+            let args = commands::failover::Args {
+                to: to.name().to_string(),
+                plan,
+                yes,
+                json: output == cli::Output::Json,
+                state_dir,
+                lag_bound_bytes: max_lag_bytes,
+            };
+            return match commands::failover::run(&config, args).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("drdctl: error: {e:#}");
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
+        Command::Failback { .. } | Command::Lab { .. } => {
             unreachable!("pending commands returned above")
         }
     };

@@ -4,4 +4,5 @@ pub mod build_push;
 pub mod db;
 pub mod deploy;
 pub mod dns;
+pub mod failover;
 pub mod verify;

@@ -2,8 +2,9 @@
 //! live state first and acts only when needed, so a re-run converges; progress goes to a
 //! [`journal::Journal`]; one run at a time ([`lock::LocalLock`] here, a Lease in the cluster).
 //!
-//! Built so far: the journal and the local lock. The steps arrive with the database and DNS
-//! adapters.
+//! Built so far: the planned switchover ([`switchover`]), the journal and the local lock. Not
+//! yet: the emergency path, failback, the cluster Lease, concurrent steps.
 
 pub mod journal;
 pub mod lock;
+pub mod switchover;

@@ -3,6 +3,7 @@
 mod db;
 mod deploy;
 mod dns;
+mod failover;
 mod kustomize;
 mod support;
 mod surface;

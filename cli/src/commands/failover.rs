@@ -1,0 +1,125 @@
+//! `drdctl failover --to REGION`: the planned switchover, journaled and locked.
+
+use std::path::PathBuf;
+
+use drd_db::Database;
+
+use crate::config::Config;
+use crate::engine::journal::{Journal, StepState};
+use crate::engine::lock::LocalLock;
+use crate::engine::switchover::{sides, Plan};
+use crate::{exit, ui};
+
+pub struct Args {
+    pub to: String,
+    pub plan: bool,
+    pub yes: bool,
+    pub json: bool,
+    pub state_dir: PathBuf,
+    pub lag_bound_bytes: u64,
+}
+
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
+    let (source, target) = sides(config, &args.to).await?;
+    let dns = match &config.dns {
+        Some(_) => Some(drd_dns::DnsOps::from_env(&super::dns::dns_config(config)?)?),
+        None => None,
+    };
+    let target_is_primary = target
+        .db
+        .status()
+        .await
+        .is_ok_and(|n| n.role == drd_db::DbRole::Primary);
+    // An unreachable source is only fine when the switchover already happened (a re-run).
+    if !target_is_primary && source.db.status().await.is_err() {
+        eprintln!(
+            "drdctl failover: the {} database cannot be reached: this needs the emergency failover \
+             (with --allow-data-loss), which is not built yet (issue #7); nothing changed",
+            source.name
+        );
+        return Ok(exit::FAILED);
+    }
+    let plan = Plan {
+        config,
+        source,
+        target,
+        dns,
+        lag_bound_bytes: args.lag_bound_bytes,
+    };
+
+    if args.plan {
+        let scratch = tempfile::tempdir()?;
+        let mut journal = Journal::open(scratch.path(), "failover", &args.to, None)?;
+        println!("plan: failover to {} (nothing will be changed)", args.to);
+        plan.run(&mut journal, true).await?;
+        return Ok(exit::OK);
+    }
+
+    let (_lock, taken_over) =
+        LocalLock::acquire(&args.state_dir, &format!("failover --to {}", args.to))?;
+    if let Some(dead) = taken_over {
+        eprintln!("note: took over a stale lock left by {dead}");
+    }
+    let resume = Journal::unfinished(&args.state_dir)?;
+    if let Some(r) = &resume {
+        if r.to != args.to || r.kind != "failover" {
+            anyhow::bail!(
+                "an unfinished {} to {} is recorded in {}: finish it first (or move the journal aside)",
+                r.kind,
+                r.to,
+                Journal::path_in(&args.state_dir).display()
+            );
+        }
+        println!("resuming {} (started {})", r.id, r.started);
+    } else {
+        ui::confirm_typed(
+            &args.to,
+            args.yes,
+            &format!(
+                "failover: make {} the active region (database, application, DNS)",
+                args.to
+            ),
+        )?;
+    }
+    let mut journal = Journal::open(&args.state_dir, "failover", &args.to, resume)?;
+    println!("failover to {} ({})", args.to, journal.run.id);
+    match plan.run(&mut journal, false).await {
+        Ok(evidence) => {
+            journal.finish(true)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"run": journal.run, "evidence": evidence})
+                    )?
+                );
+            } else {
+                println!(
+                    "done: {} is active; acknowledged writes lost: {} bytes of WAL; writes unavailable for {:.1}s{}",
+                    args.to,
+                    evidence.lost_bytes.map_or("unknown".into(), |b| b.to_string()),
+                    evidence.write_unavailability_secs.unwrap_or_default(),
+                    evidence
+                        .dns_old_ttl_secs
+                        .map(|t| format!("; clients may use the old address for up to {t}s (DNS TTL)"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            let acted = journal.run.steps.iter().any(|s| s.state == StepState::Done);
+            eprintln!("drdctl failover: {e:#}");
+            if acted {
+                eprintln!(
+                    "stopped midway; the journal is {}: fix the cause and re-run the same command to resume",
+                    Journal::path_in(&args.state_dir).display()
+                );
+                Ok(exit::STOPPED_MIDWAY)
+            } else {
+                eprintln!("nothing was changed");
+                Ok(exit::FAILED)
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The planned switchover (primary reachable): the order of DESIGN.md's "Failover, done right".
+//!
+//! Each step observes the live state first and acts only when needed, so a re-run after a
+//! kill (or after success) converges, and promotion happens at most once. Steps:
+//! preflight → warm the target's app → fence the source (app to 0, database read-only) →
+//! wait until the target replayed the source's final LSN → promote the target → target app
+//! active + restart + ready → DNS to the target (ETag-guarded, confirmed on the name servers)
+//! → stop the source database (so it can never take writes) → report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use drd_db::{Database, DbRole, DesiredRole, Lsn, PgDatabase};
+use drd_kube::{Cluster, KubeCluster, RolloutKind};
+use serde::Serialize;
+
+use super::journal::{Journal, StepState};
+use crate::config::Config;
+
+/// One region's handles.
+pub struct Side {
+    pub name: String,
+    pub kube: KubeCluster,
+    pub db: PgDatabase,
+}
+
+/// What the run did, for the report.
+#[derive(Debug, Default, Serialize)]
+pub struct Evidence {
+    /// The source's last WAL position once fenced.
+    pub source_final_lsn: Option<String>,
+    /// What the target had replayed when it was promoted.
+    pub target_replayed_lsn: Option<String>,
+    /// Bytes the target had not replayed when promoted: 0 in a planned switchover.
+    pub lost_bytes: Option<u64>,
+    /// From fencing the source to the DNS record pointing at the target.
+    pub write_unavailability_secs: Option<f64>,
+    /// The record's TTL: how long clients may still use the old address.
+    pub dns_old_ttl_secs: Option<u32>,
+}
+
+pub struct Plan<'a> {
+    pub config: &'a Config,
+    pub source: Side,
+    pub target: Side,
+    pub dns: Option<drd_dns::DnsOps>,
+    pub lag_bound_bytes: u64,
+}
+
+/// A step's outcome: acted, or found done already.
+enum Did {
+    Acted(String),
+    Already(String),
+}
+
+async fn step<F>(journal: &mut Journal, name: &str, dry_run: bool, f: F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<Did>>,
+{
+    let started = Instant::now();
+    if journal.is_done(name) {
+        println!("  {name:<22} done in an earlier run");
+        return Ok(());
+    }
+    if !dry_run {
+        journal.begin(name)?;
+    }
+    match f.await {
+        Ok(Did::Acted(detail)) => {
+            println!(
+                "  {name:<22} {detail} ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            );
+            if !dry_run {
+                journal.end(StepState::Done, detail)?;
+            }
+            Ok(())
+        }
+        Ok(Did::Already(detail)) => {
+            println!("  {name:<22} already so: {detail}");
+            if !dry_run {
+                journal.end(StepState::AlreadyDone, detail)?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("  {name:<22} FAILED: {e:#}");
+            if !dry_run {
+                journal.end(StepState::Failed, format!("{e:#}"))?;
+            }
+            Err(e.context(format!("step {name}")))
+        }
+    }
+}
+
+async fn app_role(kube: &KubeCluster, configmap: &str) -> anyhow::Result<String> {
+    Ok(kube
+        .configmap(configmap)
+        .await?
+        .and_then(|d| d.get("role").cloned())
+        .unwrap_or_default())
+}
+
+async fn wait_rolled_out(
+    kube: &KubeCluster,
+    deployments: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for d in deployments {
+        loop {
+            let r = kube.rollout(RolloutKind::Deployment, d).await?;
+            if r.is_complete() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "deployment/{d} in context {} did not roll out within {}s: {r}",
+                    kube.target().context,
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+impl Plan<'_> {
+    /// Runs (or, with `dry_run`, only observes and prints) the switchover.
+    pub async fn run(&self, journal: &mut Journal, dry_run: bool) -> anyhow::Result<Evidence> {
+        let app = &self.config.app;
+        let (s, t) = (&self.source, &self.target);
+        let mut ev = Evidence::default();
+        let verb = |act: &str| {
+            if dry_run {
+                format!("would {act}")
+            } else {
+                act.to_string()
+            }
+        };
+
+        // 1. Preflight: both reachable, the target a streaming standby close enough (unless
+        // the run is past that point already), DNS readable.
+        let t_status =
+            t.db.status()
+                .await
+                .with_context(|| format!("reading the database of {}", t.name))?;
+        let s_status = s.db.status().await;
+        step(journal, "preflight", dry_run, async {
+            s.kube.version().await?;
+            t.kube.version().await?;
+            if t_status.role == DbRole::Primary {
+                return Ok(Did::Already(format!("{} is already the primary", t.name)));
+            }
+            let s_status = s_status.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            if s_status.role != DbRole::Primary {
+                bail!("neither region is a primary ({}: {}, {}: {}): nothing to switch over", s.name, s_status.role, t.name, t_status.role);
+            }
+            let receiving = t_status.wal_receiver.as_ref().map(|w| w.status.clone()).unwrap_or_else(|| "none".into());
+            if receiving != "streaming" {
+                bail!("the standby in {} is not streaming (receiver: {receiving}); fix replication first (drdctl status)", t.name);
+            }
+            let lag = match (s_status.current_lsn, t_status.replay_lsn) {
+                (Some(c), Some(r)) => c.bytes_since(r),
+                _ => 0,
+            };
+            if lag > self.lag_bound_bytes {
+                bail!("the standby in {} is {lag} bytes behind (bound {}); wait for it to catch up", t.name, self.lag_bound_bytes);
+            }
+            Ok(Did::Acted(format!("both regions reachable; {} streaming, {lag} bytes behind", t.name)))
+        })
+        .await?;
+
+        // 2. Warm the target's application.
+        step(journal, "warm-target-app", dry_run, async {
+            let mut scaled = Vec::new();
+            for d in &app.deployments {
+                let r = t.kube.rollout(RolloutKind::Deployment, d).await?;
+                if r.desired < app.active_replicas {
+                    if !dry_run {
+                        t.kube
+                            .scale(RolloutKind::Deployment, d, app.active_replicas)
+                            .await?;
+                    }
+                    scaled.push(format!("{d} {}->{}", r.desired, app.active_replicas));
+                }
+            }
+            Ok(if scaled.is_empty() {
+                Did::Already(format!(
+                    "{} app at {} replicas",
+                    t.name, app.active_replicas
+                ))
+            } else {
+                Did::Acted(verb(&format!("scale in {}: {}", t.name, scaled.join(", "))))
+            })
+        })
+        .await?;
+
+        // 3. Fence the source: no new writes (app to 0, database read-only).
+        let fence_started = Instant::now();
+        step(journal, "fence-source", dry_run, async {
+            if t_status.role == DbRole::Primary {
+                return Ok(Did::Already(format!("{} already promoted", t.name)));
+            }
+            let mut did = Vec::new();
+            for d in &app.deployments {
+                let r = s.kube.rollout(RolloutKind::Deployment, d).await?;
+                if r.desired > 0 {
+                    if !dry_run {
+                        s.kube.scale(RolloutKind::Deployment, d, 0).await?;
+                    }
+                    did.push(format!("{d} to 0"));
+                }
+            }
+            let fenced = s.db.status().await?.fenced;
+            if !fenced {
+                if !dry_run {
+                    s.db.fence().await?;
+                }
+                did.push("database read-only".into());
+            }
+            Ok(if did.is_empty() {
+                Did::Already("source fenced".into())
+            } else {
+                Did::Acted(verb(&format!("fence {}: {}", s.name, did.join(", "))))
+            })
+        })
+        .await?;
+        if dry_run {
+            println!("  (the remaining steps depend on the fence; nothing was changed)");
+            return Ok(ev);
+        }
+
+        // 4. Wait until the target replayed everything the source wrote.
+        step(journal, "wait-replay", dry_run, async {
+            let t_now = t.db.status().await?;
+            if t_now.role == DbRole::Primary {
+                return Ok(Did::Already(format!("{} already promoted", t.name)));
+            }
+            let final_lsn: Lsn =
+                s.db.status()
+                    .await?
+                    .current_lsn
+                    .context("the source reports no WAL position")?;
+            let replayed =
+                t.db.wait_replayed(final_lsn, Duration::from_secs(120))
+                    .await?;
+            Ok(Did::Acted(format!(
+                "{} replayed {replayed} (source final {final_lsn})",
+                t.name
+            )))
+        })
+        .await?;
+        if let (Ok(sn), Ok(tn)) = (s.db.status().await, t.db.status().await) {
+            if let (Some(f), Some(r)) = (sn.current_lsn, tn.position()) {
+                ev.source_final_lsn = Some(f.to_string());
+                ev.target_replayed_lsn = Some(r.to_string());
+                ev.lost_bytes = Some(f.bytes_since(r));
+            }
+        }
+
+        // 5. Promote the target (once: a primary is left alone) and make that its desired role.
+        step(journal, "promote-target", dry_run, async {
+            let out = t.db.promote(Duration::from_secs(60)).await?;
+            t.db.set_desired_role(&DesiredRole::Primary).await?;
+            Ok(if out.already_primary {
+                Did::Already(format!(
+                    "{} is the primary (timeline {})",
+                    t.name, out.timeline_after
+                ))
+            } else {
+                Did::Acted(format!(
+                    "promoted {}: timeline {} -> {}",
+                    t.name, out.timeline_before, out.timeline_after
+                ))
+            })
+        })
+        .await?;
+
+        // 6. The target's app becomes the active one.
+        step(journal, "activate-target-app", dry_run, async {
+            let role = app_role(&t.kube, &app.configmap).await?;
+            if role == "active" {
+                wait_rolled_out(&t.kube, &app.deployments, Duration::from_secs(300)).await?;
+                return Ok(Did::Already(format!("{} app is active", t.name)));
+            }
+            t.kube
+                .patch_configmap(
+                    &app.configmap,
+                    &BTreeMap::from([("role".to_string(), "active".to_string())]),
+                )
+                .await?;
+            for d in &app.deployments {
+                t.kube.restart(RolloutKind::Deployment, d).await?;
+            }
+            wait_rolled_out(&t.kube, &app.deployments, Duration::from_secs(300)).await?;
+            Ok(Did::Acted(format!(
+                "{} app role active, restarted, ready",
+                t.name
+            )))
+        })
+        .await?;
+
+        // 7. DNS to the target, confirmed on the authoritative name servers.
+        if let Some(dns) = &self.dns {
+            step(journal, "switch-dns", dry_run, async {
+                let report = dns
+                    .switch(
+                        &t.name,
+                        &drd_dns::SwitchOptions {
+                            plan: false,
+                            ttl: None,
+                            confirm: true,
+                        },
+                    )
+                    .await?;
+                ev.dns_old_ttl_secs = Some(report.old_value_cached_for_secs);
+                Ok(Did::Acted(
+                    format!("{}", report)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                ))
+            })
+            .await?;
+        }
+        ev.write_unavailability_secs = Some(fence_started.elapsed().as_secs_f64());
+
+        // 8. The source can never take writes again: its database stops, its app is standby.
+        step(journal, "stop-source", dry_run, async {
+            let role = app_role(&s.kube, &app.configmap).await?;
+            if role != "standby" {
+                s.kube
+                    .patch_configmap(
+                        &app.configmap,
+                        &BTreeMap::from([("role".to_string(), "standby".to_string())]),
+                    )
+                    .await?;
+            }
+            let r = s
+                .kube
+                .rollout(RolloutKind::StatefulSet, "postgresql")
+                .await?;
+            if r.desired == 0 {
+                return Ok(Did::Already(format!("{} database stopped", s.name)));
+            }
+            s.kube
+                .scale(RolloutKind::StatefulSet, "postgresql", 0)
+                .await?;
+            Ok(Did::Acted(format!(
+                "{} database stopped (statefulset/postgresql to 0), app role standby",
+                s.name
+            )))
+        })
+        .await?;
+        Ok(ev)
+    }
+}
+
+/// The two regions' handles, `to` being the target.
+pub async fn sides(config: &Config, to: &str) -> anyhow::Result<(Side, Side)> {
+    let from = if to == "dr" { "primary" } else { "dr" };
+    let mk = |name: &str| {
+        let name = name.to_string();
+        async move {
+            let kube = KubeCluster::connect(config.kube_target(&name)).await?;
+            let db = crate::commands::db::database(config, &name, &kube);
+            Ok::<_, anyhow::Error>(Side { name, kube, db })
+        }
+    };
+    Ok((mk(from).await?, mk(to).await?))
+}

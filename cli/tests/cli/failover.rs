@@ -1,0 +1,139 @@
+//! `drdctl failover --to dr`: the planned switchover against real PostgreSQL (start.sh as the
+//! pods), two Kubernetes doubles and the Azure DNS double.
+
+use serde_json::Value;
+
+use crate::support::{assert_ok, text, Lab, DR_INGRESS};
+
+#[tokio::test]
+async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() {
+    let lab = Lab::start_with_pg().await.with_dns().await;
+    assert_ok(
+        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
+            .await,
+    );
+    let schema = crate::support::repo_root().join("init-db.sql");
+    assert_ok(
+        &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
+            .await,
+    );
+    let pg = lab.pg.as_ref().unwrap();
+    pg.primary
+        .psql(
+            "appdb",
+            "INSERT INTO users (username, email) VALUES ('acked', 'acked@example.com')",
+        )
+        .await
+        .unwrap();
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+
+    // --plan changes nothing.
+    let plan = assert_ok(&lab.drdctl(&["failover", "--to", "dr", "--plan"]).await);
+    assert!(plan.contains("would"), "{plan}");
+    assert_eq!(lab.dns_values(), ["127.0.0.2"]);
+    // Without a terminal and without --yes: refused, nothing changed.
+    let out = lab
+        .drdctl(&["failover", "--to", "dr", "--state-dir", state_arg])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--yes"), "{}", text(&out));
+    assert_eq!(
+        pg.primary
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "f"
+    );
+
+    let out = lab
+        .drdctl(&[
+            "failover",
+            "--to",
+            "dr",
+            "--yes",
+            "--state-dir",
+            state_arg,
+            "--output",
+            "json",
+        ])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let json_start = String::from_utf8_lossy(&out.stdout)
+        .find("{\n")
+        .expect("a JSON report");
+    let report: Value =
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)[json_start..]).unwrap();
+    assert_eq!(report["evidence"]["lost_bytes"], 0, "{report:#}");
+    assert_eq!(report["run"]["completed"], true);
+
+    // The database moved, with the acknowledged write.
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "f"
+    );
+    assert_eq!(
+        pg.dr
+            .psql("appdb", "SELECT username FROM users")
+            .await
+            .unwrap(),
+        "acked"
+    );
+    let timeline = pg
+        .dr
+        .psql(
+            "postgres",
+            "SELECT timeline_id FROM pg_control_checkpoint()",
+        )
+        .await
+        .unwrap();
+    // The app and DNS moved; the old primary can no longer take writes.
+    assert_eq!(lab.dns_values(), [DR_INGRESS]);
+    assert_eq!(
+        lab.dr.get("configmaps", "default", "app-config").unwrap()["data"]["role"],
+        "active"
+    );
+    assert_eq!(
+        lab.primary
+            .get("configmaps", "default", "app-config")
+            .unwrap()["data"]["role"],
+        "standby"
+    );
+    assert_eq!(
+        lab.dr
+            .get("deployments", "default", "frontend-api")
+            .unwrap()["spec"]["replicas"],
+        3
+    );
+    assert_eq!(
+        lab.primary
+            .get("statefulsets", "default", "postgresql")
+            .unwrap()["spec"]["replicas"],
+        0
+    );
+    assert!(
+        !pg.primary.is_running(),
+        "the old primary's server is stopped"
+    );
+
+    // A re-run converges without acting: no second promotion.
+    let again = assert_ok(
+        &lab.drdctl(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+            .await,
+    );
+    assert!(again.contains("already"), "{again}");
+    assert_eq!(
+        pg.dr
+            .psql(
+                "postgres",
+                "SELECT timeline_id FROM pg_control_checkpoint()"
+            )
+            .await
+            .unwrap(),
+        timeline
+    );
+}
