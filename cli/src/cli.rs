@@ -195,6 +195,9 @@ pub enum Command {
         /// Emergency failover when the primary is unreachable may lose recent writes.
         #[arg(long)]
         allow_data_loss: bool,
+        /// Rejoin the old primary as a standby of the new one (pg_rewind) instead of stopping it.
+        #[arg(long)]
+        rejoin: bool,
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
         /// Where the journal and the lock live.
@@ -205,11 +208,23 @@ pub enum Command {
         max_lag_bytes: u64,
     },
     /// Return to the primary region after a failover.
+    ///
+    /// Brings the old primary back as a standby of DR (start.sh rewinds it; a fresh clone only
+    /// when rewind is impossible), waits until it has caught up, then runs the same planned
+    /// switchover back, rejoining DR as a standby and restoring its replica counts.
     Failback {
         #[arg(long)]
         plan: bool,
         #[arg(long)]
         yes: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+        /// Where the journal and the lock live.
+        #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
+        state_dir: PathBuf,
+        /// Refuse to switch back while the rejoined standby is further behind (bytes).
+        #[arg(long, default_value_t = 16 * 1024 * 1024)]
+        max_lag_bytes: u64,
     },
     /// The application's DNS record in Azure DNS: show it, switch it, lower or restore its TTL.
     ///
@@ -275,7 +290,6 @@ impl Command {
     /// For a command not built yet: its name and the issue that builds it.
     pub fn pending(&self) -> Option<(&'static str, u32)> {
         match self {
-            Command::Failback { .. } => Some(("failback", 7)),
             Command::Lab { .. } => Some(("lab", 9)),
             _ => None,
         }

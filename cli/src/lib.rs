@@ -146,6 +146,7 @@ async fn run(cli: Cli) -> ExitCode {
             plan,
             yes,
             allow_data_loss: _,
+            rejoin,
             output,
             state_dir,
             max_lag_bytes,
@@ -157,6 +158,8 @@ async fn run(cli: Cli) -> ExitCode {
                 json: output == cli::Output::Json,
                 state_dir,
                 lag_bound_bytes: max_lag_bytes,
+                kind: "failover",
+                rejoin,
             };
             return match commands::failover::run(&config, args).await {
                 Ok(code) => ExitCode::from(code),
@@ -166,7 +169,32 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
-        Command::Failback { .. } | Command::Lab { .. } => {
+        Command::Failback {
+            plan,
+            yes,
+            output,
+            state_dir,
+            max_lag_bytes,
+        } => {
+            let args = commands::failover::Args {
+                to: "primary".into(),
+                plan,
+                yes,
+                json: output == cli::Output::Json,
+                state_dir,
+                lag_bound_bytes: max_lag_bytes,
+                kind: "failback",
+                rejoin: true,
+            };
+            return match commands::failover::run(&config, args).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("drdctl: error: {e:#}");
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
+        Command::Lab { .. } => {
             unreachable!("pending commands returned above")
         }
     };

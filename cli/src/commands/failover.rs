@@ -17,6 +17,11 @@ pub struct Args {
     pub json: bool,
     pub state_dir: PathBuf,
     pub lag_bound_bytes: u64,
+    /// `failover`, or `failback` (rejoin the old primary first, then switch back with the
+    /// DR region rejoined as a standby).
+    pub kind: &'static str,
+    /// Rejoin the old primary as a standby instead of stopping it.
+    pub rejoin: bool,
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
@@ -45,12 +50,29 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         target,
         dns,
         lag_bound_bytes: args.lag_bound_bytes,
+        rejoin_source: args.rejoin || args.kind == "failback",
     };
 
+    if args.plan
+        && args.kind == "failback"
+        && !target_is_primary
+        && plan.target.db.status().await.is_err()
+    {
+        println!("plan: failback to {} (nothing will be changed)", args.to);
+        println!("  rejoin-old-primary     would restart {}'s database as a standby of {} (start.sh rewinds it)", plan.target.name, plan.source.name);
+        println!(
+            "  then the planned switchover back, rejoining {} as a standby",
+            plan.source.name
+        );
+        return Ok(exit::OK);
+    }
     if args.plan {
         let scratch = tempfile::tempdir()?;
         let mut journal = Journal::open(scratch.path(), "failover", &args.to, None)?;
-        println!("plan: failover to {} (nothing will be changed)", args.to);
+        println!(
+            "plan: {} to {} (nothing will be changed)",
+            args.kind, args.to
+        );
         plan.run(&mut journal, true).await?;
         return Ok(exit::OK);
     }
@@ -62,7 +84,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
     }
     let resume = Journal::unfinished(&args.state_dir)?;
     if let Some(r) = &resume {
-        if r.to != args.to || r.kind != "failover" {
+        if r.to != args.to || r.kind != args.kind {
             anyhow::bail!(
                 "an unfinished {} to {} is recorded in {}: finish it first (or move the journal aside)",
                 r.kind,
@@ -81,9 +103,17 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
             ),
         )?;
     }
-    let mut journal = Journal::open(&args.state_dir, "failover", &args.to, resume)?;
-    println!("failover to {} ({})", args.to, journal.run.id);
-    match plan.run(&mut journal, false).await {
+    let mut journal = Journal::open(&args.state_dir, args.kind, &args.to, resume)?;
+    println!("{} to {} ({})", args.kind, args.to, journal.run.id);
+    let result = async {
+        if args.kind == "failback" {
+            crate::engine::switchover::rejoin_as_standby(&mut journal, config, &plan.target)
+                .await?;
+        }
+        plan.run(&mut journal, false).await
+    }
+    .await;
+    match result {
         Ok(evidence) => {
             journal.finish(true)?;
             if args.json {
@@ -109,7 +139,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         }
         Err(e) => {
             let acted = journal.run.steps.iter().any(|s| s.state == StepState::Done);
-            eprintln!("drdctl failover: {e:#}");
+            eprintln!("drdctl {}: {e:#}", args.kind);
             if acted {
                 eprintln!(
                     "stopped midway; the journal is {}: fix the cause and re-run the same command to resume",

@@ -46,6 +46,10 @@ pub struct Plan<'a> {
     pub target: Side,
     pub dns: Option<drd_dns::DnsOps>,
     pub lag_bound_bytes: u64,
+    /// Instead of stopping the source database, make it a standby of the target (pg_rewind),
+    /// and bring its application back to the standby replica count: a failback, or
+    /// `failover --rejoin`.
+    pub rejoin_source: bool,
 }
 
 /// A step's outcome: acted, or found done already.
@@ -329,35 +333,143 @@ impl Plan<'_> {
         }
         ev.write_unavailability_secs = Some(fence_started.elapsed().as_secs_f64());
 
-        // 8. The source can never take writes again: its database stops, its app is standby.
-        step(journal, "stop-source", dry_run, async {
+        // 8. The source can never take writes again: its app is standby, and its database
+        // either stops or (rejoin) becomes a standby of the target.
+        step(journal, "demote-source-app", dry_run, async {
             let role = app_role(&s.kube, &app.configmap).await?;
-            if role != "standby" {
-                s.kube
-                    .patch_configmap(
-                        &app.configmap,
-                        &BTreeMap::from([("role".to_string(), "standby".to_string())]),
-                    )
-                    .await?;
-            }
-            let r = s
-                .kube
-                .rollout(RolloutKind::StatefulSet, "postgresql")
-                .await?;
-            if r.desired == 0 {
-                return Ok(Did::Already(format!("{} database stopped", s.name)));
+            if role == "standby" {
+                return Ok(Did::Already(format!("{} app role standby", s.name)));
             }
             s.kube
-                .scale(RolloutKind::StatefulSet, "postgresql", 0)
+                .patch_configmap(
+                    &app.configmap,
+                    &BTreeMap::from([("role".to_string(), "standby".to_string())]),
+                )
                 .await?;
-            Ok(Did::Acted(format!(
-                "{} database stopped (statefulset/postgresql to 0), app role standby",
-                s.name
-            )))
+            Ok(Did::Acted(format!("{} app role standby", s.name)))
         })
         .await?;
+        if self.rejoin_source {
+            step(journal, "rejoin-source", dry_run, async {
+                let out = s.db.rejoin(&drd_db::RejoinOptions::default()).await?;
+                Ok(Did::Acted(describe_rejoin(&out)))
+            })
+            .await?;
+            step(journal, "restore-source-app", dry_run, async {
+                let mut scaled = Vec::new();
+                for d in &app.deployments {
+                    let r = s.kube.rollout(RolloutKind::Deployment, d).await?;
+                    if r.desired != app.standby_replicas {
+                        s.kube
+                            .scale(RolloutKind::Deployment, d, app.standby_replicas)
+                            .await?;
+                        scaled.push(format!("{d} {}->{}", r.desired, app.standby_replicas));
+                    }
+                }
+                Ok(if scaled.is_empty() {
+                    Did::Already(format!(
+                        "{} app at {} replicas",
+                        s.name, app.standby_replicas
+                    ))
+                } else {
+                    Did::Acted(format!("{}: {}", s.name, scaled.join(", ")))
+                })
+            })
+            .await?;
+        } else {
+            step(journal, "stop-source-db", dry_run, async {
+                let r = s
+                    .kube
+                    .rollout(RolloutKind::StatefulSet, "postgresql")
+                    .await?;
+                if r.desired == 0 {
+                    return Ok(Did::Already(format!("{} database stopped", s.name)));
+                }
+                s.kube
+                    .scale(RolloutKind::StatefulSet, "postgresql", 0)
+                    .await?;
+                Ok(Did::Acted(format!(
+                    "{} database stopped (statefulset/postgresql to 0)",
+                    s.name
+                )))
+            })
+            .await?;
+        }
         Ok(ev)
     }
+}
+
+/// Failback's first step: the former primary region's database back as a standby of `of`
+/// (start.sh rewinds it, or clones when rewind is impossible), caught up.
+pub async fn rejoin_as_standby(
+    journal: &mut Journal,
+    config: &Config,
+    side: &Side,
+) -> anyhow::Result<()> {
+    step(journal, "rejoin-old-primary", false, async {
+        if let Ok(st) = side.db.status().await {
+            if st.role == DbRole::Standby
+                && st.wal_receiver.as_ref().is_some_and(|w| w.status == "streaming")
+            {
+                return Ok(Did::Already(format!("{} is a streaming standby", side.name)));
+            }
+        }
+        let sts = side.kube.rollout(RolloutKind::StatefulSet, "postgresql").await?;
+        if sts.desired == 0 {
+            // Stopped by the failover: its desired role becomes standby of the peer first, so
+            // the pod starts as a standby (start.sh rewinds), never as a second primary.
+            let cm = side
+                .kube
+                .configmap("postgresql-role")
+                .await?
+                .context("configmap/postgresql-role is missing")?;
+            let host = cm.get("peer_host").cloned().unwrap_or_default();
+            let port = cm.get("peer_port").and_then(|p| p.parse().ok()).unwrap_or(5432);
+            if host.is_empty() {
+                bail!("configmap/postgresql-role in {} has no peer_host: cannot tell whom to follow", side.name);
+            }
+            side.db
+                .set_desired_role(&DesiredRole::Standby { primary_host: host, primary_port: port })
+                .await?;
+            side.kube.scale(RolloutKind::StatefulSet, "postgresql", 1).await?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                if let Ok(st) = side.db.status().await {
+                    if st.role == DbRole::Standby && st.wal_receiver.as_ref().is_some_and(|w| w.status == "streaming") {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!("{}'s database did not come back as a streaming standby within 600s (kubectl --context {} logs postgresql-0)", side.name, side.kube.target().context);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            return Ok(Did::Acted(format!("{} restarted as a standby (start.sh rewound or cloned it; see its log) and streams", side.name)));
+        }
+        let out = side.db.rejoin(&drd_db::RejoinOptions::default()).await?;
+        let _ = config;
+        Ok(Did::Acted(describe_rejoin(&out)))
+    })
+    .await
+}
+
+fn describe_rejoin(out: &drd_db::RejoinOutcome) -> String {
+    let how = match &out.method {
+        drd_db::RejoinMethod::AlreadyStandby => "already a standby".to_string(),
+        drd_db::RejoinMethod::NoRewindRequired => "pg_rewind: no rewind required".to_string(),
+        drd_db::RejoinMethod::Rewind => format!(
+            "pg_rewind, {} copied",
+            drd_db::human_bytes(out.bytes_copied.unwrap_or(0))
+        ),
+        drd_db::RejoinMethod::BaseBackup { reason, .. } => {
+            format!("fresh base backup because {reason}")
+        }
+    };
+    let discarded = out
+        .discarded_bytes
+        .map(|b| format!("; {} of divergent WAL discarded", drd_db::human_bytes(b)))
+        .unwrap_or_default();
+    format!("{} follows {}: {how}{discarded}", out.region, out.primary)
 }
 
 /// The two regions' handles, `to` being the target.

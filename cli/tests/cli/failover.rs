@@ -137,3 +137,106 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
         timeline
     );
 }
+
+#[tokio::test]
+async fn failback_after_failover_returns_to_the_initial_state() {
+    let lab = Lab::start_with_pg().await.with_dns().await;
+    assert_ok(
+        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
+            .await,
+    );
+    let schema = crate::support::repo_root().join("init-db.sql");
+    assert_ok(
+        &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
+            .await,
+    );
+    let pg = lab.pg.as_ref().unwrap();
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    assert_ok(
+        &lab.drdctl(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+            .await,
+    );
+    // Written in DR while it is active: must be in the primary region after the failback.
+    pg.dr
+        .psql(
+            "appdb",
+            "INSERT INTO users (username, email) VALUES ('in-dr', 'dr@example.com')",
+        )
+        .await
+        .unwrap();
+
+    let out = lab
+        .drdctl(&["failback", "--yes", "--state-dir", state_arg])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("rejoin-old-primary") && t.contains("rejoin-source"),
+        "{t}"
+    );
+
+    // The initial state: primary region active with its database primary, DR a streaming
+    // standby with the standby replica count, DNS at the primary.
+    assert_eq!(
+        pg.primary
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "f"
+    );
+    assert_eq!(
+        pg.primary
+            .psql(
+                "appdb",
+                "SELECT username FROM users WHERE username = 'in-dr'"
+            )
+            .await
+            .unwrap(),
+        "in-dr"
+    );
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "t"
+    );
+    assert_eq!(lab.dns_values(), ["127.0.0.2"]);
+    assert_eq!(
+        lab.primary
+            .get("configmaps", "default", "app-config")
+            .unwrap()["data"]["role"],
+        "active"
+    );
+    assert_eq!(
+        lab.dr.get("configmaps", "default", "app-config").unwrap()["data"]["role"],
+        "standby"
+    );
+    assert_eq!(
+        lab.primary
+            .get("deployments", "default", "data-ingest")
+            .unwrap()["spec"]["replicas"],
+        3
+    );
+    assert_eq!(
+        lab.dr.get("deployments", "default", "data-ingest").unwrap()["spec"]["replicas"],
+        1
+    );
+
+    // And verify agrees: one writable primary, DR streaming, DNS at the active region.
+    let out = lab
+        .drdctl(&[
+            "verify",
+            "--output",
+            "json",
+            "--check",
+            "db",
+            "--check",
+            "dns.record",
+        ])
+        .await;
+    let doc: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+}
