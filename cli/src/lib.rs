@@ -145,7 +145,7 @@ async fn run(cli: Cli) -> ExitCode {
             to,
             plan,
             yes,
-            allow_data_loss: _,
+            allow_data_loss,
             rejoin,
             output,
             state_dir,
@@ -160,6 +160,7 @@ async fn run(cli: Cli) -> ExitCode {
                 lag_bound_bytes: max_lag_bytes,
                 kind: "failover",
                 rejoin,
+                allow_data_loss,
             };
             return match commands::failover::run(&config, args).await {
                 Ok(code) => ExitCode::from(code),
@@ -185,6 +186,7 @@ async fn run(cli: Cli) -> ExitCode {
                 lag_bound_bytes: max_lag_bytes,
                 kind: "failback",
                 rejoin: true,
+                allow_data_loss: false,
             };
             return match commands::failover::run(&config, args).await {
                 Ok(code) => ExitCode::from(code),

@@ -22,6 +22,8 @@ pub struct Args {
     pub kind: &'static str,
     /// Rejoin the old primary as a standby instead of stopping it.
     pub rejoin: bool,
+    /// Accept losing what the unreachable primary acknowledged but DR never received.
+    pub allow_data_loss: bool,
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
@@ -35,14 +37,31 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         .status()
         .await
         .is_ok_and(|n| n.role == drd_db::DbRole::Primary);
-    // An unreachable source is only fine when the switchover already happened (a re-run).
-    if !target_is_primary && source.db.status().await.is_err() {
+    // An unreachable source means an emergency failover, unless the switchover already
+    // happened (then this run only finishes what was deferred).
+    let emergency = !target_is_primary && source.db.status().await.is_err();
+    if emergency {
+        if args.kind == "failback" {
+            anyhow::bail!("failback needs the DR database reachable; nothing changed");
+        }
+        let t = target.db.status().await?;
         eprintln!(
-            "drdctl failover: the {} database cannot be reached: this needs the emergency failover \
-             (with --allow-data-loss), which is not built yet (issue #7); nothing changed",
-            source.name
+            "EMERGENCY: the {} database cannot be reached. Failing over now loses every write it \
+             acknowledged after what {} received: received up to {}, replayed up to {}, replay {:.0}s behind \
+             its last received transaction.",
+            source.name,
+            target.name,
+            t.receive_lsn.map_or("-".into(), |l| l.to_string()),
+            t.replay_lsn.map_or("-".into(), |l| l.to_string()),
+            t.local_lag.as_ref().map_or(0.0, |l| l.seconds),
         );
-        return Ok(exit::FAILED);
+        if !args.allow_data_loss {
+            if args.plan || !ui::interactive() {
+                eprintln!("refusing without --allow-data-loss (or a typed confirmation on a terminal); nothing changed");
+                return Ok(exit::FAILED);
+            }
+            ui::confirm_typed("accept data loss", false, "type it to fail over anyway")?;
+        }
     }
     let plan = Plan {
         config,
@@ -51,6 +70,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         dns,
         lag_bound_bytes: args.lag_bound_bytes,
         rejoin_source: args.rejoin || args.kind == "failback",
+        emergency,
     };
 
     if args.plan
@@ -124,10 +144,24 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
                     )?
                 );
             } else {
+                let deferred: Vec<&str> = journal
+                    .run
+                    .steps
+                    .iter()
+                    .filter(|s| s.state == StepState::Deferred)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if !deferred.is_empty() {
+                    println!(
+                        "DEFERRED until {} is reachable: {} (verify fails while it could take writes; re-run this command then)",
+                        plan.source.name,
+                        deferred.join(", ")
+                    );
+                }
                 println!(
-                    "done: {} is active; acknowledged writes lost: {} bytes of WAL; writes unavailable for {:.1}s{}",
+                    "done: {} is active; acknowledged writes lost: {}; writes unavailable for {:.1}s{}",
                     args.to,
-                    evidence.lost_bytes.map_or("unknown".into(), |b| b.to_string()),
+                    evidence.lost_bytes.map_or("unknown (the old primary was unreachable)".into(), |b| format!("{b} bytes of WAL")),
                     evidence.write_unavailability_secs.unwrap_or_default(),
                     evidence
                         .dns_old_ttl_secs

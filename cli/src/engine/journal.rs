@@ -17,6 +17,9 @@ pub enum StepState {
     AlreadyDone,
     /// Not applicable (e.g. primary-side steps in an emergency failover).
     Skipped,
+    /// Could not be done now (the region is unreachable) and must be done when it returns:
+    /// not counted as done, so the next run does it.
+    Deferred,
     Failed,
 }
 

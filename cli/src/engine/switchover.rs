@@ -50,12 +50,16 @@ pub struct Plan<'a> {
     /// and bring its application back to the standby replica count: a failback, or
     /// `failover --rejoin`.
     pub rejoin_source: bool,
+    /// The source is unreachable: skip what needs it, defer its fencing to the next run.
+    pub emergency: bool,
 }
 
-/// A step's outcome: acted, or found done already.
+/// A step's outcome: acted, or found done already, or not applicable, or deferred.
 enum Did {
     Acted(String),
     Already(String),
+    Skipped(String),
+    Deferred(String),
 }
 
 async fn step<F>(journal: &mut Journal, name: &str, dry_run: bool, f: F) -> anyhow::Result<()>
@@ -85,6 +89,20 @@ where
             println!("  {name:<22} already so: {detail}");
             if !dry_run {
                 journal.end(StepState::AlreadyDone, detail)?;
+            }
+            Ok(())
+        }
+        Ok(Did::Skipped(detail)) => {
+            println!("  {name:<22} skipped: {detail}");
+            if !dry_run {
+                journal.end(StepState::Skipped, detail)?;
+            }
+            Ok(())
+        }
+        Ok(Did::Deferred(detail)) => {
+            println!("  {name:<22} DEFERRED: {detail}");
+            if !dry_run {
+                journal.end(StepState::Deferred, detail)?;
             }
             Ok(())
         }
@@ -152,7 +170,18 @@ impl Plan<'_> {
                 .await
                 .with_context(|| format!("reading the database of {}", t.name))?;
         let s_status = s.db.status().await;
+        let emergency = self.emergency;
         step(journal, "preflight", dry_run, async {
+            if emergency {
+                t.kube.version().await?;
+                return Ok(Did::Acted(format!(
+                    "emergency: {} unreachable; {} reachable, received {}, replayed {}",
+                    s.name,
+                    t.name,
+                    t_status.receive_lsn.map_or("-".into(), |l| l.to_string()),
+                    t_status.replay_lsn.map_or("-".into(), |l| l.to_string())
+                )));
+            }
             s.kube.version().await?;
             t.kube.version().await?;
             if t_status.role == DbRole::Primary {
@@ -205,6 +234,12 @@ impl Plan<'_> {
         // 3. Fence the source: no new writes (app to 0, database read-only).
         let fence_started = Instant::now();
         step(journal, "fence-source", dry_run, async {
+            if emergency {
+                return Ok(Did::Skipped(format!(
+                    "{} unreachable: its fencing is deferred to the end",
+                    s.name
+                )));
+            }
             if t_status.role == DbRole::Primary {
                 return Ok(Did::Already(format!("{} already promoted", t.name)));
             }
@@ -239,6 +274,12 @@ impl Plan<'_> {
 
         // 4. Wait until the target replayed everything the source wrote.
         step(journal, "wait-replay", dry_run, async {
+            if emergency {
+                return Ok(Did::Skipped(format!(
+                    "{} unreachable: its final position is unknown; {} promotes with what it replayed",
+                    s.name, t.name
+                )));
+            }
             let t_now = t.db.status().await?;
             if t_now.role == DbRole::Primary {
                 return Ok(Did::Already(format!("{} already promoted", t.name)));
@@ -335,8 +376,18 @@ impl Plan<'_> {
 
         // 8. The source can never take writes again: its app is standby, and its database
         // either stops or (rejoin) becomes a standby of the target.
+        let deferred = |e: anyhow::Error| {
+            Did::Deferred(format!(
+                "{} unreachable ({e:#}); re-run the same command when it is back: it fences it then",
+                s.name
+            ))
+        };
         step(journal, "demote-source-app", dry_run, async {
-            let role = app_role(&s.kube, &app.configmap).await?;
+            let role = match app_role(&s.kube, &app.configmap).await {
+                Ok(r) => r,
+                Err(e) if emergency => return Ok(deferred(e)),
+                Err(e) => return Err(e),
+            };
             if role == "standby" {
                 return Ok(Did::Already(format!("{} app role standby", s.name)));
             }
@@ -378,10 +429,11 @@ impl Plan<'_> {
             .await?;
         } else {
             step(journal, "stop-source-db", dry_run, async {
-                let r = s
-                    .kube
-                    .rollout(RolloutKind::StatefulSet, "postgresql")
-                    .await?;
+                let r = match s.kube.rollout(RolloutKind::StatefulSet, "postgresql").await {
+                    Ok(r) => r,
+                    Err(e) if emergency => return Ok(deferred(e.into())),
+                    Err(e) => return Err(e.into()),
+                };
                 if r.desired == 0 {
                     return Ok(Did::Already(format!("{} database stopped", s.name)));
                 }

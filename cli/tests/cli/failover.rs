@@ -240,3 +240,85 @@ async fn failback_after_failover_returns_to_the_initial_state() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     assert_eq!(out.status.code(), Some(0), "{doc:#}");
 }
+
+#[tokio::test]
+async fn emergency_failover_needs_consent_and_fences_the_old_primary_when_it_returns() {
+    let lab = Lab::start_with_pg().await.with_dns().await;
+    assert_ok(
+        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
+            .await,
+    );
+    let schema = crate::support::repo_root().join("init-db.sql");
+    assert_ok(
+        &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
+            .await,
+    );
+    let pg = lab.pg.as_ref().unwrap();
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+
+    // The primary region goes dark: its API and its database.
+    pg.primary.kill().await.unwrap();
+    lab.primary.down().await;
+
+    let out = lab
+        .drdctl(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("EMERGENCY") && t.contains("--allow-data-loss") && t.contains("received up to"),
+        "{t}"
+    );
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "t",
+        "nothing changed"
+    );
+
+    let out = lab
+        .drdctl(&[
+            "failover",
+            "--to",
+            "dr",
+            "--yes",
+            "--allow-data-loss",
+            "--state-dir",
+            state_arg,
+        ])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("DEFERRED") && t.contains("unknown"), "{t}");
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "f"
+    );
+    assert_eq!(lab.dns_values(), [DR_INGRESS]);
+
+    // The primary region's API returns: the same command fences what was deferred.
+    lab.primary.up().await.unwrap();
+    let out = assert_ok(
+        &lab.drdctl(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+            .await,
+    );
+    assert!(out.contains("stop-source-db"), "{out}");
+    assert_eq!(
+        lab.primary
+            .get("statefulsets", "default", "postgresql")
+            .unwrap()["spec"]["replicas"],
+        0
+    );
+    assert_eq!(
+        lab.primary
+            .get("configmaps", "default", "app-config")
+            .unwrap()["data"]["role"],
+        "standby"
+    );
+}
