@@ -75,6 +75,8 @@ pub trait Cluster {
     /// `kubectl rollout restart`: a new pod template annotation, so a new rollout.
     async fn restart(&self, kind: RolloutKind, name: &str) -> Result<()>;
     async fn patch_configmap(&self, name: &str, data: &BTreeMap<String, String>) -> Result<()>;
+    /// Sets an HPA's `minReplicas` (a no-op when there is no such HPA); returns whether one existed.
+    async fn set_hpa_min(&self, name: &str, min: i32) -> Result<bool>;
     async fn configmap(&self, name: &str) -> Result<Option<BTreeMap<String, String>>>;
     /// The API server's version (`v1.32.4`): the cheapest "is it there" call.
     async fn version(&self) -> Result<String>;
@@ -469,6 +471,28 @@ impl Cluster for KubeCluster {
                 .map(drop),
         };
         done.map_err(|e| self.err(format!("restarting {kind}/{name}"), e))
+    }
+
+    async fn set_hpa_min(&self, name: &str, min: i32) -> Result<bool> {
+        let api: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+            Api::namespaced(self.client.clone(), &self.target.namespace);
+        let what = format!("setting horizontalpodautoscaler/{name} minReplicas to {min}");
+        if api
+            .get_opt(name)
+            .await
+            .map_err(|e| self.err(what.clone(), e))?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"minReplicas": min}})),
+        )
+        .await
+        .map_err(|e| self.err(what, e))?;
+        Ok(true)
     }
 
     async fn patch_configmap(&self, name: &str, data: &BTreeMap<String, String>) -> Result<()> {

@@ -210,6 +210,10 @@ impl Plan<'_> {
         step(journal, "warm-target-app", dry_run, async {
             let mut scaled = Vec::new();
             for d in &app.deployments {
+                // The HPA floor first: the standby floor would scale the active region back down.
+                if !dry_run {
+                    t.kube.set_hpa_min(d, app.active_replicas).await?;
+                }
                 let r = t.kube.rollout(RolloutKind::Deployment, d).await?;
                 if r.desired < app.active_replicas {
                     if !dry_run {
@@ -409,6 +413,7 @@ impl Plan<'_> {
             step(journal, "restore-source-app", dry_run, async {
                 let mut scaled = Vec::new();
                 for d in &app.deployments {
+                    s.kube.set_hpa_min(d, app.standby_replicas.max(1)).await?;
                     let r = s.kube.rollout(RolloutKind::Deployment, d).await?;
                     if r.desired != app.standby_replicas {
                         s.kube
