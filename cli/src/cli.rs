@@ -236,10 +236,19 @@ pub enum Command {
         #[command(subcommand)]
         action: DnsAction,
     },
-    /// The local two-region lab: `up`, `drill`, `status`, `down`.
+    /// The local two-region lab: `up`, `status`, `down` (`drill` is coming).
+    ///
+    /// `up` starts both regions in a background process (Kubernetes API doubles whose pods
+    /// are real: PostgreSQL through the manifests' start.sh, the services as processes; the
+    /// Azure DNS double and its name server), deploys the manifests, applies init-db.sql, and
+    /// prints how to point kubectl, drdctl and dig at it. `down` stops everything it started
+    /// and removes its files; safe to run twice.
     Lab {
-        #[arg(value_parser = ["up", "drill", "status", "down"])]
+        #[arg(value_parser = ["up", "drill", "status", "down", "serve"])]
         action: String,
+        /// Where the lab keeps its files (default .drdctl/lab).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -290,7 +299,7 @@ impl Command {
     /// For a command not built yet: its name and the issue that builds it.
     pub fn pending(&self) -> Option<(&'static str, u32)> {
         match self {
-            Command::Lab { .. } => Some(("lab", 9)),
+            Command::Lab { action, .. } if action == "drill" => Some(("lab drill", 9)),
             _ => None,
         }
     }

@@ -44,6 +44,26 @@ async fn run(cli: Cli) -> ExitCode {
         );
         return ExitCode::from(exit::NOT_AVAILABLE);
     }
+    if let Command::Lab { action, dir } = &cli.command {
+        let dir = commands::lab::dir_of(dir.clone());
+        let root = match commands::lab::repo_root() {
+            Ok(r) => r,
+            Err(e) => return usage_error(e),
+        };
+        let result = match action.as_str() {
+            "up" => commands::lab::up(&dir, &root).await,
+            "serve" => commands::lab::serve(&dir, &root).await,
+            "status" => commands::lab::status(&dir).await,
+            _ => commands::lab::down(&dir).await,
+        };
+        return match result {
+            Ok(()) => ExitCode::from(exit::OK),
+            Err(e) => {
+                eprintln!("drdctl lab {action}: error: {e:#}");
+                ExitCode::from(exit::FAILED)
+            }
+        };
+    }
     let config = match config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => return usage_error(e.into()),
@@ -69,6 +89,7 @@ async fn run(cli: Cli) -> ExitCode {
                     no_wait,
                     force_conflicts,
                     timeout: Duration::from_secs(timeout),
+                    password: None,
                 },
             )
             .await
@@ -196,9 +217,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
-        Command::Lab { .. } => {
-            unreachable!("pending commands returned above")
-        }
+        Command::Lab { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -8,6 +8,7 @@ pub mod dns_server;
 pub mod kube_api;
 pub mod pg;
 pub mod pods;
+pub mod world;
 
 pub use azure::AzureDouble;
 pub use dns_server::DnsServer;

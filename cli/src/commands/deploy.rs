@@ -21,6 +21,8 @@ pub struct Args {
     pub no_wait: bool,
     pub force_conflicts: bool,
     pub timeout: Duration,
+    /// The database password for a missing Secret (else DRDCTL_POSTGRES_PASSWORD or a prompt).
+    pub password: Option<SecretString>,
 }
 
 /// ConfigMap keys that record which region is active. After a failover drdctl owns them, so
@@ -113,7 +115,14 @@ async fn deploy_region(config: &Config, region: &str, args: &Args) -> anyhow::Re
     );
 
     keep_live_role_keys(&cluster, &mut objects).await?;
-    ensure_db_secret(&cluster, config, region, args.dry_run).await?;
+    ensure_db_secret(
+        &cluster,
+        config,
+        region,
+        args.dry_run,
+        args.password.clone(),
+    )
+    .await?;
 
     for o in &objects {
         let outcome = cluster.apply(o, args.dry_run, args.force_conflicts).await?;
@@ -157,6 +166,7 @@ async fn ensure_db_secret(
     config: &Config,
     region: &str,
     dry_run: bool,
+    given: Option<SecretString>,
 ) -> anyhow::Result<()> {
     let name = &config.region(region).database.secret;
     if cluster.secret_exists(name).await? {
@@ -166,16 +176,19 @@ async fn ensure_db_secret(
         println!("secret/{name} would be created (missing)");
         return Ok(());
     }
-    let password = match std::env::var("DRDCTL_POSTGRES_PASSWORD") {
-        Ok(p) if !p.is_empty() => SecretString::from(p),
-        _ if ui::interactive() => ui::password(&format!(
-            "PostgreSQL password for secret/{name} in region {region} (same in both regions)"
-        ))?,
-        _ => bail!(
-            "secret/{name} is missing in context {} and there is no terminal to ask for the \
-             password: set DRDCTL_POSTGRES_PASSWORD (the same value for both regions)",
-            cluster.target().context
-        ),
+    let password = match given {
+        Some(p) => p,
+        None => match std::env::var("DRDCTL_POSTGRES_PASSWORD") {
+            Ok(p) if !p.is_empty() => SecretString::from(p),
+            _ if ui::interactive() => ui::password(&format!(
+                "PostgreSQL password for secret/{name} in region {region} (same in both regions)"
+            ))?,
+            _ => bail!(
+                "secret/{name} is missing in context {} and there is no terminal to ask for the \
+                 password: set DRDCTL_POSTGRES_PASSWORD (the same value for both regions)",
+                cluster.target().context
+            ),
+        },
     };
     let data = BTreeMap::from([("password".to_string(), password)]);
     cluster.create_secret(name, &data).await?;

@@ -5,4 +5,5 @@ pub mod db;
 pub mod deploy;
 pub mod dns;
 pub mod failover;
+pub mod lab;
 pub mod verify;

@@ -422,6 +422,8 @@ impl Plan<'_> {
                         scaled.push(format!("{d} {}->{}", r.desired, app.standby_replicas));
                     }
                 }
+                // The standby region must be ready to take over again, not just scaled.
+                wait_rolled_out(&s.kube, &app.deployments, Duration::from_secs(300)).await?;
                 Ok(if scaled.is_empty() {
                     Did::Already(format!(
                         "{} app at {} replicas",

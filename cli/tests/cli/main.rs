@@ -5,6 +5,7 @@ mod deploy;
 mod dns;
 mod failover;
 mod kustomize;
+mod lab;
 mod support;
 mod surface;
 mod verify;

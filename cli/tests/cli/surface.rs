@@ -25,7 +25,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn a_command_not_built_yet_says_so() {
-    let out = Command::new(BIN).args(["lab", "up"]).output().unwrap();
+    let out = Command::new(BIN).args(["lab", "drill"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not available in this build yet"), "{err}");

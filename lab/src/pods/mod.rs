@@ -171,9 +171,12 @@ impl Inner {
     /// Service host names mean nothing here: point them at the lab's addresses.
     fn rewrite(&self, env: &mut [(String, String)]) {
         let services = &self.cfg.services;
+        // DATABASE_HOST names a Service: both host and port come from that Service's address.
+        let mut db: Option<SocketAddr> = None;
         for (name, value) in env.iter_mut() {
             if name == "DATABASE_HOST" {
                 if let Some(a) = services.get(value.as_str()) {
+                    db = Some(*a);
                     *value = a.ip().to_string();
                 }
                 continue;
@@ -188,15 +191,6 @@ impl Inner {
                 }
             }
         }
-        let db = env
-            .iter()
-            .find(|(n, _)| n == "DATABASE_HOST")
-            .and_then(|(_, host)| {
-                services
-                    .values()
-                    .find(|a| a.ip().to_string() == *host)
-                    .copied()
-            });
         if let Some(db) = db {
             for (name, value) in env.iter_mut() {
                 if name == "DATABASE_PORT" {
