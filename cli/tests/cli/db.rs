@@ -4,28 +4,10 @@
 
 use serde_json::Value;
 
-use crate::support::{assert_ok, text, Lab, PASSWORD};
+use crate::support::{assert_ok, text, Lab};
 
 async fn lab_with_schema() -> Lab {
-    let lab = Lab::start_with_pg().await;
-    let out = assert_ok(
-        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
-            .await,
-    );
-    assert!(out.contains("statefulset/postgresql rolled out"), "{out}");
-    let schema = crate::support::repo_root().join("init-db.sql");
-    let out = assert_ok(
-        &lab.drdctl(&[
-            "init-db",
-            "--region",
-            "primary",
-            "--file",
-            schema.to_str().unwrap(),
-        ])
-        .await,
-    );
-    assert!(!out.contains(PASSWORD), "the password was printed");
-    lab
+    Lab::ready(false).await
 }
 
 async fn verify(lab: &Lab, extra: &[&str]) -> (Option<i32>, Vec<Value>) {

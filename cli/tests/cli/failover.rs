@@ -7,16 +7,7 @@ use crate::support::{assert_ok, text, Lab, DR_INGRESS};
 
 #[tokio::test]
 async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() {
-    let lab = Lab::start_with_pg().await.with_dns().await;
-    assert_ok(
-        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
-            .await,
-    );
-    let schema = crate::support::repo_root().join("init-db.sql");
-    assert_ok(
-        &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
-            .await,
-    );
+    let lab = Lab::ready(true).await;
     let pg = lab.pg.as_ref().unwrap();
     pg.primary
         .psql(
@@ -140,16 +131,7 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
 
 #[tokio::test]
 async fn failback_after_failover_returns_to_the_initial_state() {
-    let lab = Lab::start_with_pg().await.with_dns().await;
-    assert_ok(
-        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
-            .await,
-    );
-    let schema = crate::support::repo_root().join("init-db.sql");
-    assert_ok(
-        &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
-            .await,
-    );
+    let lab = Lab::ready(true).await;
     let pg = lab.pg.as_ref().unwrap();
     let state = lab.dir.path().join("state");
     let state_arg = state.to_str().unwrap();
@@ -243,16 +225,7 @@ async fn failback_after_failover_returns_to_the_initial_state() {
 
 #[tokio::test]
 async fn emergency_failover_needs_consent_and_fences_the_old_primary_when_it_returns() {
-    let lab = Lab::start_with_pg().await.with_dns().await;
-    assert_ok(
-        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
-            .await,
-    );
-    let schema = crate::support::repo_root().join("init-db.sql");
-    assert_ok(
-        &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
-            .await,
-    );
+    let lab = Lab::ready(true).await;
     let pg = lab.pg.as_ref().unwrap();
     let state = lab.dir.path().join("state");
     let state_arg = state.to_str().unwrap();

@@ -282,3 +282,24 @@ pub fn assert_ok(o: &Output) -> String {
     );
     text(o)
 }
+
+impl Lab {
+    /// Real PostgreSQL in both regions (and Azure DNS when `dns`), the manifests deployed and
+    /// the schema applied: the starting point of the database and failover tests.
+    pub async fn ready(dns: bool) -> Lab {
+        let lab = Lab::start_with_pg().await;
+        let lab = if dns { lab.with_dns().await } else { lab };
+        let out = assert_ok(
+            &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
+                .await,
+        );
+        assert!(out.contains("statefulset/postgresql rolled out"), "{out}");
+        let schema = repo_root().join("init-db.sql");
+        let out = assert_ok(
+            &lab.drdctl(&["init-db", "--file", schema.to_str().unwrap()])
+                .await,
+        );
+        assert!(!out.contains(PASSWORD), "the password was printed");
+        lab
+    }
+}
