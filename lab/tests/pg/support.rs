@@ -13,22 +13,12 @@ use serde_json::{json, Value};
 pub const PASSWORD: &str = "lab:pw\\1";
 
 /// Polls `check` until it returns Some, or panics after `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    test_support::eventually(what, Duration::from_secs(secs), check).await
 }
 
 /// A pair's config; `WAL_KEEP_SIZE` keeps the old primary's pre-fork WAL for pg_rewind.
