@@ -236,19 +236,31 @@ pub enum Command {
         #[command(subcommand)]
         action: DnsAction,
     },
-    /// The local two-region lab: `up`, `status`, `down` (`drill` is coming).
+    /// The local two-region lab: `up`, `drill`, `status`, `down`.
     ///
     /// `up` starts both regions in a background process (Kubernetes API doubles whose pods
     /// are real: PostgreSQL through the manifests' start.sh, the services as processes; the
     /// Azure DNS double and its name server), deploys the manifests, applies init-db.sql, and
     /// prints how to point kubectl, drdctl and dig at it. `down` stops everything it started
     /// and removes its files; safe to run twice.
+    ///
+    /// `drill` runs the whole exercise: `up`, traffic through the application's DNS name,
+    /// `failover --to dr --rejoin`, `verify`, `failback`, `verify`, then a report (steps and
+    /// times, write-unavailability, requests sent / acknowledged / failed, acknowledged writes
+    /// missing afterwards) and a timeline picture (SVG) in --out; the lab is torn down unless
+    /// --keep. Exit 0 when everything passed and no acknowledged write is missing.
     Lab {
         #[arg(value_parser = ["up", "drill", "status", "down", "serve"])]
         action: String,
         /// Where the lab keeps its files (default .drdctl/lab).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// drill: where the report and the picture go.
+        #[arg(long, default_value = ".drdctl/drill")]
+        out: PathBuf,
+        /// drill: leave the lab running afterwards.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -293,16 +305,6 @@ pub enum DnsAction {
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
     },
-}
-
-impl Command {
-    /// For a command not built yet: its name and the issue that builds it.
-    pub fn pending(&self) -> Option<(&'static str, u32)> {
-        match self {
-            Command::Lab { action, .. } if action == "drill" => Some(("lab drill", 9)),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,5 +8,3 @@ pub const FAILED: u8 = 1;
 pub const USAGE: u8 = 2;
 /// An operation stopped midway; the message says how to resume.
 pub const STOPPED_MIDWAY: u8 = 3;
-/// The command exists in the interface but is not built yet.
-pub const NOT_AVAILABLE: u8 = 4;

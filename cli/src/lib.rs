@@ -1,8 +1,7 @@
 //! drdctl, the operator CLI: deploy, verify, fail over and fail back a two-region application.
 //!
 //! `main` parses, loads the config, runs one command from [`commands`], and maps the outcome
-//! to an exit code from [`exit`]. Commands that are not built yet say so and exit
-//! [`exit::NOT_AVAILABLE`] rather than pretending to work.
+//! to an exit code from [`exit`].
 
 pub mod cli;
 pub mod commands;
@@ -37,19 +36,32 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    if let Some((name, issue)) = cli.command.pending() {
-        eprintln!(
-            "drdctl {name}: not available in this build yet (tracked as issue #{issue}); \
-             see docs/status.md for what works today"
-        );
-        return ExitCode::from(exit::NOT_AVAILABLE);
-    }
-    if let Command::Lab { action, dir } = &cli.command {
+    if let Command::Lab {
+        action,
+        dir,
+        out,
+        keep,
+    } = &cli.command
+    {
         let dir = commands::lab::dir_of(dir.clone());
         let root = match commands::lab::repo_root() {
             Ok(r) => r,
             Err(e) => return usage_error(e),
         };
+        if action == "drill" {
+            let args = commands::drill::Args {
+                dir,
+                out: std::path::absolute(out).unwrap_or_else(|_| out.clone()),
+                keep: *keep,
+            };
+            return match commands::drill::run(args, &root).await {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("drdctl lab drill: error: {e:#}");
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
         let result = match action.as_str() {
             "up" => commands::lab::up(&dir, &root).await,
             "serve" => commands::lab::serve(&dir, &root).await,

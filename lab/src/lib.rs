@@ -2,12 +2,14 @@
 //! The Kubernetes API double ([`kube_api::KubeDouble`]), real processes for the services'
 //! pods ([`pods`]), the Azure DNS + token double ([`azure::AzureDouble`]) and the
 //! authoritative name server ([`dns_server::DnsServer`]); the PostgreSQL pair joins them.
+//! [`world`] puts them together as two regions; [`traffic`] is the drill's load generator.
 
 pub mod azure;
 pub mod dns_server;
 pub mod kube_api;
 pub mod pg;
 pub mod pods;
+pub mod traffic;
 pub mod world;
 
 pub use azure::AzureDouble;

@@ -833,6 +833,22 @@ impl Database for PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Of `usernames`, those with no row in the application's `users` table: the drill's
+    /// check that every write the application acknowledged survived the switchover.
+    pub async fn missing_usernames(&self, usernames: &[String]) -> DbResult<Vec<String>> {
+        let mut c = self.connect(&self.cfg.database).await?;
+        sqlx::query_scalar(
+            "SELECT u FROM unnest($1::text[]) AS u \
+             WHERE NOT EXISTS (SELECT 1 FROM users WHERE username = u) ORDER BY u",
+        )
+        .bind(usernames)
+        .fetch_all(&mut c)
+        .await
+        .map_err(self.sql_err("looking up the acknowledged users"))
+    }
+}
+
 /// `file` as given, for reports.
 pub(crate) fn display_path(p: &std::path::Path) -> String {
     PathBuf::from(p).display().to_string()

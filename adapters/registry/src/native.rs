@@ -72,18 +72,35 @@ pub async fn cargo_build(
     repo_root: &Path,
     services: &[Service],
 ) -> Result<BTreeMap<Service, PathBuf>, Error> {
+    cargo_build_profile(cargo, repo_root, services, "release").await
+}
+
+/// [`cargo_build`] with another cargo profile (`dev` in tests, where the debug build is already
+/// compiled).
+pub async fn cargo_build_profile(
+    cargo: &Path,
+    repo_root: &Path,
+    services: &[Service],
+    profile: &str,
+) -> Result<BTreeMap<Service, PathBuf>, Error> {
     let mut cmd = tokio::process::Command::new(cargo);
+    let profile_arg = format!("--profile={profile}");
     cmd.current_dir(repo_root).args([
         "build",
-        "--release",
+        profile_arg.as_str(),
         "--locked",
         "--message-format=json-render-diagnostics",
     ]);
     for s in services {
         cmd.args(["-p", s.name()]);
     }
+    let profile_words = if profile == "release" {
+        "--release".to_string()
+    } else {
+        profile_arg.clone()
+    };
     let command = format!(
-        "cargo build --release --locked {}",
+        "cargo build {profile_words} --locked {}",
         services
             .iter()
             .map(|s| format!("-p {s}"))

@@ -4,8 +4,9 @@
 //! nothing, a base in another registry is copied once, and a registry with htpasswd works with
 //! the right credentials.
 //!
-//! The services are built once per test binary (`cargo build --release`, minutes the first
-//! time): every test waits for that one build.
+//! The services' binaries are the debug builds `cargo test --workspace` already made, stripped
+//! (see `common::service_binaries`). `cargo build --release` itself, the step `build-push` runs
+//! first, is checked on a workspace of three one-line services, built in seconds.
 
 mod common;
 
@@ -29,7 +30,7 @@ async fn all_three_images_are_pushed_read_by_skopeo_and_run() {
     let Some(skopeo_bin) = require_tool("skopeo", "skopeo") else {
         return;
     };
-    let bins = release_binaries();
+    let bins = service_binaries();
     let base = push_stand_in_base(&reg, false, &bins[&Service::FrontendApi]).await;
     let dir = tempfile::tempdir().unwrap();
     let opts = options(&reg.host(), &base, &dir.path().join("images.json"));
@@ -185,7 +186,7 @@ async fn rebuilds_give_the_same_digests_and_upload_nothing_twice() {
     let Some(reg) = TestRegistry::start() else {
         return;
     };
-    let bins = release_binaries();
+    let bins = service_binaries();
     let base = push_stand_in_base(&reg, false, &bins[&Service::FrontendApi]).await;
     let before = reg.uploads();
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +276,7 @@ async fn a_base_in_another_registry_is_copied_once_then_mounted() {
     let Some(target) = TestRegistry::start() else {
         return;
     };
-    let bins = release_binaries();
+    let bins = service_binaries();
     let base = push_stand_in_base(&base_reg, false, &bins[&Service::FrontendApi]).await;
     let dir = tempfile::tempdir().unwrap();
     let opts = options(&target.host(), &base, &dir.path().join("images.json"));
@@ -303,7 +304,7 @@ async fn a_registry_with_htpasswd_takes_the_credentials_from_the_environment() {
     let Some(skopeo_bin) = require_tool("skopeo", "skopeo") else {
         return;
     };
-    let bins = release_binaries();
+    let bins = service_binaries();
     let base = push_stand_in_base(&reg, true, &bins[&Service::FrontendApi]).await;
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(&reg.host(), &base, &dir.path().join("images.json"));
@@ -324,4 +325,79 @@ async fn a_registry_with_htpasswd_takes_the_credentials_from_the_environment() {
     // Only the images file is touched: the recorded entry is the one pushed.
     let f = read_images_file(&dir.path().join("images.json")).unwrap();
     assert_eq!(f.images.len(), 1);
+}
+
+/// A workspace whose three packages carry the services' names, in a temporary directory.
+fn tiny_workspace(frontend_main: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(
+        root.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"frontend-api\", \"business-logic\", \"data-ingest\"]\nresolver = \"2\"\n",
+    )
+    .unwrap();
+    let mut lock = String::from("version = 4\n");
+    for s in Service::ALL {
+        let name = s.name();
+        std::fs::create_dir_all(root.join(name).join("src")).unwrap();
+        std::fs::write(
+            root.join(name).join("Cargo.toml"),
+            format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+        )
+        .unwrap();
+        let main = if s == Service::FrontendApi {
+            frontend_main
+        } else {
+            "fn main() {}"
+        };
+        std::fs::write(root.join(name).join("src/main.rs"), main).unwrap();
+        lock.push_str(&format!(
+            "\n[[package]]\nname = \"{name}\"\nversion = \"0.1.0\"\n"
+        ));
+    }
+    std::fs::write(root.join("Cargo.lock"), lock).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn cargo_build_release_reports_each_services_executable() {
+    let ws = tiny_workspace("fn main() { println!(\"frontend\"); }");
+    let bins = drd_registry::native::cargo_build(
+        std::path::Path::new(env!("CARGO")),
+        ws.path(),
+        &Service::ALL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(bins.len(), 3);
+    for (s, path) in &bins {
+        assert!(
+            path.to_string_lossy().contains("/release/"),
+            "{s}: {}",
+            path.display()
+        );
+        assert!(path.is_file(), "{s}: {}", path.display());
+    }
+    let out = std::process::Command::new(&bins[&Service::FrontendApi])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "frontend\n");
+}
+
+#[tokio::test]
+async fn a_service_that_does_not_compile_fails_the_build_with_the_command_named() {
+    let ws = tiny_workspace("fn main() { this does not compile }");
+    let err = drd_registry::native::cargo_build(
+        std::path::Path::new(env!("CARGO")),
+        ws.path(),
+        &Service::ALL,
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("cargo build --release --locked -p frontend-api"),
+        "{text}"
+    );
+    assert!(text.contains("cargo's errors are above"), "{text}");
 }

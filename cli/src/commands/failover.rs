@@ -112,7 +112,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
                 Journal::path_in(&args.state_dir).display()
             );
         }
-        println!("resuming {} (started {})", r.id, r.started);
+        eprintln!("resuming {} (started {})", r.id, r.started);
     } else {
         ui::confirm_typed(
             &args.to,
@@ -124,7 +124,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         )?;
     }
     let mut journal = Journal::open(&args.state_dir, args.kind, &args.to, resume)?;
-    println!("{} to {} ({})", args.kind, args.to, journal.run.id);
+    // On stderr: with --output json, stdout holds the JSON document only.
+    eprintln!("{} to {} ({})", args.kind, args.to, journal.run.id);
     let result = async {
         if args.kind == "failback" {
             crate::engine::switchover::rejoin_as_standby(&mut journal, config, &plan.target)

@@ -10,8 +10,16 @@ use crate::config::Config;
 
 pub const PASSWORD: &str = "lab-password-only-for-the-local-lab";
 
+/// Running (a zombie is not: when `lab drill` started the lab, the exited lab process stays a
+/// zombie child of the drill until it is reaped).
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 fn read_pid(dir: &Path) -> Option<u32> {

@@ -54,6 +54,14 @@ pub struct Plan<'a> {
     pub emergency: bool,
 }
 
+/// A step's line: the output of `--plan` (stdout), progress in a real run (stderr: stdout is
+/// the final report, a JSON document alone with `--output json`).
+macro_rules! say {
+    ($dry_run:expr, $($arg:tt)*) => {
+        if $dry_run { println!($($arg)*) } else { eprintln!($($arg)*) }
+    };
+}
+
 /// A step's outcome: acted, or found done already, or not applicable, or deferred.
 enum Did {
     Acted(String),
@@ -62,52 +70,71 @@ enum Did {
     Deferred(String),
 }
 
+/// The crash tests' hook (docs/testing.md): with `DRDCTL_KILL_AT=<step>:begin` (or `:end`)
+/// this process sends itself SIGKILL right after the journal recorded that point, as a crash
+/// or an operator's `kill -9` would stop it there. Unset, it costs one environment lookup.
+fn kill_point(step: &str, at: &str) {
+    let Some(want) = std::env::var_os("DRDCTL_KILL_AT") else {
+        return;
+    };
+    if want.to_str() == Some(&format!("{step}:{at}")) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::process::abort();
+    }
+}
+
 async fn step<F>(journal: &mut Journal, name: &str, dry_run: bool, f: F) -> anyhow::Result<()>
 where
     F: std::future::Future<Output = anyhow::Result<Did>>,
 {
     let started = Instant::now();
     if journal.is_done(name) {
-        println!("  {name:<22} done in an earlier run");
+        say!(dry_run, "  {name:<22} done in an earlier run");
         return Ok(());
     }
     if !dry_run {
         journal.begin(name)?;
+        kill_point(name, "begin");
     }
     match f.await {
         Ok(Did::Acted(detail)) => {
-            println!(
+            say!(
+                dry_run,
                 "  {name:<22} {detail} ({:.1}s)",
                 started.elapsed().as_secs_f64()
             );
             if !dry_run {
                 journal.end(StepState::Done, detail)?;
+                kill_point(name, "end");
             }
             Ok(())
         }
         Ok(Did::Already(detail)) => {
-            println!("  {name:<22} already so: {detail}");
+            say!(dry_run, "  {name:<22} already so: {detail}");
             if !dry_run {
                 journal.end(StepState::AlreadyDone, detail)?;
+                kill_point(name, "end");
             }
             Ok(())
         }
         Ok(Did::Skipped(detail)) => {
-            println!("  {name:<22} skipped: {detail}");
+            say!(dry_run, "  {name:<22} skipped: {detail}");
             if !dry_run {
                 journal.end(StepState::Skipped, detail)?;
             }
             Ok(())
         }
         Ok(Did::Deferred(detail)) => {
-            println!("  {name:<22} DEFERRED: {detail}");
+            say!(dry_run, "  {name:<22} DEFERRED: {detail}");
             if !dry_run {
                 journal.end(StepState::Deferred, detail)?;
             }
             Ok(())
         }
         Err(e) => {
-            println!("  {name:<22} FAILED: {e:#}");
+            say!(dry_run, "  {name:<22} FAILED: {e:#}");
             if !dry_run {
                 journal.end(StepState::Failed, format!("{e:#}"))?;
             }

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{assert_ok, text, Lab, DR_INGRESS};
+use crate::support::{assert_ok, text, Lab, WritableMonitor, DR_INGRESS};
 
 #[tokio::test]
 async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() {
@@ -51,11 +51,8 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
         .await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    let json_start = String::from_utf8_lossy(&out.stdout)
-        .find("{\n")
-        .expect("a JSON report");
-    let report: Value =
-        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)[json_start..]).unwrap();
+    // stdout is the JSON document alone; progress went to stderr.
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {t}"));
     assert_eq!(report["evidence"]["lost_bytes"], 0, "{report:#}");
     assert_eq!(report["run"]["completed"], true);
 
@@ -294,4 +291,137 @@ async fn emergency_failover_needs_consent_and_fences_the_old_primary_when_it_ret
             .unwrap()["data"]["role"],
         "standby"
     );
+}
+
+/// Every step boundary of a failover (killed right after each step is journaled as done) and
+/// of a failback (killed right after each step is journaled as started): each re-run resumes,
+/// the last one converges, each database is promoted exactly once, and at no moment do both
+/// databases take writes.
+#[tokio::test]
+async fn killed_at_every_step_boundary_each_rerun_resumes_and_promotes_exactly_once() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let lab = Lab::ready(true).await;
+    let pg = lab.pg.as_ref().unwrap();
+    let monitor = WritableMonitor::start(pg);
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let journal = || -> Value {
+        serde_json::from_slice(&std::fs::read(state.join("journal.json")).unwrap()).unwrap()
+    };
+    let step_state = |name: &str| -> String {
+        journal()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|s| s["name"] == name)
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+
+    let failover = [
+        "preflight",
+        "warm-target-app",
+        "fence-source",
+        "wait-replay",
+        "promote-target",
+        "activate-target-app",
+        "switch-dns",
+        "demote-source-app",
+        "stop-source-db",
+    ];
+    for step in failover {
+        let out = lab
+            .drdctl_env(
+                &["failover", "--to", "dr", "--yes", "--state-dir", state_arg],
+                &[("DRDCTL_KILL_AT", &format!("{step}:end"))],
+            )
+            .await;
+        assert_eq!(out.status.signal(), Some(9), "{step}: {}", text(&out));
+        assert_eq!(step_state(step), "done", "{step}: {:#}", journal());
+        assert_eq!(journal()["completed"], false);
+    }
+    let out = lab
+        .drdctl(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("resuming"), "{t}");
+    assert_eq!(journal()["completed"], true);
+    assert_eq!(lab.dns_values(), [DR_INGRESS]);
+    // Promoted once: DR is on timeline 2 with one history file.
+    assert_eq!(history_files(&pg.dr).await, ["00000002.history"]);
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "f"
+    );
+
+    let failback = [
+        "rejoin-old-primary",
+        "preflight",
+        "warm-target-app",
+        "fence-source",
+        "wait-replay",
+        "promote-target",
+        "activate-target-app",
+        "switch-dns",
+        "demote-source-app",
+        "rejoin-source",
+        "restore-source-app",
+    ];
+    for step in failback {
+        let out = lab
+            .drdctl_env(
+                &["failback", "--yes", "--state-dir", state_arg],
+                &[("DRDCTL_KILL_AT", &format!("{step}:begin"))],
+            )
+            .await;
+        assert_eq!(out.status.signal(), Some(9), "{step}: {}", text(&out));
+        assert_eq!(step_state(step), "running", "{step}: {:#}", journal());
+    }
+    let out = lab
+        .drdctl(&["failback", "--yes", "--state-dir", state_arg])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert_eq!(journal()["completed"], true);
+    assert_eq!(lab.dns_values(), ["127.0.0.2"]);
+    // The primary region's database was promoted once (timeline 2 came from DR by rewind).
+    assert_eq!(
+        history_files(&pg.primary).await,
+        ["00000002.history", "00000003.history"]
+    );
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "t"
+    );
+
+    let seen = monitor.stop().await;
+    assert!(seen.samples > 20, "{seen:?}");
+    assert!(
+        seen.both_writable.is_empty(),
+        "two writable databases: {seen:?}"
+    );
+}
+
+/// The timeline history files in `node`'s pg_wal, sorted.
+async fn history_files(node: &lab::pg::SharedNode) -> Vec<String> {
+    let out = node
+        .psql(
+            "postgres",
+            "SELECT string_agg(name, ',' ORDER BY name) FROM pg_ls_waldir() WHERE name LIKE '%.history'",
+        )
+        .await
+        .unwrap();
+    out.split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }

@@ -1,5 +1,6 @@
-//! `drdctl lab up|status|down`: the whole two-region world in a background process; real
-//! kubectl lists both regions' deployments; `down` leaves no process and no listening port.
+//! `drdctl lab drill` (which runs `lab up`): the drill passes with nothing acknowledged lost;
+//! with `--keep`, real kubectl lists both regions' deployments and the lab's name server
+//! answers; `down` leaves no process and no listening port.
 
 use std::process::Command;
 
@@ -23,24 +24,113 @@ impl Drop for Down {
 }
 
 #[test]
-fn up_serves_both_regions_and_down_leaves_nothing_behind() {
+fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
+    let out_dir = tmp.path().join("drill");
     let d = dir.to_str().unwrap();
     let _down = Down(d.to_string());
-    let out = drdctl(&["lab", "up", "--dir", d]);
+    let out = drdctl(&[
+        "lab",
+        "drill",
+        "--dir",
+        d,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--keep",
+    ]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("the drill PASSED"), "{t}");
     assert!(
-        t.contains("The lab is up") && t.contains("schema version"),
-        "{t}"
+        !t.contains(lab_password()),
+        "the lab's password reached the output"
     );
+
+    // The report: every command passed, traffic flowed, nothing acknowledged was lost, the
+    // name moved to DR and back, never two writable databases.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    let r = &doc["report"];
+    assert_eq!(doc["passed"], true, "{:#}", doc["failures"]);
+    assert_eq!(r["acknowledged_writes_missing"], 0);
+    assert!(r["writes"]["acknowledged"].as_u64().unwrap() > 50, "{r:#}");
+    assert!(r["reads"]["acknowledged"].as_u64().unwrap() > 10, "{r:#}");
+    let phases: Vec<(&str, i64)> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["exit_code"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("failover", 0),
+            ("verify", 0),
+            ("failback", 0),
+            ("verify", 0)
+        ]
+    );
+    let failover_steps = r["phases"][0]["steps"].as_array().unwrap();
+    assert!(
+        failover_steps
+            .iter()
+            .any(|s| s["name"] == "promote-target" && s["state"] == "done"),
+        "{failover_steps:#?}"
+    );
+    assert_eq!(r["phases"][0]["lost_bytes"], 0);
+    let answers: Vec<&str> = r["dns_answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[1][0].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["127.0.0.2", "127.0.0.3", "127.0.0.2"], "{r:#}");
+    assert!(r["split_brain"]["samples"].as_u64().unwrap() > 10);
+    assert_eq!(
+        r["split_brain"]["both_writable_at_ms"],
+        serde_json::json!([])
+    );
+    assert!(doc["requests"].as_array().unwrap().len() > 60);
+    let report_txt = std::fs::read_to_string(out_dir.join("report.txt")).unwrap();
+    assert!(
+        report_txt.contains("acknowledged writes missing afterwards: 0"),
+        "{report_txt}"
+    );
+    // The picture is well-formed SVG with the three rates and the commands marked.
+    let svg = std::fs::read_to_string(out_dir.join("timeline.svg")).unwrap();
+    let xml = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(xml.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = xml
+        .descendants()
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for label in [
+        "failover",
+        "failback",
+        "promote-target",
+        "acknowledged writes/s",
+        "failed requests/s",
+    ] {
+        assert!(texts.contains(&label), "{label} not in the picture");
+    }
+    for f in ["report.json", "report.txt", "timeline.svg"] {
+        let body = std::fs::read_to_string(out_dir.join(f)).unwrap();
+        assert!(!body.contains(lab_password()), "the password is in {f}");
+    }
+
+    // The lab is still up (--keep): real kubectl lists both regions' deployments...
     let pid: u32 = std::fs::read_to_string(dir.join("pid"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-
     for ctx in ["primary", "dr"] {
         let out = Command::new("kubectl")
             .args([
@@ -63,17 +153,35 @@ fn up_serves_both_regions_and_down_leaves_nothing_behind() {
             assert!(t.contains(d), "{ctx}: {t}");
         }
     }
-    // The application answers through the region's ingress, from the real service process.
+    // ... the lab's name server answers with the primary ingress again ...
+    let cfg = std::fs::read_to_string(dir.join("drdctl.toml")).unwrap();
+    let ns: std::net::SocketAddr = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("name_servers = [\""))
+        .and_then(|l| l.split('"').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addrs, _) = rt
+        .block_on(lab::traffic::query_a(
+            ns,
+            "app.example.com",
+            std::time::Duration::from_secs(2),
+        ))
+        .unwrap();
+    assert_eq!(addrs, ["127.0.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    // ... and the application answers through both ingresses, from real service processes.
     assert!(listening("127.0.0.2:8080") && listening("127.0.0.3:8080"));
     let status = text(&drdctl(&["lab", "status", "--dir", d]));
     assert!(status.contains("the lab is up"), "{status}");
 
     let out = drdctl(&["lab", "down", "--dir", d]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "the lab process is gone"
-    );
+    assert!(!running(pid), "the lab process is gone");
     assert!(
         !listening("127.0.0.2:8080") && !listening("127.0.0.3:8080"),
         "no ingress left"
@@ -82,4 +190,18 @@ fn up_serves_both_regions_and_down_leaves_nothing_behind() {
     // Safe to run twice.
     let out = drdctl(&["lab", "down", "--dir", d]);
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// The process exists and is not a zombie (an exited process whose parent has not reaped it
+/// yet holds nothing: no port, no file).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// The password `drdctl lab` gives its databases and service principal.
+fn lab_password() -> &'static str {
+    drdctl::commands::lab::PASSWORD
 }

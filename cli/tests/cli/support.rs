@@ -234,6 +234,11 @@ overlay = "{do_}"
     }
 
     pub async fn drdctl(&self, args: &[&str]) -> Output {
+        self.drdctl_env(args, &[]).await
+    }
+
+    /// [`Lab::drdctl`] with extra environment variables.
+    pub async fn drdctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         tokio::process::Command::new(DRDCTL)
             .arg("--config")
             .arg(self.config())
@@ -243,6 +248,7 @@ overlay = "{do_}"
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
             .env_remove("KUBECONFIG")
+            .envs(env.iter().copied())
             .output()
             .await
             .unwrap()
@@ -302,4 +308,56 @@ impl Lab {
         assert!(!out.contains(PASSWORD), "the password was printed");
         lab
     }
+}
+
+/// Asks both databases every 100 ms whether they take writes (primary, and new sessions not
+/// read-only); a database that does not answer takes none. Two at once is a split brain.
+pub struct WritableMonitor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Seen>,
+}
+
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub samples: u64,
+    /// When (since the monitor started) both took writes.
+    pub both_writable: Vec<Duration>,
+}
+
+impl WritableMonitor {
+    pub fn start(pg: &lab::pg::PgPair) -> WritableMonitor {
+        let (a, b) = (pg.primary.clone(), pg.dr.clone());
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut seen = Seen::default();
+            while !*rx.borrow() {
+                let (x, y) = tokio::join!(writable(&a), writable(&b));
+                seen.samples += 1;
+                if x && y {
+                    seen.both_writable.push(started.elapsed());
+                }
+                tokio::select! {
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            seen
+        });
+        WritableMonitor { stop, task }
+    }
+
+    pub async fn stop(self) -> Seen {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap()
+    }
+}
+
+async fn writable(node: &lab::pg::SharedNode) -> bool {
+    node.psql(
+        "postgres",
+        "SELECT NOT pg_is_in_recovery() AND current_setting('default_transaction_read_only') = 'off'",
+    )
+    .await
+    .is_ok_and(|s| s == "t")
 }

@@ -1,5 +1,5 @@
-//! Helpers for the registry adapter's integration tests: the services' release binaries (built
-//! once per test binary), a stand-in for the distroless base image (there is no internet), build
+//! Helpers for the registry adapter's integration tests: the services' binaries (stripped
+//! copies, made once per test binary), a stand-in for the distroless base image (there is no internet), build
 //! options that read nothing from this machine's environment, and skopeo as an independent
 //! reader of what was pushed.
 
@@ -30,28 +30,34 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-/// The three services' release binaries, built once per test binary through the crate's own
-/// `cargo_build` (on its own thread: the tests' runtimes cannot block on another), then copied
-/// aside: another cargo run in the same target dir must not change them under a test that
-/// compares digests. The copies are in `target/tmp/registry-bins-<pid>`; those of processes
-/// that are gone are removed.
-pub fn release_binaries() -> &'static BTreeMap<Service, PathBuf> {
+/// The three services' executables, copied aside and stripped: another cargo run in the same
+/// target dir must not change them under a test that compares digests, and stripped they are
+/// as small as the release binaries `build-push` ships. They are the debug builds that
+/// `cargo test --workspace` has already linked next to this test binary (a release build here
+/// would compile every dependency a second time: minutes, and gigabytes of disk); when they are
+/// missing (`cargo test -p drd-registry`), they are built through the crate's own
+/// [`drd_registry::native::cargo_build_profile`]. The copies are in
+/// `target/tmp/registry-bins-<pid>`; those of processes that are gone are removed.
+pub fn service_binaries() -> &'static BTreeMap<Service, PathBuf> {
     static BINS: OnceLock<BTreeMap<Service, PathBuf>> = OnceLock::new();
     BINS.get_or_init(|| {
-        let built = std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drd_registry::native::cargo_build(
-                    Path::new(env!("CARGO")),
-                    &repo_root(),
-                    &Service::ALL,
-                ))
-                .expect("cargo build --release of the services")
-        })
-        .join()
-        .unwrap();
+        let built = debug_binaries_beside_this_test().unwrap_or_else(|| {
+            std::thread::spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(drd_registry::native::cargo_build_profile(
+                        Path::new(env!("CARGO")),
+                        &repo_root(),
+                        &Service::ALL,
+                        "dev",
+                    ))
+                    .expect("cargo build of the services")
+            })
+            .join()
+            .unwrap()
+        });
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
         for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -68,10 +74,26 @@ pub fn release_binaries() -> &'static BTreeMap<Service, PathBuf> {
             .map(|(s, p)| {
                 let to = dir.join(s.name());
                 std::fs::copy(&p, &to).unwrap();
+                // Best effort: an unstripped binary is only bigger.
+                let _ = Command::new("strip").arg(&to).status();
                 (s, to)
             })
             .collect()
     })
+}
+
+/// `target/debug/<service>` for all three, when this test binary (`target/debug/deps/…`) has
+/// them beside it.
+fn debug_binaries_beside_this_test() -> Option<BTreeMap<Service, PathBuf>> {
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    Service::ALL
+        .iter()
+        .map(|s| {
+            let p = profile_dir.join(s.name());
+            p.is_file().then_some((*s, p))
+        })
+        .collect()
 }
 
 /// Credential sources that see only `vars` (and an empty docker config), never this machine's.
@@ -95,7 +117,7 @@ pub fn options(registry_host: &str, base: &str, images_file: &Path) -> BuildPush
     o.images_file = Some(images_file.to_path_buf());
     o.credentials = sources(&[]);
     o.cargo = PathBuf::from(env!("CARGO"));
-    o.binaries = Binaries::Prebuilt(release_binaries().clone());
+    o.binaries = Binaries::Prebuilt(service_binaries().clone());
     o
 }
 
