@@ -61,6 +61,8 @@ pub enum KubeError {
         reason: String,
         message: String,
     },
+    #[error("{0}")]
+    LeaseHeld(Box<LeaseHeld>),
     #[error("context {context}: {what}: {message}")]
     Other {
         context: String,
@@ -122,4 +124,20 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// Who holds the switchover Lease, for [`KubeError::LeaseHeld`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "context {context}: another drdctl run holds the switchover lock, Lease {namespace}/{name}: \
+     {holder} (renewed {renewed}, expires in {expires_in_secs}s). Wait for it to finish; if that \
+     run is dead, break the lock with: kubectl --context {context} -n {namespace} delete lease {name}"
+)]
+pub struct LeaseHeld {
+    pub context: String,
+    pub namespace: String,
+    pub name: String,
+    pub holder: String,
+    pub renewed: String,
+    pub expires_in_secs: i64,
 }

@@ -6,9 +6,12 @@
 //! rollout state the way `kubectl rollout status` judges it (observedGeneration first: kube's
 //! own `is_deployment_completed` ignores it and says "done" on stale status).
 //!
+//! A Lease ([`KubeCluster::acquire_lease`]) is the lock between operators.
+//!
 //! Every error names the context and the object, and says what to do.
 
 mod error;
+mod lease;
 mod rollout;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 pub use error::KubeError;
+pub use lease::LeaseTaken;
 pub use rollout::{Rollout, RolloutKind};
 
 pub type Result<T, E = KubeError> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@ use drd_db::Database;
 
 use crate::config::Config;
 use crate::engine::journal::{Journal, StepState};
-use crate::engine::lock::LocalLock;
+use crate::engine::lock::{ClusterLock, LocalLock, LEASE_NAME};
 use crate::engine::switchover::{sides, Plan};
 use crate::{exit, ui};
 
@@ -102,6 +102,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
     if let Some(dead) = taken_over {
         eprintln!("note: took over a stale lock left by {dead}");
     }
+    // The cluster-wide lock, in the DR region (reachable in every failover and failback).
+    let (cluster_lock, taken) = ClusterLock::acquire(config, "dr").await?;
+    if let drd_kube::LeaseTaken::TookOverExpired { previous } = &taken {
+        eprintln!(
+            "note: took over the expired switchover lock (Lease {LEASE_NAME} in dr) of {previous}"
+        );
+    }
     let resume = Journal::unfinished(&args.state_dir)?;
     if let Some(r) = &resume {
         if r.to != args.to || r.kind != args.kind {
@@ -134,6 +141,14 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         plan.run(&mut journal, false).await
     }
     .await;
+    let acted = journal.run.steps.iter().any(|s| s.state == StepState::Done);
+    if result.is_ok() || !acted {
+        if let Err(e) = cluster_lock.release().await {
+            eprintln!("warning: could not release the switchover lock (Lease {LEASE_NAME} in dr): {e:#}; it lapses by itself");
+        }
+    } else {
+        eprintln!("the switchover lock (Lease {LEASE_NAME} in dr) stays yours until you resume");
+    }
     match result {
         Ok(evidence) => {
             journal.finish(true)?;
@@ -173,7 +188,6 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Err(e) => {
-            let acted = journal.run.steps.iter().any(|s| s.state == StepState::Done);
             eprintln!("drdctl {}: {e:#}", args.kind);
             if acted {
                 eprintln!(

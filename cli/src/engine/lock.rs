@@ -1,8 +1,12 @@
-//! The local lock: one drdctl failover/failback at a time on this machine, with a message that
-//! names the holder. (The cluster-wide lock is a Lease in the DR region, taken by the engine.)
+//! The two locks of a failover or failback, both naming their holder when refused:
 //!
-//! The lock is a file created with O_EXCL holding who took it; a lock whose process is gone
-//! (same host) is stale and taken over, with a note.
+//! - [`LocalLock`]: one run at a time on this machine (and per state directory). A file created
+//!   with O_EXCL holding who took it; a lock whose process is gone (same host) is stale and
+//!   taken over, with a note.
+//! - [`ClusterLock`]: one run at a time, whoever runs it from wherever: the Lease
+//!   `drdctl-switchover` in the DR region's namespace (DR takes part in every failover and
+//!   failback). Held by `user@host`, so the same operator can resume a killed run; released when
+//!   the run ends, kept when it stopped midway (the resume needs it), and taken over once expired.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -105,6 +109,42 @@ impl LocalLock {
             path: path.clone(),
             message: "the lock keeps reappearing; another drdctl is starting".into(),
         })
+    }
+}
+
+/// The Lease's name, in the DR region's namespace.
+pub const LEASE_NAME: &str = "drdctl-switchover";
+/// Without release or renewal, the Lease lapses after this long (a failover takes well under a
+/// minute; a run that stopped midway keeps it this long for its operator to resume).
+pub const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The cluster-wide lock (see the module docs).
+pub struct ClusterLock {
+    cluster: drd_kube::KubeCluster,
+    holder: String,
+}
+
+impl ClusterLock {
+    /// `user@host`, as the Lease records it.
+    pub fn identity() -> String {
+        let me = Holder::me("");
+        format!("{}@{}", me.user, me.host)
+    }
+
+    pub async fn acquire(
+        config: &crate::config::Config,
+        region: &str,
+    ) -> anyhow::Result<(ClusterLock, drd_kube::LeaseTaken)> {
+        let cluster = drd_kube::KubeCluster::connect(config.kube_target(region)).await?;
+        let holder = Self::identity();
+        let taken = cluster
+            .acquire_lease(LEASE_NAME, &holder, LEASE_DURATION)
+            .await?;
+        Ok((ClusterLock { cluster, holder }, taken))
+    }
+
+    pub async fn release(self) -> anyhow::Result<()> {
+        Ok(self.cluster.release_lease(LEASE_NAME, &self.holder).await?)
     }
 }
 

@@ -425,3 +425,135 @@ async fn history_files(node: &lab::pg::SharedNode) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Slow Kubernetes APIs are waited for; Azure DNS failing mid-run stops the run cleanly
+/// (exit 3, the journal says where, nothing half-switched) and the re-run resumes; throttling
+/// (429 + Retry-After) and a change made behind drdctl's back (412 on the If-Match write) are
+/// handled within the step.
+#[tokio::test]
+async fn kube_latency_and_dns_errors_mid_run_are_handled_or_stop_cleanly_and_resume() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let lab = Lab::ready(true).await;
+    let dns = lab.dns.as_ref().unwrap();
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let args = ["failover", "--to", "dr", "--yes", "--state-dir", state_arg];
+
+    // Another operator's run holds the switchover lock (a Lease in DR): refused before
+    // anything changes, naming the holder and how to break the lock.
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    lab.dr
+        .create(serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "drdctl-switchover", "namespace": "default"},
+            "spec": {
+                "holderIdentity": "alice@laptop",
+                "leaseDurationSeconds": 900,
+                "acquireTime": now,
+                "renewTime": now,
+            },
+        }))
+        .unwrap();
+    let out = lab.drdctl(&args).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("alice@laptop") && t.contains("delete lease drdctl-switchover"),
+        "{t}"
+    );
+    assert_eq!(lab.dns_values(), ["127.0.0.2"]);
+    assert!(!state.join("journal.json").exists(), "nothing was started");
+    // Alice's run died an hour ago: her lease expired, so it is taken over (with a note).
+    lab.dr
+        .update("leases", "default", "drdctl-switchover", |v| {
+            let mut v = v.clone();
+            v["spec"]["renewTime"] = "2020-01-01T00:00:00.000000Z".into();
+            Ok(v)
+        })
+        .unwrap();
+    let lease_holder = || {
+        lab.dr
+            .get("leases", "default", "drdctl-switchover")
+            .unwrap()["spec"]["holderIdentity"]
+            .clone()
+    };
+
+    // Every Kubernetes call in both regions 150 ms slower: the steps up to the app
+    // activation still complete (the run is then stopped there, to put DNS trouble next).
+    for k in [&lab.primary, &lab.dr] {
+        k.faults()
+            .set_latency(std::time::Duration::from_millis(150));
+    }
+    let out = lab
+        .drdctl_env(&args, &[("DRDCTL_KILL_AT", "activate-target-app:end")])
+        .await;
+    let t = text(&out);
+    assert_eq!(out.status.signal(), Some(9), "{t}");
+    assert!(
+        t.contains("took over the expired switchover lock") && t.contains("alice@laptop"),
+        "{t}"
+    );
+    for k in [&lab.primary, &lab.dr] {
+        k.faults().set_latency(std::time::Duration::ZERO);
+    }
+
+    // ARM answers 500 to everything: switch-dns gives up after its retries; the run stops
+    // midway, says how to resume, and the record is untouched.
+    dns.azure.faults().fail_next(1000, 500);
+    let out = lab.drdctl(&args).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("switch-dns") && t.contains("re-run the same command"),
+        "{t}"
+    );
+    assert_eq!(lab.dns_values(), ["127.0.0.2"]);
+    // The lock stays with the run that stopped midway, for its resume; kubectl shows it.
+    assert!(t.contains("stays yours until you resume"), "{t}");
+    let mine = lease_holder();
+    assert!(
+        mine.as_str()
+            .is_some_and(|h| h.contains('@') && h != "alice@laptop"),
+        "{mine}"
+    );
+    let listed = assert_ok(&lab.kubectl(&["--context", "dr", "get", "lease"]).await);
+    assert!(listed.contains("drdctl-switchover"), "{listed}");
+    dns.azure.faults().clear();
+
+    // Throttled once, then a colleague changes the TTL between drdctl's read and its write.
+    dns.azure.faults().throttle_next(1, 1);
+    let (store, zone) = (dns.azure.store().clone(), dns.zone.clone());
+    dns.azure.faults().before_next_write(move || {
+        store
+            .modify(&zone, "A", "app", |rs| rs.ttl = 120)
+            .expect("the record exists");
+    });
+    let out = lab.drdctl(&args).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("resuming"), "{t}");
+    assert_eq!(lab.dns_values(), [DR_INGRESS]);
+    let rs = dns.azure.record(&dns.zone, "A", "app").unwrap();
+    assert_eq!(rs.ttl, 120, "the colleague's TTL is kept");
+    let statuses: Vec<u16> = dns
+        .azure
+        .requests()
+        .arm()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    for s in [500, 429, 412] {
+        assert!(statuses.contains(&s), "no {s} in {statuses:?}");
+    }
+    // Released at the end.
+    assert!(lease_holder().is_null(), "{}", lease_holder());
+    // Promoted once, whatever the retries.
+    assert_eq!(
+        history_files(&lab.pg.as_ref().unwrap().dr).await,
+        ["00000002.history"]
+    );
+}
