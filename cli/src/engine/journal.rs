@@ -123,8 +123,20 @@ impl Journal {
         self.save()
     }
 
-    pub fn end(&mut self, state: StepState, detail: impl Into<String>) -> std::io::Result<()> {
-        if let Some(s) = self.run.steps.last_mut() {
+    /// Records how step `name` (its latest running record) ended.
+    pub fn end(
+        &mut self,
+        name: &str,
+        state: StepState,
+        detail: impl Into<String>,
+    ) -> std::io::Result<()> {
+        if let Some(s) = self
+            .run
+            .steps
+            .iter_mut()
+            .rev()
+            .find(|s| s.name == name && s.state == StepState::Running)
+        {
             s.state = state;
             s.ended = Some(Utc::now());
             s.detail = detail.into();
@@ -160,7 +172,8 @@ mod tests {
         assert!(Journal::unfinished(dir.path()).unwrap().is_none());
         let mut j = Journal::open(dir.path(), "failover", "dr", None).unwrap();
         j.begin("preflight").unwrap();
-        j.end(StepState::Done, "both regions reachable").unwrap();
+        j.end("preflight", StepState::Done, "both regions reachable")
+            .unwrap();
         j.begin("fence-primary").unwrap();
         drop(j); // killed here: the step is recorded as running
 

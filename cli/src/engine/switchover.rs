@@ -98,49 +98,102 @@ where
         journal.begin(name)?;
         kill_point(name, "begin");
     }
-    match f.await {
-        Ok(Did::Acted(detail)) => {
-            say!(
-                dry_run,
-                "  {name:<22} {detail} ({:.1}s)",
-                started.elapsed().as_secs_f64()
-            );
-            if !dry_run {
-                journal.end(StepState::Done, detail)?;
-                kill_point(name, "end");
-            }
-            Ok(())
+    let outcome = f.await;
+    record(journal, name, dry_run, started, outcome)
+}
+
+/// Two independent steps at once (warming the target while the source is fenced): both are
+/// journaled as running, run concurrently, and each is recorded as it ended. When one fails
+/// the other still finishes (and is recorded); the first failure is returned.
+async fn steps_together<F, G>(
+    journal: &mut Journal,
+    dry_run: bool,
+    (a, fa): (&str, F),
+    (b, fb): (&str, G),
+) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<Did>>,
+    G: std::future::Future<Output = anyhow::Result<Did>>,
+{
+    let started = Instant::now();
+    let mut todo = [true, true];
+    for (k, name) in [a, b].into_iter().enumerate() {
+        if journal.is_done(name) {
+            say!(dry_run, "  {name:<22} done in an earlier run");
+            todo[k] = false;
+        } else if !dry_run {
+            journal.begin(name)?;
+            kill_point(name, "begin");
         }
-        Ok(Did::Already(detail)) => {
-            say!(dry_run, "  {name:<22} already so: {detail}");
-            if !dry_run {
-                journal.end(StepState::AlreadyDone, detail)?;
-                kill_point(name, "end");
+    }
+    let (ra, rb) = tokio::join!(
+        async {
+            if todo[0] {
+                Some(fa.await)
+            } else {
+                None
             }
-            Ok(())
-        }
-        Ok(Did::Skipped(detail)) => {
-            say!(dry_run, "  {name:<22} skipped: {detail}");
-            if !dry_run {
-                journal.end(StepState::Skipped, detail)?;
+        },
+        async {
+            if todo[1] {
+                Some(fb.await)
+            } else {
+                None
             }
-            Ok(())
         }
-        Ok(Did::Deferred(detail)) => {
-            say!(dry_run, "  {name:<22} DEFERRED: {detail}");
-            if !dry_run {
-                journal.end(StepState::Deferred, detail)?;
-            }
-            Ok(())
-        }
+    );
+    let ra = ra.map(|o| record(journal, a, dry_run, started, o));
+    let rb = rb.map(|o| record(journal, b, dry_run, started, o));
+    ra.transpose()?;
+    rb.transpose()?;
+    Ok(())
+}
+
+/// Prints and journals how step `name` ended.
+fn record(
+    journal: &mut Journal,
+    name: &str,
+    dry_run: bool,
+    started: Instant,
+    outcome: anyhow::Result<Did>,
+) -> anyhow::Result<()> {
+    let (state, detail, line) = match outcome {
+        Ok(Did::Acted(detail)) => (
+            StepState::Done,
+            detail.clone(),
+            format!("{detail} ({:.1}s)", started.elapsed().as_secs_f64()),
+        ),
+        Ok(Did::Already(detail)) => (
+            StepState::AlreadyDone,
+            detail.clone(),
+            format!("already so: {detail}"),
+        ),
+        Ok(Did::Skipped(detail)) => (
+            StepState::Skipped,
+            detail.clone(),
+            format!("skipped: {detail}"),
+        ),
+        Ok(Did::Deferred(detail)) => (
+            StepState::Deferred,
+            detail.clone(),
+            format!("DEFERRED: {detail}"),
+        ),
         Err(e) => {
             say!(dry_run, "  {name:<22} FAILED: {e:#}");
             if !dry_run {
-                journal.end(StepState::Failed, format!("{e:#}"))?;
+                journal.end(name, StepState::Failed, format!("{e:#}"))?;
             }
-            Err(e.context(format!("step {name}")))
+            return Err(e.context(format!("step {name}")));
+        }
+    };
+    say!(dry_run, "  {name:<22} {line}");
+    if !dry_run {
+        journal.end(name, state, detail)?;
+        if matches!(state, StepState::Done | StepState::AlreadyDone) {
+            kill_point(name, "end");
         }
     }
+    Ok(())
 }
 
 async fn app_role(kube: &KubeCluster, configmap: &str) -> anyhow::Result<String> {
@@ -233,8 +286,8 @@ impl Plan<'_> {
         })
         .await?;
 
-        // 2. Warm the target's application.
-        step(journal, "warm-target-app", dry_run, async {
+        // 2 and 3, at once: warm the target's application while the source is fenced.
+        let warm = async {
             let mut scaled = Vec::new();
             for d in &app.deployments {
                 // The HPA floor first: the standby floor would scale the active region back down.
@@ -259,12 +312,10 @@ impl Plan<'_> {
             } else {
                 Did::Acted(verb(&format!("scale in {}: {}", t.name, scaled.join(", "))))
             })
-        })
-        .await?;
-
+        };
         // 3. Fence the source: no new writes (app to 0, database read-only).
         let fence_started = Instant::now();
-        step(journal, "fence-source", dry_run, async {
+        let fence = async {
             if emergency {
                 return Ok(Did::Skipped(format!(
                     "{} unreachable: its fencing is deferred to the end",
@@ -296,7 +347,13 @@ impl Plan<'_> {
             } else {
                 Did::Acted(verb(&format!("fence {}: {}", s.name, did.join(", "))))
             })
-        })
+        };
+        steps_together(
+            journal,
+            dry_run,
+            ("warm-target-app", warm),
+            ("fence-source", fence),
+        )
         .await?;
         if dry_run {
             println!("  (the remaining steps depend on the fence; nothing was changed)");
@@ -570,4 +627,66 @@ pub async fn sides(config: &Config, to: &str) -> anyhow::Result<(Side, Side)> {
         }
     };
     Ok((mk(from).await?, mk(to).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each step waits for the other to have started: only a concurrent run finishes.
+    #[tokio::test]
+    async fn steps_together_run_at_once_and_both_are_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "failover", "dr", None).unwrap();
+        let (a_started, a_seen) = tokio::sync::oneshot::channel::<()>();
+        let (b_started, b_seen) = tokio::sync::oneshot::channel::<()>();
+        let a = async {
+            a_started.send(()).unwrap();
+            b_seen.await.unwrap();
+            Ok(Did::Acted("a".into()))
+        };
+        let b = async {
+            b_started.send(()).unwrap();
+            a_seen.await.unwrap();
+            Ok(Did::Already("b".into()))
+        };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            steps_together(&mut journal, false, ("warm", a), ("fence", b)),
+        )
+        .await
+        .expect("the two steps ran one after the other")
+        .unwrap();
+        let states: Vec<(&str, StepState)> = journal
+            .run
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.state))
+            .collect();
+        assert_eq!(
+            states,
+            [("warm", StepState::Done), ("fence", StepState::AlreadyDone)]
+        );
+    }
+
+    #[tokio::test]
+    async fn when_one_of_two_fails_the_other_is_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), "failover", "dr", None).unwrap();
+        let err = steps_together(
+            &mut journal,
+            false,
+            ("warm", async { anyhow::bail!("no capacity") }),
+            ("fence", async { Ok(Did::Acted("fenced".into())) }),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("step warm: no capacity"),
+            "{err:#}"
+        );
+        assert_eq!(journal.run.steps[0].state, StepState::Failed);
+        assert_eq!(journal.run.steps[1].state, StepState::Done);
+        assert!(journal.is_done("fence") && !journal.is_done("warm"));
+    }
 }

@@ -339,7 +339,13 @@ async fn killed_at_every_step_boundary_each_rerun_resumes_and_promotes_exactly_o
             )
             .await;
         assert_eq!(out.status.signal(), Some(9), "{step}: {}", text(&out));
-        assert_eq!(step_state(step), "done", "{step}: {:#}", journal());
+        // Done by this run, or found done (warm-target-app and fence-source run together, so
+        // the kill after one can come after the other finished too, unrecorded).
+        assert!(
+            ["done", "already_done"].contains(&step_state(step).as_str()),
+            "{step}: {:#}",
+            journal()
+        );
         assert_eq!(journal()["completed"], false);
     }
     let out = lab
