@@ -12,7 +12,7 @@ pub const PASSWORD: &str = "lab-password-only-for-the-local-lab";
 
 /// Running (a zombie is not: when `lab drill` started the lab, the exited lab process stays a
 /// zombie child of the drill until it is reaped).
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // "pid (comm) S ...": the state follows the last ')'.
         Ok(stat) => stat

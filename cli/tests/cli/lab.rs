@@ -181,7 +181,10 @@ fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_beh
 
     let out = drdctl(&["lab", "down", "--dir", d]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(!running(pid), "the lab process is gone");
+    assert!(
+        !drdctl::commands::lab::pid_alive(pid),
+        "the lab process is gone"
+    );
     assert!(
         !listening("127.0.0.2:8080") && !listening("127.0.0.3:8080"),
         "no ingress left"
@@ -190,15 +193,6 @@ fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_beh
     // Safe to run twice.
     let out = drdctl(&["lab", "down", "--dir", d]);
     assert_eq!(out.status.code(), Some(0));
-}
-
-/// The process exists and is not a zombie (an exited process whose parent has not reaped it
-/// yet holds nothing: no port, no file).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-    })
 }
 
 /// The password `drdctl lab` gives its databases and service principal.
