@@ -392,17 +392,24 @@ impl PgDatabase {
 
     async fn set_read_only(&self, on: bool) -> DbResult<()> {
         let mut c = self.connect("postgres").await?;
+        let done = self.set_read_only_on(&mut c, on).await;
+        let _ = c.close().await;
+        done
+    }
+
+    /// [`Self::set_read_only`] on an open session (the check still uses new sessions).
+    async fn set_read_only_on(&self, c: &mut PgConnection, on: bool) -> DbResult<()> {
         let sql = if on {
             "ALTER SYSTEM SET default_transaction_read_only = on"
         } else {
             "ALTER SYSTEM RESET default_transaction_read_only"
         };
         sqlx::query(sql)
-            .execute(&mut c)
+            .execute(&mut *c)
             .await
             .map_err(self.sql_err("changing default_transaction_read_only"))?;
         sqlx::query("SELECT pg_reload_conf()")
-            .execute(&mut c)
+            .execute(&mut *c)
             .await
             .map_err(self.sql_err("reloading the configuration"))?;
         let what = if on {
@@ -603,8 +610,13 @@ impl Database for PgDatabase {
 
     async fn promote(&self, wait: Duration) -> DbResult<PromoteOutcome> {
         let t0 = Instant::now();
-        let before = self.status().await?;
+        // One session for the whole promotion: a session opened during recovery sees the end
+        // of recovery and can write afterwards, and each new session costs a round of
+        // authentication (through port-forward, by default).
+        let mut c = self.connect("postgres").await?;
+        let before = self.status_on(&mut c).await?;
         if before.role == DbRole::Primary {
+            let _ = c.close().await;
             return Ok(PromoteOutcome {
                 region: self.region_name(),
                 already_primary: true,
@@ -616,27 +628,45 @@ impl Database for PgDatabase {
                 elapsed: t0.elapsed(),
             });
         }
-        let mut c = self.connect("postgres").await?;
-        let secs = i32::try_from(wait.as_secs().max(1)).unwrap_or(i32::MAX);
-        // pg_promote returns false when promotion did not finish within `secs`: then look.
-        let promoted: bool = sqlx::query_scalar("SELECT pg_promote(true, $1)")
-            .bind(secs)
+        // Signal only (wait => false): pg_promote's own wait looks ten times a second; this
+        // looks every 10 ms, and it is the write outage that waits.
+        let signalled: bool = sqlx::query_scalar("SELECT pg_promote(false)")
             .fetch_one(&mut c)
             .await
             .map_err(self.sql_err("pg_promote"))?;
-        let _ = c.close().await;
-        if !promoted {
-            tracing::warn!(region = %self.cfg.region, "pg_promote returned false; checking the state");
+        if !signalled {
+            tracing::warn!(region = %self.cfg.region, "pg_promote could not signal; checking the state");
         }
-        let after = self
-            .poll("the promoted server to leave recovery", wait, |s| {
-                (s.role == DbRole::Primary).then_some(s)
-            })
-            .await
-            .map_err(|e| DbError::Promote {
-                region: self.region_name(),
-                reason: e.to_string(),
-            })?;
+        let deadline = Instant::now() + wait;
+        let after = loop {
+            match self.status_on(&mut c).await {
+                Ok(s) if s.role == DbRole::Primary => break s,
+                Ok(s) if Instant::now() > deadline => {
+                    let _ = c.close().await;
+                    return Err(DbError::Promote {
+                        region: self.region_name(),
+                        reason: format!(
+                            "still {} after {}s (pg_promote {}); see the server's log",
+                            s.role,
+                            wait.as_secs(),
+                            if signalled {
+                                "signalled"
+                            } else {
+                                "could not signal"
+                            }
+                        ),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(DbError::Promote {
+                        region: self.region_name(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         if after.timeline <= before.timeline {
             return Err(DbError::Promote {
                 region: self.region_name(),
@@ -653,7 +683,6 @@ impl Database for PgDatabase {
             self.set_read_only(false).await?;
         }
         // Keep WAL from the fork on for the former primary, so that it can rejoin by rewind.
-        let mut c = self.connect("postgres").await?;
         let slot = self.ensure_slot(&mut c, &self.cfg.slot, false).await?;
         let _ = c.close().await;
         Ok(PromoteOutcome {
@@ -669,11 +698,11 @@ impl Database for PgDatabase {
     }
 
     async fn fence(&self) -> DbResult<FenceOutcome> {
-        let before = self.status().await?;
-        if !before.fenced {
-            self.set_read_only(true).await?;
-        }
         let mut c = self.connect("postgres").await?;
+        let before = self.status_on(&mut c).await?;
+        if !before.fenced {
+            self.set_read_only_on(&mut c, true).await?;
+        }
         let terminated: i64 = sqlx::query_scalar(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",

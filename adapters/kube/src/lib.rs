@@ -76,8 +76,17 @@ pub trait Cluster {
     async fn secret_value(&self, name: &str, key: &str) -> Result<SecretString>;
     async fn rollout(&self, kind: RolloutKind, name: &str) -> Result<Rollout>;
     async fn scale(&self, kind: RolloutKind, name: &str, replicas: i32) -> Result<()>;
-    /// `kubectl rollout restart`: a new pod template annotation, so a new rollout.
-    async fn restart(&self, kind: RolloutKind, name: &str) -> Result<()>;
+    /// `kubectl rollout restart` (a new `restartedAt` pod template annotation, so a new
+    /// rollout) that also marks the template with `mark` (`key: value`), so that
+    /// [`Cluster::template_annotation`] later tells whether this restart was made.
+    async fn restart(&self, kind: RolloutKind, name: &str, mark: (&str, &str)) -> Result<()>;
+    /// One annotation of a workload's pod template (`None`: not set, or no such workload).
+    async fn template_annotation(
+        &self,
+        kind: RolloutKind,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>>;
     async fn patch_configmap(&self, name: &str, data: &BTreeMap<String, String>) -> Result<()>;
     /// Sets an HPA's `minReplicas` (a no-op when there is no such HPA); returns whether one existed.
     async fn set_hpa_min(&self, name: &str, min: i32) -> Result<bool>;
@@ -456,10 +465,11 @@ impl Cluster for KubeCluster {
         done.map_err(|e| self.err(format!("scaling {kind}/{name} to {replicas}"), e))
     }
 
-    async fn restart(&self, kind: RolloutKind, name: &str) -> Result<()> {
+    async fn restart(&self, kind: RolloutKind, name: &str, mark: (&str, &str)) -> Result<()> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let patch = Patch::Strategic(json!({"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": now
+            "kubectl.kubernetes.io/restartedAt": now,
+            mark.0: mark.1,
         }}}}}));
         let params = PatchParams::default();
         let done = match kind {
@@ -475,6 +485,32 @@ impl Cluster for KubeCluster {
                 .map(drop),
         };
         done.map_err(|e| self.err(format!("restarting {kind}/{name}"), e))
+    }
+
+    async fn template_annotation(
+        &self,
+        kind: RolloutKind,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        let what = format!("reading {kind}/{name}");
+        let template = match kind {
+            RolloutKind::Deployment => self
+                .deployments()
+                .get_opt(name)
+                .await
+                .map(|d| d.map(|d| d.spec.template)),
+            RolloutKind::StatefulSet => self
+                .statefulsets()
+                .get_opt(name)
+                .await
+                .map(|d| d.map(|d| d.spec.template)),
+        }
+        .map_err(|e| self.err(what, e))?;
+        Ok(template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.annotations)
+            .and_then(|mut a| a.remove(key)))
     }
 
     async fn set_hpa_min(&self, name: &str, min: i32) -> Result<bool> {

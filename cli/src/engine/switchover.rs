@@ -2,10 +2,17 @@
 //!
 //! Each step observes the live state first and acts only when needed, so a re-run after a
 //! kill (or after success) converges, and promotion happens at most once. Steps:
-//! preflight → warm the target's app → fence the source (app to 0, database read-only) →
-//! wait until the target replayed the source's final LSN → promote the target → target app
-//! active + restart + ready → DNS to the target (ETag-guarded, confirmed on the name servers)
-//! → stop the source database (so it can never take writes) → report.
+//! preflight → warm the target's app (scaled up, role active, rolled) while the source is
+//! fenced (app to 0, database read-only) → wait until the target replayed the source's final
+//! LSN → promote the target → target app active and ready → DNS to the target (ETag-guarded,
+//! confirmed on the name servers) → stop the source database (so it can never take writes) →
+//! report.
+//!
+//! The target's app is switched to the active role and rolled while the source is fenced, not
+//! after the promotion: the role is only a label the pods read at start (their database
+//! decides whether a write is possible), so its rolling restart needs nothing from the
+//! promotion and stays off the write-unavailability path. `activate-target-app` then finds it
+//! done and waits until it is ready.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -196,6 +203,49 @@ fn record(
     Ok(())
 }
 
+/// The pod template annotation that records the app role the pods were rolled for.
+pub const ROLE_MARK: &str = "drdctl.io/app-role";
+
+/// Sets the app's role in its ConfigMap and rolls every deployment whose pods were not
+/// started for that role (their template's [`ROLE_MARK`]): idempotent, and a run killed between
+/// the ConfigMap and the restarts restarts on the re-run. Returns what it changed (empty:
+/// nothing to do); `dry_run` changes nothing and says what it would.
+async fn roll_app_to_role(
+    kube: &KubeCluster,
+    app: &crate::config::AppConfig,
+    role: &str,
+    dry_run: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut did = Vec::new();
+    if app_role(kube, &app.configmap).await? != role {
+        if !dry_run {
+            kube.patch_configmap(
+                &app.configmap,
+                &BTreeMap::from([("role".to_string(), role.to_string())]),
+            )
+            .await?;
+        }
+        did.push(format!("role {role}"));
+    }
+    let mut rolled = Vec::new();
+    for d in &app.deployments {
+        let mark = kube
+            .template_annotation(RolloutKind::Deployment, d, ROLE_MARK)
+            .await?;
+        if mark.as_deref() != Some(role) {
+            if !dry_run {
+                kube.restart(RolloutKind::Deployment, d, (ROLE_MARK, role))
+                    .await?;
+            }
+            rolled.push(d.as_str());
+        }
+    }
+    if !rolled.is_empty() {
+        did.push(format!("restart {}", rolled.join(", ")));
+    }
+    Ok(did)
+}
+
 async fn app_role(kube: &KubeCluster, configmap: &str) -> anyhow::Result<String> {
     Ok(kube
         .configmap(configmap)
@@ -288,12 +338,19 @@ impl Plan<'_> {
 
         // 2 and 3, at once: warm the target's application while the source is fenced.
         let warm = async {
-            let mut scaled = Vec::new();
-            for d in &app.deployments {
-                // The HPA floor first: the standby floor would scale the active region back down.
-                if !dry_run {
+            // The HPA floors first: a standby floor would scale the active region back down.
+            if !dry_run {
+                for d in &app.deployments {
                     t.kube.set_hpa_min(d, app.active_replicas).await?;
                 }
+            }
+            // The active role and its restart, then the scale-up: the new pods of the restart
+            // and of the scale-up start together (maxSurge), instead of a scale-up followed by
+            // a restart that replaces every pod again, one at a time. All of it while the
+            // source is fenced, so none of it is on the write-unavailability path.
+            let rolled = roll_app_to_role(&t.kube, app, "active", dry_run).await?;
+            let mut scaled = Vec::new();
+            for d in &app.deployments {
                 let r = t.kube.rollout(RolloutKind::Deployment, d).await?;
                 if r.desired < app.active_replicas {
                     if !dry_run {
@@ -304,13 +361,15 @@ impl Plan<'_> {
                     scaled.push(format!("{d} {}->{}", r.desired, app.active_replicas));
                 }
             }
-            Ok(if scaled.is_empty() {
+            Ok(if scaled.is_empty() && rolled.is_empty() {
                 Did::Already(format!(
-                    "{} app at {} replicas",
+                    "{} app active at {} replicas",
                     t.name, app.active_replicas
                 ))
             } else {
-                Did::Acted(verb(&format!("scale in {}: {}", t.name, scaled.join(", "))))
+                let mut did = scaled;
+                did.extend(rolled);
+                Did::Acted(verb(&format!("warm {}: {}", t.name, did.join(", "))))
             })
         };
         // 3. Fence the source: no new writes (app to 0, database read-only).
@@ -325,23 +384,29 @@ impl Plan<'_> {
             if t_status.role == DbRole::Primary {
                 return Ok(Did::Already(format!("{} already promoted", t.name)));
             }
-            let mut did = Vec::new();
-            for d in &app.deployments {
-                let r = s.kube.rollout(RolloutKind::Deployment, d).await?;
-                if r.desired > 0 {
+            // The database first and the app at the same time: read-only is the fence that
+            // matters (it holds whatever the app does); the app goes to 0 alongside.
+            let database = async {
+                if dry_run {
+                    let fenced = s.db.status().await?.fenced;
+                    return anyhow::Ok((!fenced).then(|| "database read-only".to_string()));
+                }
+                let out = s.db.fence().await?;
+                Ok((!out.already_fenced).then(|| "database read-only".to_string()))
+            };
+            let app_down =
+                futures_util::future::try_join_all(app.deployments.iter().map(|d| async move {
+                    let r = s.kube.rollout(RolloutKind::Deployment, d).await?;
+                    if r.desired == 0 {
+                        return anyhow::Ok(None);
+                    }
                     if !dry_run {
                         s.kube.scale(RolloutKind::Deployment, d, 0).await?;
                     }
-                    did.push(format!("{d} to 0"));
-                }
-            }
-            let fenced = s.db.status().await?.fenced;
-            if !fenced {
-                if !dry_run {
-                    s.db.fence().await?;
-                }
-                did.push("database read-only".into());
-            }
+                    Ok(Some(format!("{d} to 0")))
+                }));
+            let (db_did, app_did) = tokio::try_join!(database, app_down)?;
+            let did: Vec<String> = app_did.into_iter().flatten().chain(db_did).collect();
             Ok(if did.is_empty() {
                 Did::Already("source fenced".into())
             } else {
@@ -386,7 +451,7 @@ impl Plan<'_> {
             )))
         })
         .await?;
-        if let (Ok(sn), Ok(tn)) = (s.db.status().await, t.db.status().await) {
+        if let (Ok(sn), Ok(tn)) = tokio::join!(s.db.status(), t.db.status()) {
             if let (Some(f), Some(r)) = (sn.current_lsn, tn.position()) {
                 ev.source_final_lsn = Some(f.to_string());
                 ev.target_replayed_lsn = Some(r.to_string());
@@ -413,26 +478,15 @@ impl Plan<'_> {
         .await?;
 
         // 6. The target's app becomes the active one.
+        // Rolled to the active role by warm-target-app (again here if that was undone since).
         step(journal, "activate-target-app", dry_run, async {
-            let role = app_role(&t.kube, &app.configmap).await?;
-            if role == "active" {
-                wait_rolled_out(&t.kube, &app.deployments, Duration::from_secs(300)).await?;
-                return Ok(Did::Already(format!("{} app is active", t.name)));
-            }
-            t.kube
-                .patch_configmap(
-                    &app.configmap,
-                    &BTreeMap::from([("role".to_string(), "active".to_string())]),
-                )
-                .await?;
-            for d in &app.deployments {
-                t.kube.restart(RolloutKind::Deployment, d).await?;
-            }
+            let did = roll_app_to_role(&t.kube, app, "active", false).await?;
             wait_rolled_out(&t.kube, &app.deployments, Duration::from_secs(300)).await?;
-            Ok(Did::Acted(format!(
-                "{} app role active, restarted, ready",
-                t.name
-            )))
+            Ok(if did.is_empty() {
+                Did::Already(format!("{} app active and ready", t.name))
+            } else {
+                Did::Acted(format!("{} app: {}; ready", t.name, did.join(", ")))
+            })
         })
         .await?;
 

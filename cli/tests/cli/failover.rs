@@ -38,6 +38,24 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
         "f"
     );
 
+    // As if an earlier run had been killed between the role and the restarts: the role is
+    // already active, the pods were not rolled for it. The run must still roll them.
+    assert_ok(
+        &lab.kubectl(&[
+            "--context",
+            "dr",
+            "patch",
+            "configmap",
+            "app-config",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"role":"active"}}"#,
+        ])
+        .await,
+    );
+    assert_eq!(role_marks(&lab.dr), ["(none)"; 3]);
+
     let out = lab
         .drdctl(&[
             "failover",
@@ -98,6 +116,8 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
             .unwrap()["spec"]["replicas"],
         3
     );
+    // Every DR deployment was rolled for the active role (the pods read it at start).
+    assert_eq!(role_marks(&lab.dr), ["active"; 3]);
     assert_eq!(
         lab.primary
             .get("statefulsets", "default", "postgresql")
@@ -205,6 +225,7 @@ async fn failback_after_failover_returns_to_the_initial_state() {
         lab.dr.get("deployments", "default", "data-ingest").unwrap()["spec"]["replicas"],
         1
     );
+    assert_eq!(role_marks(&lab.primary), ["active"; 3]);
 
     // And verify agrees: one writable primary, DR streaming, DNS at the active region.
     let out = lab
@@ -360,6 +381,7 @@ async fn killed_at_every_step_boundary_each_rerun_resumes_and_promotes_exactly_o
     assert!(t.contains("resuming"), "{t}");
     assert_eq!(journal()["completed"], true);
     assert_eq!(lab.dns_values(), [DR_INGRESS]);
+    assert_eq!(role_marks(&lab.dr), ["active"; 3]);
     // Promoted once: DR is on timeline 2 with one history file.
     assert_eq!(history_files(&pg.dr).await, ["00000002.history"]);
     assert_eq!(
@@ -427,6 +449,20 @@ async fn assert_never_two_writable(monitor: WritableMonitor) {
 }
 
 /// The timeline history files in `node`'s pg_wal, sorted.
+/// The app role each deployment's pods were rolled for (drdctl's pod template mark).
+fn role_marks(kube: &lab::KubeDouble) -> Vec<String> {
+    ["frontend-api", "business-logic", "data-ingest"]
+        .iter()
+        .map(|d| {
+            kube.get("deployments", "default", d).unwrap()["spec"]["template"]["metadata"]
+                ["annotations"]["drdctl.io/app-role"]
+                .as_str()
+                .unwrap_or("(none)")
+                .to_string()
+        })
+        .collect()
+}
+
 async fn history_files(node: &lab::pg::SharedNode) -> Vec<String> {
     let out = node
         .psql(
