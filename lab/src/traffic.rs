@@ -72,6 +72,9 @@ pub struct Request {
     /// Where it went (the address the name resolved to), if it resolved.
     pub to: Option<IpAddr>,
     pub latency_ms: u32,
+    /// The username a write created (to look it up in the database afterwards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Why it failed (transport error or status), if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -105,10 +108,19 @@ impl TrafficLog {
     /// The longest time without an acknowledged write, between the first and the last one
     /// (milliseconds), and when it started.
     pub fn longest_write_gap_ms(&self) -> Option<(u64, u64)> {
+        self.longest_kept_write_gap_ms(&[])
+    }
+
+    /// The same, counting only the writes that were kept: an acknowledged write whose username
+    /// is in `lost` (acknowledged, then not found in the database) does not end a gap, because
+    /// from the application's point of view it never happened.
+    pub fn longest_kept_write_gap_ms(&self, lost: &[String]) -> Option<(u64, u64)> {
+        let lost: std::collections::HashSet<&str> = lost.iter().map(String::as_str).collect();
         let mut acked: Vec<u64> = self
             .requests
             .iter()
             .filter(|r| r.kind == Kind::Write && r.ok)
+            .filter(|r| r.user.as_deref().is_none_or(|u| !lost.contains(u)))
             .map(|r| r.at_ms + u64::from(r.latency_ms))
             .collect();
         acked.sort_unstable();
@@ -261,6 +273,7 @@ async fn one_request(
             status: Some(status),
             to: Some(ip),
             latency_ms,
+            user: (kind == Kind::Write).then(|| username.clone()),
             error: (status != want).then(|| format!("HTTP {status}")),
         },
         Err((to, e)) => Request {
@@ -270,6 +283,7 @@ async fn one_request(
             status: None,
             to,
             latency_ms,
+            user: (kind == Kind::Write).then(|| username.clone()),
             error: Some(e),
         },
     };
@@ -351,6 +365,7 @@ mod tests {
             status: Some(if ok { 201 } else { 503 }),
             to: None,
             latency_ms: 0,
+            user: Some(format!("u{at_ms}")),
             error: None,
         }
     }
@@ -371,5 +386,24 @@ mod tests {
         assert_eq!(log.longest_write_gap_ms(), Some((1500, 100)));
         assert_eq!(log.count(Kind::Write), (6, 4));
         assert_eq!(TrafficLog::default().longest_write_gap_ms(), None);
+    }
+
+    #[test]
+    fn a_lost_write_does_not_end_a_gap() {
+        let log = TrafficLog {
+            requests: vec![
+                req(0, true),
+                req(100, true),
+                // Acknowledged, then not found in the database: as if it never happened.
+                req(400, true),
+                req(800, true),
+                req(1000, true),
+                req(1100, true),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(log.longest_write_gap_ms(), Some((400, 400)));
+        let lost = ["u400".to_string(), "u800".to_string()];
+        assert_eq!(log.longest_kept_write_gap_ms(&lost), Some((900, 100)));
     }
 }

@@ -232,7 +232,7 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
 }
 
 /// `KEY=VALUE` lines (the lab's credentials for drdctl's child processes).
-fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
@@ -264,13 +264,13 @@ fn steps_of(v: &serde_json::Value, started: DateTime<Utc>) -> Vec<StepMark> {
         .collect()
 }
 
-async fn region_database(config: &Config, region: &str) -> anyhow::Result<drd_db::PgDatabase> {
+pub async fn region_database(config: &Config, region: &str) -> anyhow::Result<drd_db::PgDatabase> {
     let cluster = KubeCluster::connect(config.kube_target(region)).await?;
     Ok(super::db::database(config, region, &cluster))
 }
 
 /// The region whose database is the primary now, and that database.
-async fn active_database(config: &Config) -> anyhow::Result<(String, drd_db::PgDatabase)> {
+pub async fn active_database(config: &Config) -> anyhow::Result<(String, drd_db::PgDatabase)> {
     for region in ["primary", "dr"] {
         let db = region_database(config, region).await?;
         if db
@@ -286,7 +286,7 @@ async fn active_database(config: &Config) -> anyhow::Result<(String, drd_db::PgD
 
 /// Asks both databases every 100 ms whether they take writes (primary and not fenced); an
 /// unreachable database takes none.
-async fn watch_writable(
+pub async fn watch_writable(
     config: &Config,
     watch: Arc<Mutex<WritableWatch>>,
     clock: Instant,

@@ -87,7 +87,10 @@ impl Report {
             phases: i.phases,
             writes: counts(Kind::Write),
             reads: counts(Kind::Read),
-            client_write_gap_secs: i.log.longest_write_gap_ms().map(|(g, _)| g as f64 / 1000.0),
+            client_write_gap_secs: i
+                .log
+                .longest_kept_write_gap_ms(i.missing.as_deref().unwrap_or_default())
+                .map(|(g, _)| g as f64 / 1000.0),
             acknowledged_writes_missing: i.missing.as_ref().map(Vec::len),
             missing_examples: i.missing.iter().flatten().take(10).cloned().collect(),
             active_region_after: i.active_region,
