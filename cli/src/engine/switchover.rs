@@ -11,8 +11,9 @@
 //! The target's app is switched to the active role and rolled while the source is fenced, not
 //! after the promotion: the role is only a label the pods read at start (their database
 //! decides whether a write is possible), so its rolling restart needs nothing from the
-//! promotion and stays off the write-unavailability path. `activate-target-app` then finds it
-//! done and waits until it is ready.
+//! promotion and overlaps the fence, the replay and the promotion. `activate-target-app` then
+//! waits for whatever is left of it (nothing in the lab; a real cluster whose pods take longer
+//! to start than those steps waits for the rest of one start, the new pods starting together).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -210,14 +211,21 @@ pub const ROLE_MARK: &str = "drdctl.io/app-role";
 /// started for that role (their template's [`ROLE_MARK`]): idempotent, and a run killed between
 /// the ConfigMap and the restarts restarts on the re-run. Returns what it changed (empty:
 /// nothing to do); `dry_run` changes nothing and says what it would.
+///
+/// `settled`: the region already is what this run makes it (its database already the primary
+/// for "active", or the run is past the promotion), so a deployment `drdctl deploy` created
+/// with this very role and that drdctl never rolled (no mark) is left alone: a failover to the
+/// region that is already active restarts nothing.
 async fn roll_app_to_role(
     kube: &KubeCluster,
     app: &crate::config::AppConfig,
     role: &str,
     dry_run: bool,
+    settled: bool,
 ) -> anyhow::Result<Vec<String>> {
     let mut did = Vec::new();
-    if app_role(kube, &app.configmap).await? != role {
+    let had_role = app_role(kube, &app.configmap).await? == role;
+    if !had_role {
         if !dry_run {
             kube.patch_configmap(
                 &app.configmap,
@@ -227,19 +235,22 @@ async fn roll_app_to_role(
         }
         did.push(format!("role {role}"));
     }
-    let mut rolled = Vec::new();
-    for d in &app.deployments {
+    let rolled = futures_util::future::try_join_all(app.deployments.iter().map(|d| async move {
         let mark = kube
             .template_annotation(RolloutKind::Deployment, d, ROLE_MARK)
             .await?;
-        if mark.as_deref() != Some(role) {
-            if !dry_run {
-                kube.restart(RolloutKind::Deployment, d, (ROLE_MARK, role))
-                    .await?;
-            }
-            rolled.push(d.as_str());
+        let needed = match mark.as_deref() {
+            Some(m) => m != role,
+            None => !(settled && had_role),
+        };
+        if needed && !dry_run {
+            kube.restart(RolloutKind::Deployment, d, (ROLE_MARK, role))
+                .await?;
         }
-    }
+        anyhow::Ok(needed.then_some(d.as_str()))
+    }))
+    .await?;
+    let rolled: Vec<&str> = rolled.into_iter().flatten().collect();
     if !rolled.is_empty() {
         did.push(format!("restart {}", rolled.join(", ")));
     }
@@ -336,31 +347,42 @@ impl Plan<'_> {
         })
         .await?;
 
+        // The target region already is the active one (a re-run, or a failover to the region
+        // that is active): nothing it was deployed with needs rolling.
+        let settled = t_status.role == DbRole::Primary;
+
         // 2 and 3, at once: warm the target's application while the source is fenced.
         let warm = async {
             // The HPA floors first: a standby floor would scale the active region back down.
             if !dry_run {
-                for d in &app.deployments {
-                    t.kube.set_hpa_min(d, app.active_replicas).await?;
-                }
+                futures_util::future::try_join_all(
+                    app.deployments
+                        .iter()
+                        .map(|d| t.kube.set_hpa_min(d, app.active_replicas)),
+                )
+                .await?;
             }
             // The active role and its restart, then the scale-up: the new pods of the restart
             // and of the scale-up start together (maxSurge), instead of a scale-up followed by
             // a restart that replaces every pod again, one at a time. All of it while the
-            // source is fenced, so none of it is on the write-unavailability path.
-            let rolled = roll_app_to_role(&t.kube, app, "active", dry_run).await?;
-            let mut scaled = Vec::new();
-            for d in &app.deployments {
-                let r = t.kube.rollout(RolloutKind::Deployment, d).await?;
-                if r.desired < app.active_replicas {
+            // source is fenced, so the restart overlaps the fence, the replay and the promotion
+            // (activate-target-app waits for what is left of it).
+            let rolled = roll_app_to_role(&t.kube, app, "active", dry_run, settled).await?;
+            let scaled =
+                futures_util::future::try_join_all(app.deployments.iter().map(|d| async move {
+                    let r = t.kube.rollout(RolloutKind::Deployment, d).await?;
+                    if r.desired >= app.active_replicas {
+                        return anyhow::Ok(None);
+                    }
                     if !dry_run {
                         t.kube
                             .scale(RolloutKind::Deployment, d, app.active_replicas)
                             .await?;
                     }
-                    scaled.push(format!("{d} {}->{}", r.desired, app.active_replicas));
-                }
-            }
+                    Ok(Some(format!("{d} {}->{}", r.desired, app.active_replicas)))
+                }))
+                .await?;
+            let scaled: Vec<String> = scaled.into_iter().flatten().collect();
             Ok(if scaled.is_empty() && rolled.is_empty() {
                 Did::Already(format!(
                     "{} app active at {} replicas",
@@ -405,7 +427,15 @@ impl Plan<'_> {
                     }
                     Ok(Some(format!("{d} to 0")))
                 }));
-            let (db_did, app_did) = tokio::try_join!(database, app_down)?;
+            // Both run to their end (neither is cut off by the other's error), and both
+            // failures are told.
+            let (db_did, app_did) = match tokio::join!(database, app_down) {
+                (Ok(db), Ok(app)) => (db, app),
+                (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+                (Err(db), Err(app)) => {
+                    return Err(db.context(format!("and scaling the app to 0 failed too: {app:#}")))
+                }
+            };
             let did: Vec<String> = app_did.into_iter().flatten().chain(db_did).collect();
             Ok(if did.is_empty() {
                 Did::Already("source fenced".into())
@@ -451,7 +481,18 @@ impl Plan<'_> {
             )))
         })
         .await?;
-        if let (Ok(sn), Ok(tn)) = tokio::join!(s.db.status(), t.db.status()) {
+        // (Not in an emergency: the source does not answer, and asking would wait for the
+        // connect timeout on the write-unavailability path.)
+        let statuses = async {
+            if emergency {
+                return None;
+            }
+            match tokio::join!(s.db.status(), t.db.status()) {
+                (Ok(sn), Ok(tn)) => Some((sn, tn)),
+                _ => None,
+            }
+        };
+        if let Some((sn, tn)) = statuses.await {
             if let (Some(f), Some(r)) = (sn.current_lsn, tn.position()) {
                 ev.source_final_lsn = Some(f.to_string());
                 ev.target_replayed_lsn = Some(r.to_string());
@@ -480,7 +521,7 @@ impl Plan<'_> {
         // 6. The target's app becomes the active one.
         // Rolled to the active role by warm-target-app (again here if that was undone since).
         step(journal, "activate-target-app", dry_run, async {
-            let did = roll_app_to_role(&t.kube, app, "active", false).await?;
+            let did = roll_app_to_role(&t.kube, app, "active", false, settled).await?;
             wait_rolled_out(&t.kube, &app.deployments, Duration::from_secs(300)).await?;
             Ok(if did.is_empty() {
                 Did::Already(format!("{} app active and ready", t.name))
@@ -525,21 +566,19 @@ impl Plan<'_> {
             ))
         };
         step(journal, "demote-source-app", dry_run, async {
-            let role = match app_role(&s.kube, &app.configmap).await {
-                Ok(r) => r,
+            match app_role(&s.kube, &app.configmap).await {
+                Ok(_) => {}
                 Err(e) if emergency => return Ok(deferred(e)),
                 Err(e) => return Err(e),
-            };
-            if role == "standby" {
-                return Ok(Did::Already(format!("{} app role standby", s.name)));
             }
-            s.kube
-                .patch_configmap(
-                    &app.configmap,
-                    &BTreeMap::from([("role".to_string(), "standby".to_string())]),
-                )
-                .await?;
-            Ok(Did::Acted(format!("{} app role standby", s.name)))
+            // Role and pods alike (the source's app is at 0 replicas by now, so the restart
+            // only marks the template; pods started later read the standby role).
+            let did = roll_app_to_role(&s.kube, app, "standby", false, settled).await?;
+            Ok(if did.is_empty() {
+                Did::Already(format!("{} app role standby", s.name))
+            } else {
+                Did::Acted(format!("{} app: {}", s.name, did.join(", ")))
+            })
         })
         .await?;
         if self.rejoin_source {
@@ -581,6 +620,16 @@ impl Plan<'_> {
                 };
                 if r.desired == 0 {
                     return Ok(Did::Already(format!("{} database stopped", s.name)));
+                }
+                // A standby cannot take writes: nothing to stop (a failover to the region that
+                // is already active leaves the other region's standby running).
+                if let Ok(st) = s.db.status().await {
+                    if st.role != DbRole::Primary {
+                        return Ok(Did::Already(format!(
+                            "{} database is a {}: it cannot take writes",
+                            s.name, st.role
+                        )));
+                    }
                 }
                 s.kube
                     .scale(RolloutKind::StatefulSet, "postgresql", 0)

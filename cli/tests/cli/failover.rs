@@ -20,6 +20,34 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
     let state = lab.dir.path().join("state");
     let state_arg = state.to_str().unwrap();
 
+    // A failover to the region that is already active changes nothing: no pod restarted, the
+    // other region's standby left running.
+    let noop_state = lab.dir.path().join("noop-state");
+    let out = lab
+        .drdctl(&[
+            "failover",
+            "--to",
+            "primary",
+            "--yes",
+            "--state-dir",
+            noop_state.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(role_marks(&lab.primary), ["(none)"; 3], "{}", text(&out));
+    assert_eq!(
+        lab.dr.get("statefulsets", "default", "postgresql").unwrap()["spec"]["replicas"],
+        1
+    );
+    assert_eq!(
+        pg.dr
+            .psql("postgres", "SELECT pg_is_in_recovery()")
+            .await
+            .unwrap(),
+        "t"
+    );
+    assert_eq!(lab.dns_values(), ["127.0.0.2"]);
+
     // --plan changes nothing.
     let plan = assert_ok(&lab.drdctl(&["failover", "--to", "dr", "--plan"]).await);
     assert!(plan.contains("would"), "{plan}");
@@ -226,6 +254,8 @@ async fn failback_after_failover_returns_to_the_initial_state() {
         1
     );
     assert_eq!(role_marks(&lab.primary), ["active"; 3]);
+    // DR's pods were rolled back to the standby role (its template says so for the next time).
+    assert_eq!(role_marks(&lab.dr), ["standby"; 3]);
 
     // And verify agrees: one writable primary, DR streaming, DNS at the active region.
     let out = lab
