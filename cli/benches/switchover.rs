@@ -23,7 +23,7 @@
 //! prints those lost writes, the time both databases took writes, and drdctl's own figure (from
 //! fencing to DR accepting writes through the DNS name, as its report gives it).
 //!
-//! Knobs: `BENCH_ROUNDS` (default 3 per contender).
+//! Knobs: `BENCH_ROUNDS` (default 3 per contender), `BENCH_ONLY=drdctl|seed` (one side).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -110,6 +110,12 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
 
+    // BENCH_ONLY=drdctl or seed: one side only (while working on it).
+    let only = match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("drdctl") => Some(Contender::Drdctl),
+        Ok("seed") => Some(Contender::Seed),
+        _ => None,
+    };
     let mut results: Vec<(Contender, Outcome)> = Vec::new();
     for round in 1..=rounds {
         // Alternate, so that neither side always runs on a warmer machine.
@@ -119,6 +125,9 @@ async fn main() {
             [Contender::Seed, Contender::Drdctl]
         };
         for c in order {
+            if only.is_some_and(|o| o != c) {
+                continue;
+            }
             eprintln!("\n== round {round}/{rounds}: {}", c.name());
             let out = one_round(&env, c).await;
             print_round(c, &out);

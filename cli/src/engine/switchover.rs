@@ -394,7 +394,7 @@ impl Plan<'_> {
                 Did::Acted(verb(&format!("warm {}: {}", t.name, did.join(", "))))
             })
         };
-        // 3. Fence the source: no new writes (app to 0, database read-only).
+        // 3. Fence the source: no new writes (database read-only, then the app to 0).
         let fence_started = Instant::now();
         let fence = async {
             if emergency {
@@ -406,17 +406,18 @@ impl Plan<'_> {
             if t_status.role == DbRole::Primary {
                 return Ok(Did::Already(format!("{} already promoted", t.name)));
             }
-            // The database first and the app at the same time: read-only is the fence that
-            // matters (it holds whatever the app does); the app goes to 0 alongside.
-            let database = async {
-                if dry_run {
-                    let fenced = s.db.status().await?.fenced;
-                    return anyhow::Ok((!fenced).then(|| "database read-only".to_string()));
-                }
+            // The database first: read-only is the fence that matters (it holds whatever the
+            // app does), and the app keeps serving (acknowledged writes reach DR) until it
+            // holds. If it cannot be fenced the app is left alone: nothing stops half-way.
+            // Then the app to 0 (its writes already fail).
+            let db_did = if dry_run {
+                let fenced = s.db.status().await?.fenced;
+                (!fenced).then(|| "database read-only".to_string())
+            } else {
                 let out = s.db.fence().await?;
-                Ok((!out.already_fenced).then(|| "database read-only".to_string()))
+                (!out.already_fenced).then(|| "database read-only".to_string())
             };
-            let app_down =
+            let app_did =
                 futures_util::future::try_join_all(app.deployments.iter().map(|d| async move {
                     let r = s.kube.rollout(RolloutKind::Deployment, d).await?;
                     if r.desired == 0 {
@@ -426,16 +427,14 @@ impl Plan<'_> {
                         s.kube.scale(RolloutKind::Deployment, d, 0).await?;
                     }
                     Ok(Some(format!("{d} to 0")))
-                }));
-            // Both run to their end (neither is cut off by the other's error), and both
-            // failures are told.
-            let (db_did, app_did) = match tokio::join!(database, app_down) {
-                (Ok(db), Ok(app)) => (db, app),
-                (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
-                (Err(db), Err(app)) => {
-                    return Err(db.context(format!("and scaling the app to 0 failed too: {app:#}")))
-                }
-            };
+                }))
+                .await
+                .with_context(|| {
+                    format!(
+                        "the database of {} is fenced (read-only); scaling its app to 0 failed",
+                        s.name
+                    )
+                })?;
             let did: Vec<String> = app_did.into_iter().flatten().chain(db_did).collect();
             Ok(if did.is_empty() {
                 Did::Already("source fenced".into())
