@@ -25,13 +25,13 @@
 //!
 //! Knobs: `BENCH_ROUNDS` (default 3 per contender), `BENCH_ONLY=drdctl|seed` (one side).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drd_db::Database;
-use drdctl::commands::drill::{self, WritableWatch};
+use drdctl::commands::drill::{self, WritableWatcher};
 use drdctl::config::Config;
 use lab::traffic::{Kind, Traffic, TrafficConfig};
 
@@ -81,6 +81,15 @@ impl Env {
     fn drdctl(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.drdctl);
         c.current_dir(&self.root);
+        c
+    }
+
+    /// drdctl against the running lab: its config and credentials.
+    fn drdctl_in_lab(&self, vars: &BTreeMap<String, String>) -> tokio::process::Command {
+        let mut c = self.drdctl();
+        c.envs(vars)
+            .env("DRDCTL_CONFIG", self.dir.join("drdctl.toml"))
+            .stdin(Stdio::null());
         c
     }
 }
@@ -167,41 +176,31 @@ async fn measure(env: &Env, c: Contender) -> anyhow::Result<Outcome> {
     // Re-resolve every 100 ms: the DNS TTL is not part of the comparison.
     tc.resolve_every = Duration::from_millis(100);
     let traffic = Traffic::start(tc);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while traffic.acked() < 20 {
-        anyhow::ensure!(Instant::now() < deadline, "no traffic through the DNS name");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let watch = Arc::new(Mutex::new(WritableWatch::default()));
-    let (stop_watch, watch_task) =
-        drill::watch_writable(&config, watch.clone(), traffic.started()).await?;
+    anyhow::ensure!(
+        traffic.wait_for_acked(20, Duration::from_secs(30)).await,
+        "no traffic through the DNS name"
+    );
+    let watcher = WritableWatcher::start(&config, traffic.started()).await?;
 
     let t0 = Instant::now();
     let mut out = Outcome::default();
     match c {
         Contender::Drdctl => {
+            let started = chrono::Utc::now();
             let o = env
-                .drdctl()
+                .drdctl_in_lab(&vars)
                 .args(["failover", "--to", "dr", "--yes", "--output", "json"])
-                .envs(&vars)
-                .env("DRDCTL_CONFIG", env.dir.join("drdctl.toml"))
                 .env("DRDCTL_STATE_DIR", env.dir.join("state"))
-                .stdin(Stdio::null())
                 .stderr(Stdio::null())
                 .output()
                 .await?;
             anyhow::ensure!(o.status.success(), "drdctl failover: {}", o.status);
             let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
             out.reported_secs = v["evidence"]["write_unavailability_secs"].as_f64();
-            for s in v["run"]["steps"].as_array().into_iter().flatten() {
-                let t = |k: &str| {
-                    s[k].as_str()
-                        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                };
-                if let (Some(a), Some(b)) = (t("started"), t("ended")) {
-                    let name = s["name"].as_str().unwrap_or("?").to_string();
+            for s in drill::steps_of(&v, started) {
+                if let Some(end) = s.end_ms {
                     out.steps
-                        .push((name, (b - a).num_milliseconds() as f64 / 1000.0));
+                        .push((s.name, end.saturating_sub(s.start_ms) as f64 / 1000.0));
                 }
             }
         }
@@ -212,16 +211,14 @@ async fn measure(env: &Env, c: Contender) -> anyhow::Result<Outcome> {
     // A little traffic on the new side, then close the books.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let log = traffic.stop().await;
-    let _ = stop_watch.send(true);
-    let _ = watch_task.await;
+    let w = watcher.stop().await;
     let dr = drill::region_database(&config, "dr").await?;
-    let lost = dr.missing_usernames(&log.acked).await?;
+    let lost = dr.missing_usernames(&log.acked_users()).await?;
     out.unavailable_secs = log
         .longest_kept_write_gap_ms(&lost)
         .map_or(f64::NAN, |(g, _)| g as f64 / 1000.0);
     out.lost = lost.len();
     out.acked = log.count(Kind::Write).1;
-    let w = watch.lock().unwrap();
     out.both_writable_samples = w.both_writable_at_ms.len();
     out.samples = w.samples;
     Ok(out)
@@ -231,7 +228,7 @@ async fn measure(env: &Env, c: Contender) -> anyhow::Result<Outcome> {
 async fn seed_sequence(
     env: &Env,
     config: &Config,
-    vars: &std::collections::BTreeMap<String, String>,
+    vars: &BTreeMap<String, String>,
     steps: &mut Vec<(String, f64)>,
 ) -> anyhow::Result<()> {
     let kc = env.dir.join("kubeconfig");
@@ -313,19 +310,10 @@ async fn seed_sequence(
 
     // 5. DNS to the DR ingress, and wait until the name servers serve it.
     let t = Instant::now();
-    ok(
-        {
-            let mut c = tokio::process::Command::new(&env.drdctl);
-            c.current_dir(&env.root)
-                .args(["dns", "switch", "--to", "dr", "--yes"])
-                .envs(vars)
-                .env("DRDCTL_CONFIG", env.dir.join("drdctl.toml"))
-                .stdout(Stdio::null());
-            c
-        },
-        "dns switch",
-    )
-    .await?;
+    let mut dns = env.drdctl_in_lab(vars);
+    dns.args(["dns", "switch", "--to", "dr", "--yes"])
+        .stdout(Stdio::null());
+    ok(dns, "dns switch").await?;
     timed("dns to dr", t);
 
     // 6. Scale down the primary.

@@ -93,12 +93,18 @@ pub struct DnsChange {
 pub struct TrafficLog {
     pub requests: Vec<Request>,
     pub dns: Vec<DnsChange>,
-    /// Usernames of acknowledged writes.
-    #[serde(skip)]
-    pub acked: Vec<String>,
 }
 
 impl TrafficLog {
+    /// Usernames of the acknowledged writes.
+    pub fn acked_users(&self) -> Vec<String> {
+        self.requests
+            .iter()
+            .filter(|r| r.kind == Kind::Write && r.ok)
+            .filter_map(|r| r.user.clone())
+            .collect()
+    }
+
     pub fn count(&self, kind: Kind) -> (usize, usize) {
         let all = self.requests.iter().filter(|r| r.kind == kind);
         let ok = all.clone().filter(|r| r.ok).count();
@@ -197,7 +203,19 @@ impl Traffic {
 
     /// Writes acknowledged so far.
     pub fn acked(&self) -> usize {
-        self.shared.log.lock().unwrap().acked.len()
+        self.shared.log.lock().unwrap().count(Kind::Write).1
+    }
+
+    /// Waits until `n` writes were acknowledged, at most `within`; whether they were.
+    pub async fn wait_for_acked(&self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.acked() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Stops the workers (each finishes its request in flight) and returns the log.
@@ -265,32 +283,25 @@ async fn one_request(
     .await;
     let latency_ms = sent.elapsed().as_millis() as u32;
     let want = if kind == Kind::Write { 201 } else { 200 };
-    let record = match result {
-        Ok((ip, status)) => Request {
-            at_ms,
-            kind,
-            ok: status == want,
-            status: Some(status),
-            to: Some(ip),
-            latency_ms,
-            user: (kind == Kind::Write).then(|| username.clone()),
-            error: (status != want).then(|| format!("HTTP {status}")),
-        },
-        Err((to, e)) => Request {
-            at_ms,
-            kind,
-            ok: false,
-            status: None,
-            to,
-            latency_ms,
-            user: (kind == Kind::Write).then(|| username.clone()),
-            error: Some(e),
-        },
+    let (status, to, error) = match result {
+        Ok((ip, status)) => (
+            Some(status),
+            Some(ip),
+            (status != want).then(|| format!("HTTP {status}")),
+        ),
+        Err((to, e)) => (None, to, Some(e)),
+    };
+    let record = Request {
+        at_ms,
+        kind,
+        ok: status == Some(want),
+        status,
+        to,
+        latency_ms,
+        user: (kind == Kind::Write).then_some(username),
+        error,
     };
     let mut log = shared.log.lock().unwrap();
-    if record.ok && kind == Kind::Write {
-        log.acked.push(username);
-    }
     log.requests.push(record);
 }
 

@@ -12,7 +12,6 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -86,23 +85,17 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
     let traffic = Traffic::start(TrafficConfig::new(name_server, &fqdn, port));
     let started_utc = Utc::now();
     // The application answers through its name before anything moves.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while traffic.acked() == 0 {
-        if Instant::now() > deadline {
-            let log = traffic.stop().await;
-            let last = log.requests.last().and_then(|r| r.error.clone());
-            anyhow::bail!(
-                "no write through http://{fqdn}:{port} succeeded within 30s (last error: {})",
-                last.unwrap_or_else(|| "none".into())
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !traffic.wait_for_acked(1, Duration::from_secs(30)).await {
+        let log = traffic.stop().await;
+        let last = log.requests.last().and_then(|r| r.error.clone());
+        anyhow::bail!(
+            "no write through http://{fqdn}:{port} succeeded within 30s (last error: {})",
+            last.unwrap_or_else(|| "none".into())
+        );
     }
     println!("drill: traffic flows through {fqdn} (name server {name_server})");
 
-    let watch = Arc::new(Mutex::new(WritableWatch::default()));
-    let (stop_watch, watch_task) =
-        watch_writable(&config, watch.clone(), traffic.started()).await?;
+    let watcher = WritableWatcher::start(&config, traffic.started()).await?;
 
     let me = std::env::current_exe()?;
     let mut phases = Vec::new();
@@ -179,16 +172,14 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = traffic.stop().await;
-    let _ = stop_watch.send(true);
-    let _ = watch_task.await;
-    let watch = watch.lock().unwrap().clone();
+    let watch = watcher.stop().await;
 
     let active = active_database(&config).await;
     let (active_region, missing) = match &active {
         Ok((region, db)) => (
             region.clone(),
             Some(
-                db.missing_usernames(&log.acked)
+                db.missing_usernames(&log.acked_users())
                     .await
                     .context("checking the acknowledged writes")?,
             ),
@@ -242,8 +233,9 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// The journal's steps, on the traffic clock.
-fn steps_of(v: &serde_json::Value, started: DateTime<Utc>) -> Vec<StepMark> {
+/// The journal's steps (`drdctl failover --output json`'s `run.steps`), in milliseconds since
+/// `started`.
+pub fn steps_of(v: &serde_json::Value, started: DateTime<Utc>) -> Vec<StepMark> {
     let ms = |t: &serde_json::Value| {
         t.as_str()
             .and_then(|s| s.parse::<DateTime<Utc>>().ok())
@@ -285,40 +277,49 @@ pub async fn active_database(config: &Config) -> anyhow::Result<(String, drd_db:
 }
 
 /// Asks both databases every 100 ms whether they take writes (primary and not fenced); an
-/// unreachable database takes none.
-pub async fn watch_writable(
-    config: &Config,
-    watch: Arc<Mutex<WritableWatch>>,
-    clock: Instant,
-) -> anyhow::Result<(
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-)> {
-    let dbs = [
-        region_database(config, "primary").await?,
-        region_database(config, "dr").await?,
-    ];
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        while !*rx.borrow() {
-            let (a, b) = tokio::join!(dbs[0].status(), dbs[1].status());
-            let writable = |s: &drd_db::DbResult<drd_db::NodeStatus>| {
-                s.as_ref()
-                    .is_ok_and(|s| s.role == DbRole::Primary && !s.fenced)
-            };
-            {
-                let mut w = watch.lock().unwrap();
-                w.samples += 1;
+/// unreachable database takes none. [`WritableWatcher::stop`] returns what it saw.
+pub struct WritableWatcher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<WritableWatch>,
+}
+
+impl WritableWatcher {
+    /// Starts watching; times are milliseconds since `clock`.
+    pub async fn start(config: &Config, clock: Instant) -> anyhow::Result<WritableWatcher> {
+        let dbs = [
+            region_database(config, "primary").await?,
+            region_database(config, "dr").await?,
+        ];
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut seen = WritableWatch::default();
+            while !*rx.borrow() {
+                let (a, b) = tokio::join!(dbs[0].status(), dbs[1].status());
+                let writable = |s: &drd_db::DbResult<drd_db::NodeStatus>| {
+                    s.as_ref()
+                        .is_ok_and(|s| s.role == DbRole::Primary && !s.fenced)
+                };
+                seen.samples += 1;
                 if writable(&a) && writable(&b) {
-                    w.both_writable_at_ms
+                    seen.both_writable_at_ms
                         .push(clock.elapsed().as_millis() as u64);
                 }
+                tokio::select! {
+                    _ = rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
-            tokio::select! {
-                _ = rx.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
+            seen
+        });
+        Ok(WritableWatcher { stop, task })
+    }
+
+    pub async fn stop(self) -> WritableWatch {
+        let _ = self.stop.send(true);
+        match self.task.await {
+            Ok(seen) => seen,
+            // A bug in the loop: let it be seen, not read as "never two writable".
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
-    });
-    Ok((tx, task))
+    }
 }
