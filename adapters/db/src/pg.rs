@@ -638,15 +638,15 @@ impl Database for PgDatabase {
             tracing::warn!(region = %self.cfg.region, "pg_promote could not signal; checking the state");
         }
         let deadline = Instant::now() + wait;
-        let mut last_error: Option<String>;
+        let mut last_seen: String;
         let after = loop {
             match self.status_on(&mut c).await {
                 Ok(s) if s.role == DbRole::Primary => break s,
-                Ok(s) => last_error = Some(format!("still {}", s.role)),
+                Ok(s) => last_seen = format!("still {}", s.role),
                 // Promotion was asked for: a failed look is not a failed promotion. Look again,
                 // on a new session (the old one may be gone), until the deadline.
                 Err(e) => {
-                    last_error = Some(e.to_string());
+                    last_seen = e.to_string();
                     if let Ok(fresh) = self.connect("postgres").await {
                         c = fresh;
                     }
@@ -660,7 +660,7 @@ impl Database for PgDatabase {
                         "pg_promote {}, but the server was not seen as a primary within {}s (last: {}); it may still be promoting: look with `drdctl status` and re-run the same command, which promotes only if it is still a standby",
                         if signalled { "was signalled" } else { "could not signal" },
                         wait.as_secs(),
-                        last_error.unwrap_or_default()
+                        last_seen
                     ),
                 });
             }
