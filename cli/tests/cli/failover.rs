@@ -39,13 +39,7 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
         lab.dr.get("statefulsets", "default", "postgresql").unwrap()["spec"]["replicas"],
         1
     );
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "t"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "t");
     assert_eq!(lab.dns_values(), ["127.0.0.2"]);
 
     // --plan changes nothing.
@@ -58,13 +52,7 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
         .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--yes"), "{}", text(&out));
-    assert_eq!(
-        pg.primary
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "f"
-    );
+    assert_eq!(in_recovery(&pg.primary).await, "f");
 
     // As if an earlier run had been killed between the role and the restarts: the role is
     // already active, the pods were not rolled for it. The run must still roll them.
@@ -104,13 +92,7 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
     assert_eq!(report["run"]["completed"], true);
 
     // The database moved, with the acknowledged write.
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "f"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "f");
     assert_eq!(
         pg.dr
             .psql("appdb", "SELECT username FROM users")
@@ -208,13 +190,7 @@ async fn failback_after_failover_returns_to_the_initial_state() {
 
     // The initial state: primary region active with its database primary, DR a streaming
     // standby with the standby replica count, DNS at the primary.
-    assert_eq!(
-        pg.primary
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "f"
-    );
+    assert_eq!(in_recovery(&pg.primary).await, "f");
     assert_eq!(
         pg.primary
             .psql(
@@ -225,13 +201,7 @@ async fn failback_after_failover_returns_to_the_initial_state() {
             .unwrap(),
         "in-dr"
     );
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "t"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "t");
     assert_eq!(lab.dns_values(), ["127.0.0.2"]);
     assert_eq!(
         lab.primary
@@ -295,14 +265,7 @@ async fn emergency_failover_needs_consent_and_fences_the_old_primary_when_it_ret
         t.contains("EMERGENCY") && t.contains("--allow-data-loss") && t.contains("received up to"),
         "{t}"
     );
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "t",
-        "nothing changed"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "t", "nothing changed");
 
     let out = lab
         .drdctl(&[
@@ -318,13 +281,7 @@ async fn emergency_failover_needs_consent_and_fences_the_old_primary_when_it_ret
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("DEFERRED") && t.contains("unknown"), "{t}");
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "f"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "f");
     assert_eq!(lab.dns_values(), [DR_INGRESS]);
 
     // The primary region's API returns: the same command fences what was deferred.
@@ -414,13 +371,7 @@ async fn killed_at_every_step_boundary_each_rerun_resumes_and_promotes_exactly_o
     assert_eq!(role_marks(&lab.dr), ["active"; 3]);
     // Promoted once: DR is on timeline 2 with one history file.
     assert_eq!(history_files(&pg.dr).await, ["00000002.history"]);
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "f"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "f");
 
     let failback = [
         "rejoin-old-primary",
@@ -457,13 +408,7 @@ async fn killed_at_every_step_boundary_each_rerun_resumes_and_promotes_exactly_o
         history_files(&pg.primary).await,
         ["00000002.history", "00000003.history"]
     );
-    assert_eq!(
-        pg.dr
-            .psql("postgres", "SELECT pg_is_in_recovery()")
-            .await
-            .unwrap(),
-        "t"
-    );
+    assert_eq!(in_recovery(&pg.dr).await, "t");
 
     assert_never_two_writable(monitor).await;
 }
@@ -491,6 +436,13 @@ fn role_marks(kube: &lab::KubeDouble) -> Vec<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// `t` while the node is a standby, `f` once it is a primary (psql's answer).
+async fn in_recovery(node: &lab::pg::SharedNode) -> String {
+    node.psql("postgres", "SELECT pg_is_in_recovery()")
+        .await
+        .unwrap()
 }
 
 async fn history_files(node: &lab::pg::SharedNode) -> Vec<String> {
@@ -621,13 +573,7 @@ async fn kube_latency_and_dns_errors_mid_run_are_handled_or_stop_cleanly_and_res
     assert_eq!(lab.dns_values(), [DR_INGRESS]);
     let rs = dns.azure.record(&dns.zone, "A", "app").unwrap();
     assert_eq!(rs.ttl, 120, "the colleague's TTL is kept");
-    let statuses: Vec<u16> = dns
-        .azure
-        .requests()
-        .arm()
-        .iter()
-        .map(|r| r.status)
-        .collect();
+    let statuses = dns.azure.requests().arm_statuses();
     for s in [500, 429, 412] {
         assert!(statuses.contains(&s), "no {s} in {statuses:?}");
     }

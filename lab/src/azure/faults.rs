@@ -193,6 +193,11 @@ impl RequestLog {
             .collect()
     }
 
+    /// The HTTP statuses ARM answered, in order (faults injected included).
+    pub fn arm_statuses(&self) -> Vec<u16> {
+        self.arm().iter().map(|r| r.status).collect()
+    }
+
     /// The token requests only.
     pub fn token(&self) -> Vec<RecordedRequest> {
         self.snapshot()

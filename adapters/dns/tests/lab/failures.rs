@@ -60,13 +60,7 @@ async fn server_errors_are_retried() {
     lab.azure.faults().fail_next(1, 504);
     let shown = lab.ops().show().await.unwrap();
     assert_eq!(shown.values, vec![PRIMARY.to_string()]);
-    let statuses: Vec<u16> = lab
-        .azure
-        .requests()
-        .arm()
-        .iter()
-        .map(|r| r.status)
-        .collect();
+    let statuses = lab.azure.requests().arm_statuses();
     assert_eq!(statuses, vec![500, 502, 503, 504, 200]);
 }
 
