@@ -3,7 +3,7 @@
 //! Each step observes the live state first and acts only when needed, so a re-run after a
 //! kill (or after success) converges, and promotion happens at most once. Steps:
 //! preflight → warm the target's app (scaled up, role active, rolled) while the source is
-//! fenced (app to 0, database read-only) → wait until the target replayed the source's final
+//! fenced (database read-only, then app to 0) → wait until the target replayed the source's final
 //! LSN → promote the target → target app active and ready → DNS to the target (ETag-guarded,
 //! confirmed on the name servers) → stop the source database (so it can never take writes) →
 //! report.
