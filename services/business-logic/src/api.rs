@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use common::error::{ErrorDetail, ErrorEnvelope};
 use common::server::ServiceInfo;
-use common::{ApiError, ApiResult, AppState};
+use common::{ApiError, ApiResult, AppState, RawJson};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::validation;
@@ -33,11 +34,24 @@ impl Api {
     }
 }
 
-/// A user to validate.
+/// A user to validate. Any JSON object is answered: 200 when it is a valid user, otherwise
+/// 400 listing every problem (including missing, mistyped and unknown fields).
 #[derive(Object, Debug)]
+#[oai(example, deny_unknown_fields)]
 pub struct UserInput {
+    /// 3 to 50 letters, digits, `_`, `.` or `-`.
     pub username: String,
+    /// `name@example.com`, at most 255 characters.
     pub email: String,
+}
+
+impl Example for UserInput {
+    fn example() -> Self {
+        UserInput {
+            username: "testuser123".into(),
+            email: "test@example.com".into(),
+        }
+    }
 }
 
 /// One problem with one field.
@@ -73,11 +87,26 @@ pub enum ValidateResponse {
 
 /// An order to process.
 #[derive(Object, Debug)]
+#[oai(example, deny_unknown_fields)]
 pub struct OrderInput {
     /// The id of an existing user.
+    #[oai(validator(minimum(value = "1")))]
     pub user_id: i64,
     /// Positive, at most 2 decimals, below 10,000,000,000.
+    #[oai(validator(
+        minimum(value = "0", exclusive = true),
+        maximum(value = "9999999999.99")
+    ))]
     pub amount: f64,
+}
+
+impl Example for OrderInput {
+    fn example() -> Self {
+        OrderInput {
+            user_id: 1,
+            amount: 99.99,
+        }
+    }
 }
 
 /// A stored order.
@@ -136,8 +165,11 @@ fn envelope(code: &str, message: String) -> Json<ErrorEnvelope> {
 impl Api {
     /// Check a user against the rules (used by frontend-api before storing a user).
     #[oai(path = "/validate/user", method = "post", tag = "Tag::Validation")]
-    async fn validate_user(&self, body: Json<UserInput>) -> ValidateResponse {
-        let problems = validation::check_user(&body.username, &body.email);
+    async fn validate_user(&self, body: RawJson<UserInput>) -> ValidateResponse {
+        let problems = match validation::user_fields(&body.bytes) {
+            Ok((username, email)) => validation::check_user(&username, &email),
+            Err(problems) => problems,
+        };
         if problems.is_empty() {
             return ValidateResponse::Valid(Json(Valid { valid: true }));
         }
@@ -182,7 +214,7 @@ impl Api {
         )
         .bind(body.user_id)
         .bind(cents)
-        .fetch_one(&self.state.db)
+        .fetch_one(self.state.db()?)
         .await;
         match row {
             Ok((id, user_id, amount, status, created_at)) => {
@@ -207,7 +239,7 @@ impl Api {
     /// Totals of users, orders and ingested records.
     #[oai(path = "/analytics/summary", method = "get", tag = "Tag::Analytics")]
     async fn analytics_summary(&self) -> ApiResult<Json<Summary>> {
-        let db = &self.state.db;
+        let db = self.state.db()?;
         let (total_users, total_ingested, generated_at) =
             sqlx::query_as::<_, (i64, i64, DateTime<Utc>)>(
                 "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM ingested_data), now()",

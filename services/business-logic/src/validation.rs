@@ -85,6 +85,42 @@ pub fn check_user(username: &str, email: &str) -> Vec<FieldError> {
         .collect()
 }
 
+/// The username and email of a `POST /validate/user` body, or every problem with its shape
+/// (not a JSON object, a field missing, not a string, or unknown).
+pub fn user_fields(body: &[u8]) -> Result<(String, String), Vec<FieldError>> {
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| {
+            vec![err(
+                "body",
+                "must be a JSON object like {\"username\":\"...\",\"email\":\"...\"}",
+            )]
+        })?;
+    let mut problems: Vec<FieldError> = obj
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "username" | "email"))
+        .map(|k| {
+            let shown: String = k.chars().take(64).collect();
+            err("body", format!("unknown field {shown:?}"))
+        })
+        .collect();
+    let mut field = |name: &'static str| match obj.get(name) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            problems.push(err(name, "must be a string"));
+            None
+        }
+        None => {
+            problems.push(err(name, "is required"));
+            None
+        }
+    };
+    let (username, email) = (field("username"), field("email"));
+    match (username, email) {
+        (Some(u), Some(e)) if problems.is_empty() => Ok((u, e)),
+        _ => Err(problems),
+    }
+}
+
 /// An order amount in cents, or why it is not acceptable: positive, at most 2 decimals, and
 /// within `numeric(12,2)` (below 10,000,000,000).
 pub fn check_amount(amount: f64) -> Result<i64, String> {
@@ -146,6 +182,28 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(check_email(&long).is_some());
+    }
+
+    #[test]
+    fn user_bodies_of_the_wrong_shape_list_every_problem() {
+        let fields = |b: &str| -> Vec<&'static str> {
+            user_fields(b.as_bytes())
+                .unwrap_err()
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        assert_eq!(fields("{"), ["body"]);
+        assert_eq!(fields("[]"), ["body"]);
+        assert_eq!(fields(r#"{"username":5}"#), ["username", "email"]);
+        assert_eq!(
+            fields(r#"{"username":"a","email":"b","is_admin":true}"#),
+            ["body"]
+        );
+        assert_eq!(
+            user_fields(br#"{"username":"a","email":"b"}"#).unwrap(),
+            ("a".to_string(), "b".to_string())
+        );
     }
 
     #[test]

@@ -110,6 +110,29 @@ pub struct ServiceConfig {
     pub shutdown_drain: Duration,
     /// How long in-flight requests may take to finish after the drain.
     pub shutdown_timeout: Duration,
+    /// Limits that protect the process from hostile or overwhelming clients.
+    pub limits: Limits,
+}
+
+/// What one instance accepts at most, and how long it waits for a client.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A request head (and an idle keep-alive connection) must arrive within this.
+    pub header_read_timeout: Duration,
+    /// A whole request (body included) must be answered within this.
+    pub request_timeout: Duration,
+    /// Open connections; past it the oldest idle connection is closed, or the new one gets 503.
+    pub max_connections: usize,
+    /// Requests being served at once (health and metrics excepted); past it 503 + Retry-After.
+    pub max_requests_in_flight: usize,
+    /// Request body bytes held at once across all requests; past it 503 + Retry-After.
+    pub max_body_bytes_in_flight: usize,
+    /// Longest request target (path and query) answered; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Largest request head (all header lines) answered; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Largest response body of a listing endpoint (e.g. `GET /api/v1/ingest/recent`).
+    pub max_response_bytes: usize,
 }
 
 impl ServiceConfig {
@@ -211,7 +234,47 @@ impl ServiceConfig {
             default_body_limit as u64,
             "a size in bytes",
         )?;
+        let ms = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            let v = parse(var, default, "a duration in milliseconds")?;
+            if v == 0 {
+                return Err(invalid(var, "must be more than 0 milliseconds"));
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let count = |var: &'static str, default: u64| -> Result<usize, ConfigError> {
+            let v = parse(var, default, "a whole number")?;
+            if v == 0 {
+                return Err(invalid(var, "must be at least 1"));
+            }
+            Ok(v as usize)
+        };
+        let limits = Limits {
+            header_read_timeout: ms("HEADER_READ_TIMEOUT_MS", 10_000)?,
+            request_timeout: ms("REQUEST_TIMEOUT_MS", 30_000)?,
+            max_connections: count("MAX_CONNECTIONS", 1024)?,
+            max_requests_in_flight: count("MAX_REQUESTS_IN_FLIGHT", 256)?,
+            max_body_bytes_in_flight: count(
+                "MAX_BODY_BYTES_IN_FLIGHT",
+                (2 * max_body_bytes).max(4 << 20),
+            )?,
+            max_uri_bytes: count("MAX_URI_BYTES", 8192)?,
+            max_header_bytes: count("MAX_HEADER_BYTES", 16384)?,
+            max_response_bytes: count("MAX_RESPONSE_BYTES", 8 << 20)?,
+        };
+        if limits.max_body_bytes_in_flight < max_body_bytes as usize {
+            return Err(invalid(
+                "MAX_BODY_BYTES_IN_FLIGHT",
+                format!(
+                    "{} is smaller than MAX_BODY_BYTES ({max_body_bytes}): no body could be accepted",
+                    limits.max_body_bytes_in_flight
+                ),
+            ));
+        }
+        if limits.max_body_bytes_in_flight > u32::MAX as usize {
+            return Err(invalid("MAX_BODY_BYTES_IN_FLIGHT", "must be below 4 GiB"));
+        }
         Ok(ServiceConfig {
+            limits,
             listen,
             region: get("REGION").unwrap_or_else(|| "local".into()),
             app_role: get("APP_ROLE"),

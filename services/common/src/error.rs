@@ -163,10 +163,34 @@ pub fn shape_error(err: poem::Error) -> Response {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 "expected a JSON body with Content-Type: application/json".to_string()
             }
-            _ => err.to_string(),
+            _ => client_message(&err.to_string()),
         }
     };
     json_error(status, code, &message).into_response()
+}
+
+/// poem-openapi's parse errors name Rust types (`failed to parse "NewUser": ...`,
+/// `"optional_integer_int64"`): keep what the client can act on, drop the type names.
+pub fn client_message(raw: &str) -> String {
+    let mut out = raw.to_string();
+    while let Some(at) = out.find("failed to parse \"") {
+        let rest = &out[at + "failed to parse \"".len()..];
+        let Some(close) = rest.find('"') else { break };
+        let mut end = at + "failed to parse \"".len() + close + 1;
+        if out[end..].starts_with(": ") {
+            end += 2;
+        }
+        out.replace_range(at..end, "");
+    }
+    let out = out
+        .replace("parse request payload error: ", "invalid JSON body: ")
+        .replace("failed to parse parameter", "invalid parameter");
+    let out = out.trim().trim_end_matches(':').trim().to_string();
+    if out.is_empty() {
+        "invalid request".to_string()
+    } else {
+        out
+    }
 }
 
 /// Displays an error with its sources, `outer: inner: innermost`.
@@ -197,4 +221,25 @@ pub struct ErrorDetail {
 #[derive(poem_openapi::Object, Debug, Clone)]
 pub struct ErrorEnvelope {
     pub error: ErrorDetail,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_message;
+
+    #[test]
+    fn type_names_are_left_out_of_client_messages() {
+        assert_eq!(
+            client_message(
+                r#"parse request payload error: failed to parse "NewUser": field `username` verification failed. maxLength(50)"#
+            ),
+            "invalid JSON body: field `username` verification failed. maxLength(50)"
+        );
+        assert_eq!(
+            client_message(
+                r#"failed to parse parameter `limit`: failed to parse "optional_integer_int64": invalid digit found in string"#
+            ),
+            "invalid parameter `limit`: invalid digit found in string"
+        );
+    }
 }

@@ -5,15 +5,21 @@
 //! - [`error`]: the one JSON error shape, `{"error":{"code":"...","message":"..."}}`.
 //! - [`server`]: routes every service has (health, metrics, OpenAPI, Swagger UI), middleware
 //!   (request id, access log, metrics, body limit, error shaping) and graceful shutdown.
+//! - [`payload`]: `RawJson`, a JSON body kept as bytes (no `Value` tree), documented as a type.
+//! - [`openapi`]: completes the derived OpenAPI document (nullable, statuses of the layers).
 //! - [`telemetry`]: tracing setup (JSON logs when not on a TTY).
 
 pub mod config;
+mod conn;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
+pub mod payload;
 pub mod server;
 pub mod telemetry;
 
-pub use config::ServiceConfig;
+pub use config::{Limits, ServiceConfig};
 pub use error::{ApiError, ApiResult};
+pub use payload::RawJson;
 pub use server::{AppState, RequestId, Running, ServiceSpec};

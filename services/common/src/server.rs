@@ -6,23 +6,33 @@
 //! - `/openapi.json` and Swagger UI at `/docs`,
 //! - the service's own API under `/api/v1`.
 //!
-//! Middleware, outermost first: request id (`x-request-id` taken from the client or made, put
-//! on the response and on every log line), access log and metrics, body size limit, and error
-//! shaping so every failure answers with the JSON error shape.
+//! One middleware ([`handle`]) wraps every request, in this order: request id (`x-request-id`
+//! taken from the client or made, put on the response and on every log line); 414 / 431 for an
+//! over-long target or head; the in-flight request limit (503 + `Retry-After`; health and
+//! metrics are exempt); the body, read here with its size limit (413), the limit on body bytes
+//! held by all requests (503 + `Retry-After`) and the request timeout (408); the handler under
+//! the same timeout (503 `timeout`); error shaping so every failure answers with the JSON error
+//! shape; then `X-Content-Type-Options: nosniff`, `Allow` on 405, `Connection: close` while
+//! draining, the access log and metrics labelled by route template only.
+//!
+//! The database's health is known without waiting: a background probe asks every second (every
+//! 250 ms while it is down). Readiness answers from it at once, and while the database is known
+//! down, handlers that need it fail at once with 503 (see [`AppState::db`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use poem::http::{HeaderValue, StatusCode};
-use poem::listener::{Acceptor, Listener, TcpListener};
+use http_body_util::BodyExt;
+use poem::http::{HeaderValue, Method, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{Object, OpenApi, OpenApiService};
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::config::ServiceConfig;
@@ -43,10 +53,31 @@ pub struct ServiceSpec {
 pub struct AppState {
     pub spec: ServiceSpec,
     pub config: Arc<ServiceConfig>,
-    pub db: PgPool,
+    db: PgPool,
     pub metrics: Metrics,
     shutting_down: Arc<AtomicBool>,
+    db_health: Arc<DbHealth>,
+    requests: Arc<Semaphore>,
+    body_bytes: Arc<Semaphore>,
 }
+
+/// The last answer of the database probe; `None` until the first probe has answered.
+#[derive(Default)]
+struct DbHealth(RwLock<Option<Result<DbRole, String>>>);
+
+impl DbHealth {
+    fn get(&self) -> Option<Result<DbRole, String>> {
+        self.0.read().ok().and_then(|g| g.clone())
+    }
+    fn set(&self, v: Result<DbRole, String>) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Some(v);
+        }
+    }
+}
+
+/// How long the probe (and a readiness check before the first probe) waits for the database.
+const DB_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 impl AppState {
     pub fn new(spec: ServiceSpec, config: ServiceConfig) -> anyhow::Result<Self> {
@@ -54,19 +85,59 @@ impl AppState {
         Ok(AppState {
             spec,
             metrics: Metrics::new(spec.name),
+            requests: Arc::new(Semaphore::new(config.limits.max_requests_in_flight)),
+            body_bytes: Arc::new(Semaphore::new(config.limits.max_body_bytes_in_flight)),
             config: Arc::new(config),
             db,
             shutting_down: Arc::new(AtomicBool::new(false)),
+            db_health: Arc::default(),
         })
+    }
+
+    /// The pool, or 503 `database_unavailable` at once while the probe knows the database is
+    /// down (instead of every request waiting for the acquire timeout).
+    pub fn db(&self) -> Result<&PgPool, ApiError> {
+        match self.db_health.get() {
+            Some(Err(_)) => Err(ApiError::unavailable(
+                "database_unavailable",
+                "the database is unavailable; retry later",
+            )),
+            _ => Ok(&self.db),
+        }
+    }
+
+    /// The pool whatever the probe says (for the probe itself and shutdown).
+    pub fn pool(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// Asks the database every second (every 250 ms while it is down) and records the answer.
+    async fn probe_db(self) {
+        loop {
+            let answer = db::role(&self.db, DB_PROBE_TIMEOUT).await;
+            let up = answer.is_ok();
+            if let (Some(Ok(_)) | None, Err(reason)) = (self.db_health.get(), &answer) {
+                tracing::warn!(%reason, "database unreachable: requests that need it answer 503 until it is back");
+            } else if let (Some(Err(_)), true) = (self.db_health.get(), up) {
+                tracing::info!("database reachable again");
+            }
+            self.db_health.set(answer);
+            let pause = if up { 1000 } else { 250 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
     }
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// The database role, with a short timeout (health checks must answer quickly).
+    /// The database role as the probe last saw it (asked now, within 800 ms, before the first
+    /// probe has answered): health checks answer at once.
     pub async fn db_role(&self) -> Result<DbRole, String> {
-        db::role(&self.db, Duration::from_secs(2)).await
+        match self.db_health.get() {
+            Some(answer) => answer,
+            None => db::role(&self.db, DB_PROBE_TIMEOUT).await,
+        }
     }
 
     /// The `/api/v1/info` document: where this instance runs and what it talks to (no secrets).
@@ -169,54 +240,302 @@ fn metrics(Data(state): Data<&AppState>) -> Response {
         .body(state.metrics.render(&state.db))
 }
 
-/// Paths outside the API and their own label; unknown paths share one label, so a scanner
-/// cannot blow up the metric cardinality.
-fn route_label(path: &str, status: StatusCode) -> String {
-    if status == StatusCode::NOT_FOUND && !path.starts_with("/api/") {
-        return "unmatched".into();
+/// The route templates a service answers, and their methods: metric labels come only from
+/// here (a client's path never becomes a label), and 405 answers carry `Allow`.
+struct Routes(HashMap<String, Vec<Method>>);
+
+/// Paths every service has besides its API.
+const SHARED_ROUTES: [&str; 4] = ["/health/live", "/health/ready", "/metrics", "/openapi.json"];
+
+impl Routes {
+    fn from_spec(spec: &Value) -> Routes {
+        let mut map: HashMap<String, Vec<Method>> = SHARED_ROUTES
+            .iter()
+            .map(|p| (p.to_string(), vec![Method::GET]))
+            .collect();
+        if let Some(paths) = spec["paths"].as_object() {
+            for (path, ops) in paths {
+                let methods = ops
+                    .as_object()
+                    .map(|o| {
+                        o.keys()
+                            .filter_map(|m| m.to_ascii_uppercase().parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                map.insert(format!("/api/v1{path}"), methods);
+            }
+        }
+        Routes(map)
     }
-    if path.len() > 64
-        || status == StatusCode::NOT_FOUND
-        || status == StatusCode::METHOD_NOT_ALLOWED
-    {
-        return "unmatched".into();
+
+    /// The template a path matched (`/docs` for the Swagger UI's files), or `unmatched`.
+    fn label<'a>(&'a self, path: &str) -> &'a str {
+        if path == "/docs" || path.starts_with("/docs/") {
+            return "/docs";
+        }
+        self.0
+            .get_key_value(path)
+            .map_or("unmatched", |(k, _)| k.as_str())
     }
-    if path.starts_with("/docs") {
-        return "/docs".into();
+
+    fn allow(&self, path: &str) -> Option<String> {
+        let methods = self.0.get(path)?;
+        Some(
+            methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     }
-    path.to_string()
 }
 
-/// Rejects bodies over the limit with 413: by `Content-Length` when given, by reading at most
-/// `limit` bytes when the body is chunked.
-async fn enforce_body_limit(mut req: Request, limit: usize) -> Result<Request, ApiError> {
+/// Methods outside the standard set share one label.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Routes exempt from the in-flight limit: probes and scrapes must answer under load.
+fn exempt(path: &str) -> bool {
+    path.starts_with("/health/") || path == "/metrics"
+}
+
+fn retry_later(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    resp
+}
+
+/// Reads the whole body under the size limit, the shared byte budget and the deadline. The
+/// permits returned hold the body's share of the budget until the request is answered.
+async fn read_body(
+    req: &mut Request,
+    state: &AppState,
+    deadline: tokio::time::Instant,
+) -> Result<Option<OwnedSemaphorePermit>, Response> {
+    let limit = state.config.max_body_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
         )
+        .to_response()
     };
-    match req.header("content-length") {
-        Some(len) => {
-            let len: usize = len
-                .parse()
-                .map_err(|_| ApiError::bad_request("invalid_request", "invalid Content-Length"))?;
-            if len > limit {
-                return Err(too_large());
+    let busy = || {
+        retry_later(
+            ApiError::unavailable(
+                "overloaded",
+                "the service holds as many request bodies as it can; retry later",
+            )
+            .to_response(),
+        )
+    };
+    let declared = match req.header("content-length") {
+        Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+            ApiError::bad_request("invalid_request", "invalid Content-Length").to_response()
+        })?),
+        None => None,
+    };
+    if declared == Some(0) || (declared.is_none() && req.header("transfer-encoding").is_none()) {
+        return Ok(None);
+    }
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut permit = match declared {
+        Some(n) => Some(
+            state
+                .body_bytes
+                .clone()
+                .try_acquire_many_owned(n as u32)
+                .map_err(|_| busy())?,
+        ),
+        None => None,
+    };
+    let mut body: http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error> =
+        req.take_body().into();
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
+    let timed_out = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+        .to_response()
+    };
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "the request body could not be read",
+                )
+                .to_response())
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(too_large());
+        }
+        if declared.is_none() {
+            let more = state
+                .body_bytes
+                .clone()
+                .try_acquire_many_owned(data.len() as u32)
+                .map_err(|_| busy())?;
+            match permit.as_mut() {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
             }
         }
-        None if req.header("transfer-encoding").is_some() => {
-            let body = req.take_body();
-            let bytes = body
-                .into_bytes_limit(limit)
-                .await
-                .map_err(|_| too_large())?;
-            req.set_body(Body::from(bytes));
-        }
-        None => {}
+        buf.extend_from_slice(&data);
     }
-    Ok(req)
+    req.set_body(Body::from(buf.freeze()));
+    Ok(permit)
+}
+
+/// Everything between the connection and the routes; see the module documentation.
+async fn handle<E: Endpoint>(
+    ep: &E,
+    mut req: Request,
+    state: &AppState,
+    routes: &Routes,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id_of(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let shown_path: String = path.chars().take(200).collect();
+    let span = tracing::info_span!("request", request_id = %id, %method, path = %shown_path);
+    let limits = &state.config.limits;
+    let deadline = tokio::time::Instant::now() + limits.request_timeout;
+    // Set when the body may be left unread: the connection cannot be reused.
+    let mut close = false;
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let head_len: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let mut resp = if target_len > limits.max_uri_bytes {
+        close = true;
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is longer than {} bytes",
+                limits.max_uri_bytes
+            ),
+        )
+        .to_response()
+    } else if head_len > limits.max_header_bytes {
+        close = true;
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "the request headers are larger than {} bytes",
+                limits.max_header_bytes
+            ),
+        )
+        .to_response()
+    } else {
+        let slot = if exempt(&path) {
+            None
+        } else {
+            state.requests.clone().try_acquire_owned().ok()
+        };
+        if slot.is_none() && !exempt(&path) {
+            close = true;
+            retry_later(
+                ApiError::unavailable(
+                    "overloaded",
+                    "the service is serving as many requests as it can; retry later",
+                )
+                .to_response(),
+            )
+        } else {
+            match read_body(&mut req, state, deadline).await {
+                Err(resp) => {
+                    close = true;
+                    resp
+                }
+                Ok(_bytes_held) => {
+                    match tokio::time::timeout_at(deadline, ep.call(req).instrument(span.clone()))
+                        .await
+                    {
+                        Ok(Ok(resp)) => resp.into_response(),
+                        Ok(Err(e)) => shape_error(e),
+                        Err(_) => retry_later(
+                            ApiError::unavailable(
+                                "timeout",
+                                format!(
+                                    "the request took longer than {} ms; retry later",
+                                    limits.request_timeout.as_millis()
+                                ),
+                            )
+                            .to_response(),
+                        ),
+                    }
+                }
+            }
+        }
+    };
+    let status = resp.status();
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
+    }
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if close || state.is_shutting_down() {
+        headers.insert("connection", HeaderValue::from_static("close"));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = routes
+            .allow(&path)
+            .and_then(|a| HeaderValue::from_str(&a).ok())
+        {
+            headers.insert("allow", allow);
+        }
+    }
+    let elapsed = started.elapsed();
+    state.metrics.observe(
+        routes.label(&path),
+        method_label(&method),
+        status.as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    span.in_scope(|| {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        if exempt(&path) {
+            tracing::debug!(status = status.as_u16(), ms, "request");
+        } else if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), ms, "request");
+        } else {
+            tracing::info!(status = status.as_u16(), ms, "request");
+        }
+    });
+    resp
 }
 
 /// Builds the whole endpoint of a service around its API.
@@ -224,61 +543,30 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
     let api_service = OpenApiService::new(api, state.spec.title, state.spec.version)
         .server("/api/v1")
         .description("One of the three drdctl application services. Errors answer {\"error\":{\"code\",\"message\"}}.");
-    let spec_json = api_service.spec_endpoint();
+    let spec: Value = serde_json::from_str(&api_service.spec()).unwrap_or(Value::Null);
+    let routes = Arc::new(Routes::from_spec(&spec));
+    let spec_json = crate::openapi::complete(spec);
     let ui = api_service.swagger_ui();
-    let limit = state.config.max_body_bytes;
-    let metrics_state = state.clone();
+    let outer = state.clone();
     Route::new()
         .nest("/api/v1", api_service)
         .at("/health/live", get(live))
         .at("/health/ready", get(ready))
         .at("/metrics", get(metrics))
-        .at("/openapi.json", spec_json)
+        .at(
+            "/openapi.json",
+            get(poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(spec_json.clone())
+            })),
+        )
         .nest("/docs", ui)
         .data(state)
-        .around(move |ep, req| async move {
-            match enforce_body_limit(req, limit).await {
-                Ok(req) => ep.call(req).await.map(IntoResponse::into_response),
-                Err(e) => Ok(e.to_response()),
-            }
-        })
-        .catch_all_error(|err| async move { shape_error(err) })
-        .around(move |ep, mut req| {
-            let state = metrics_state.clone();
-            async move {
-                let started = Instant::now();
-                let id = request_id_of(&req);
-                req.extensions_mut().insert(RequestId(id.clone()));
-                let method = req.method().to_string();
-                let path = req.uri().path().to_string();
-                let span = tracing::info_span!("request", request_id = %id, %method, %path);
-                let mut resp = match ep.call(req).instrument(span.clone()).await {
-                    Ok(resp) => resp,
-                    Err(e) => shape_error(e),
-                };
-                if let Ok(v) = HeaderValue::from_str(&id) {
-                    resp.headers_mut().insert("x-request-id", v);
-                }
-                let status = resp.status();
-                let elapsed = started.elapsed();
-                state.metrics.observe(
-                    &route_label(&path, status),
-                    &method,
-                    status.as_u16(),
-                    elapsed.as_secs_f64(),
-                );
-                span.in_scope(|| {
-                    let ms = elapsed.as_secs_f64() * 1000.0;
-                    if path.starts_with("/health") || path == "/metrics" {
-                        tracing::debug!(status = status.as_u16(), ms, "request");
-                    } else if status.is_server_error() {
-                        tracing::warn!(status = status.as_u16(), ms, "request");
-                    } else {
-                        tracing::info!(status = status.as_u16(), ms, "request");
-                    }
-                });
-                Ok::<_, poem::Error>(resp)
-            }
+        .around(move |ep, req| {
+            let state = outer.clone();
+            let routes = routes.clone();
+            async move { Ok::<_, poem::Error>(handle(&ep, req, &state, &routes).await) }
         })
 }
 
@@ -286,8 +574,9 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
 pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    probe: tokio::task::JoinHandle<()>,
 }
 
 /// Binds `config.listen` (port 0 picks a free port) and serves `api` with the shared routes.
@@ -303,28 +592,15 @@ where
     let listen = config.listen;
     let state = AppState::new(spec, config)?;
     let ep = endpoint(state.clone(), make_api(state.clone()));
-    let acceptor = TcpListener::bind(listen.to_string())
-        .into_acceptor()
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (LISTEN_ADDR/PORT): {e}"))?;
-    let addr = acceptor
-        .local_addr()
-        .into_iter()
-        .find_map(|a| a.as_socket_addr().copied())
-        .unwrap_or(listen);
-    let (stop, stopped) = oneshot::channel::<()>();
+    let addr = listener.local_addr().unwrap_or(listen);
+    let (stop, stopped) = watch::channel(false);
     let timeout = state.config.shutdown_timeout;
-    let task = tokio::spawn(async move {
-        poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(
-                ep,
-                async move {
-                    let _ = stopped.await;
-                },
-                Some(timeout),
-            )
-            .await
-    });
+    let limits = state.config.limits.clone();
+    let task = tokio::spawn(crate::conn::serve(listener, ep, limits, stopped, timeout));
+    let probe = tokio::spawn(state.clone().probe_db());
     let (db_host, db_port, db_name, _) = state.config.database.describe();
     tracing::info!(
         service = spec.name,
@@ -337,8 +613,9 @@ where
     Ok(Running {
         addr,
         state,
-        stop: Some(stop),
+        stop,
         task,
+        probe,
     })
 }
 
@@ -348,16 +625,16 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
-    /// Graceful shutdown: readiness turns 503 first, then after the drain period the listener
-    /// closes and in-flight requests get up to the shutdown timeout to finish.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    /// Graceful shutdown: readiness turns 503 and every answer carries `Connection: close`
+    /// first; after the drain period the listener closes, idle connections are closed and
+    /// in-flight requests get up to the shutdown timeout to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
         self.state.shutting_down.store(true, Ordering::SeqCst);
         tracing::info!(drain = ?self.state.config.shutdown_drain, "shutting down: readiness now 503");
         tokio::time::sleep(self.state.config.shutdown_drain).await;
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         self.task.await??;
+        self.probe.abort();
         self.state.db.close().await;
         tracing::info!("stopped");
         Ok(())

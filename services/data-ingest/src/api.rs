@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use common::error::{ErrorDetail, ErrorEnvelope};
+use common::openapi::{IngestBody, RecordsDoc};
 use common::server::ServiceInfo;
-use common::{ApiError, ApiResult, AppState};
+use common::{ApiError, ApiResult, AppState, RawJson};
 use poem::http::StatusCode;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde_json::Value;
 
-use crate::records::{self, Record, Shape, MAX_BATCH};
+use crate::records::{self, BodyError, Record, Shape, MAX_BATCH};
 
 #[derive(Tags)]
 enum Tag {
@@ -112,12 +113,16 @@ pub struct StoredRecord {
     pub ingested_at: DateTime<Utc>,
 }
 
-/// The newest records, newest first.
+/// The newest records, newest first, at most `MAX_RESPONSE_BYTES` of them in all.
 #[derive(Object, Debug)]
 pub struct Recent {
     pub records: Vec<StoredRecord>,
+    /// Records in this answer.
     pub count: i64,
     pub limit: i64,
+    /// True when older records within `limit` were left out to keep the answer under the
+    /// response size bound (`MAX_RESPONSE_BYTES`, 8 MiB by default).
+    pub truncated: bool,
 }
 
 fn envelope(code: &str, message: String) -> Json<ErrorEnvelope> {
@@ -136,28 +141,12 @@ fn too_many(n: usize) -> Json<ErrorEnvelope> {
     )
 }
 
-/// Bodies with too many records are refused before each record is parsed.
-fn record_count(body: &Value) -> usize {
-    match body {
-        Value::Array(a) => a.len(),
-        Value::Object(o) => o
-            .get("records")
-            .and_then(Value::as_array)
-            .map_or(1, Vec::len),
-        _ => 0,
+/// A refused body: 400 with the message, or 413 for too many records.
+fn refused(e: BodyError) -> Result<Json<ErrorEnvelope>, Json<ErrorEnvelope>> {
+    match e {
+        BodyError::Invalid(m) => Ok(envelope("invalid_record", m)),
+        BodyError::TooMany(n) => Err(too_many(n)),
     }
-}
-
-fn columns(records: Vec<Record>) -> (Vec<String>, Vec<String>, Vec<Value>) {
-    let mut types = Vec::with_capacity(records.len());
-    let mut sources = Vec::with_capacity(records.len());
-    let mut data = Vec::with_capacity(records.len());
-    for r in records {
-        types.push(r.data_type);
-        sources.push(r.source);
-        data.push(r.data);
-    }
-    (types, sources, data)
 }
 
 /// One COPY: a single statement, so the rows are stored all together or not at all, at the
@@ -189,32 +178,36 @@ fn db_failure(context: &str, e: sqlx::Error) -> Result<Json<ErrorEnvelope>, poem
 impl Api {
     /// Ingest one record, an array of records, or `{"records": [...]}` (at most 10,000).
     #[oai(path = "/ingest", method = "post", tag = "Tag::Ingest")]
-    async fn ingest(&self, body: Json<Value>) -> ApiResult<IngestResponse> {
-        let n = record_count(&body);
-        if n > MAX_BATCH {
-            return Ok(IngestResponse::TooLarge(too_many(n)));
-        }
-        let (shape, recs) = match records::parse_ingest_body(&body) {
+    async fn ingest(&self, body: RawJson<IngestBody>) -> ApiResult<IngestResponse> {
+        let (shape, recs) = match records::parse_ingest_body(&body.bytes) {
             Ok(r) => r,
-            Err(m) => return Ok(IngestResponse::BadRequest(envelope("invalid_record", m))),
+            Err(e) => {
+                return Ok(match refused(e) {
+                    Ok(bad) => IngestResponse::BadRequest(bad),
+                    Err(large) => IngestResponse::TooLarge(large),
+                })
+            }
         };
-        let db = &self.state.db;
+        let db = self.state.db()?;
         let ids: Result<Vec<i64>, sqlx::Error> = if shape == Shape::One {
             let r = &recs[0];
             sqlx::query_scalar::<_, i64>(
-                "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3) RETURNING id",
+                "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
             )
             .bind(&r.data_type)
             .bind(&r.source)
-            .bind(&r.data)
+            .bind(r.data_text())
             .fetch_one(db)
             .await
             .map(|id| vec![id])
         } else {
-            let (types, sources, data) = columns(recs);
+            let types: Vec<&str> = recs.iter().map(|r| r.data_type.as_str()).collect();
+            let sources: Vec<&str> = recs.iter().map(|r| r.source.as_str()).collect();
+            let data: Vec<&str> = recs.iter().map(Record::data_text).collect();
             sqlx::query_scalar::<_, i64>(
                 "INSERT INTO ingested_data (data_type, source, payload) \
-                 SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::jsonb[]) RETURNING id",
+                 SELECT t, s, d::jsonb FROM UNNEST($1::varchar[], $2::varchar[], $3::text[]) \
+                 WITH ORDINALITY AS u(t, s, d, n) ORDER BY n RETURNING id",
             )
             .bind(types)
             .bind(sources)
@@ -235,17 +228,19 @@ impl Api {
 
     /// Ingest up to 10,000 records in one COPY: all are stored, or none.
     #[oai(path = "/ingest/batch", method = "post", tag = "Tag::Ingest")]
-    async fn ingest_batch(&self, body: Json<Value>) -> ApiResult<BatchResponse> {
-        let n = record_count(&body);
-        if n > MAX_BATCH {
-            return Ok(BatchResponse::TooLarge(too_many(n)));
-        }
-        let recs = match records::parse_batch_body(&body) {
+    async fn ingest_batch(&self, body: RawJson<RecordsDoc>) -> ApiResult<BatchResponse> {
+        let recs = match records::parse_batch_body(&body.bytes) {
             Ok(r) => r,
-            Err(m) => return Ok(BatchResponse::BadRequest(envelope("invalid_record", m))),
+            Err(e) => {
+                return Ok(match refused(e) {
+                    Ok(bad) => BatchResponse::BadRequest(bad),
+                    Err(large) => BatchResponse::TooLarge(large),
+                })
+            }
         };
         let rows = records::copy_text(&recs);
-        match copy_in(&self.state.db, &rows).await {
+        drop(recs);
+        match copy_in(self.state.db()?, &rows).await {
             Ok(ingested) => Ok(BatchResponse::Created(Json(BatchIngested {
                 status: "ingested".into(),
                 ingested: ingested as i64,
@@ -257,7 +252,7 @@ impl Api {
     /// Totals by type and source.
     #[oai(path = "/ingest/stats", method = "get", tag = "Tag::Reports")]
     async fn stats(&self) -> ApiResult<Json<Stats>> {
-        let db = &self.state.db;
+        let db = self.state.db()?;
         let (total_records, records_last_hour, last_ingested_at) = sqlx::query_as::<
             _,
             (i64, i64, Option<DateTime<Utc>>),
@@ -287,9 +282,14 @@ impl Api {
         }))
     }
 
-    /// The newest records, newest first; `limit` from 1 to 100 (default 10).
+    /// The newest records, newest first; `limit` from 1 to 100 (default 10). The answer
+    /// holds at most `MAX_RESPONSE_BYTES` (8 MiB by default): older records past that are left
+    /// out and `truncated` is true.
     #[oai(path = "/ingest/recent", method = "get", tag = "Tag::Reports")]
-    async fn recent(&self, limit: Query<Option<i64>>) -> ApiResult<Json<Recent>> {
+    async fn recent(
+        &self,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
+    ) -> ApiResult<RawJson<Recent>> {
         let limit = limit.0.unwrap_or(10);
         if !(1..=100).contains(&limit) {
             return Err(ApiError::bad_request(
@@ -298,29 +298,53 @@ impl Api {
             )
             .into());
         }
-        let rows = sqlx::query_as::<_, (i64, String, String, Value, DateTime<Utc>)>(
-            "SELECT id, data_type, source, payload, ingested_at FROM ingested_data \
-             ORDER BY id DESC LIMIT $1",
+        let bound = self.state.config.limits.max_response_bytes;
+        // The database adds up each record's size as it will be written (strings may grow six
+        // times when escaped) and returns only those that fit: nothing larger is ever loaded.
+        let rows = sqlx::query_as::<_, (i64, String, String, String, DateTime<Utc>, i64)>(
+            "SELECT id, data_type, source, payload, ingested_at, available FROM ( \
+               SELECT id, data_type, source, payload::text AS payload, ingested_at, \
+                 count(*) OVER () AS available, \
+                 sum(octet_length(payload::text) + 6 * octet_length(data_type) \
+                     + 6 * octet_length(source) + 128) OVER (ORDER BY id DESC) AS running \
+               FROM (SELECT * FROM ingested_data ORDER BY id DESC LIMIT $1) newest \
+             ) sized WHERE running <= $2 - 128 ORDER BY id DESC",
         )
         .bind(limit)
-        .fetch_all(&self.state.db)
+        .bind(bound as i64)
+        .fetch_all(self.state.db()?)
         .await
         .map_err(|e| ApiError::from_db("reading recent records", e))?;
-        let records: Vec<StoredRecord> = rows
-            .into_iter()
-            .map(|(id, data_type, source, data, ingested_at)| StoredRecord {
-                id,
-                data_type,
-                source,
-                data,
-                ingested_at,
-            })
-            .collect();
-        Ok(Json(Recent {
-            count: records.len() as i64,
-            records,
-            limit,
-        }))
+        let available = match rows.first() {
+            Some(r) => r.5,
+            None => sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM (SELECT 1 FROM ingested_data LIMIT $1) n",
+            )
+            .bind(limit)
+            .fetch_one(self.state.db()?)
+            .await
+            .map_err(|e| ApiError::from_db("reading recent records", e))?,
+        };
+        let mut out = String::with_capacity(rows.iter().map(|r| r.3.len() + 160).sum());
+        out.push_str("{\"records\":[");
+        for (i, (id, data_type, source, payload, at, _)) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+            out.push_str(&format!(
+                "{{\"id\":{id},\"type\":{},\"source\":{},\"data\":{payload},\"ingested_at\":{}}}",
+                text(data_type),
+                text(source),
+                text(&at.to_rfc3339()),
+            ));
+        }
+        out.push_str(&format!(
+            "],\"count\":{},\"limit\":{limit},\"truncated\":{}}}",
+            rows.len(),
+            (rows.len() as i64) < available
+        ));
+        Ok(RawJson::new(StatusCode::OK, out))
     }
 
     /// Where this instance runs and which database it uses.

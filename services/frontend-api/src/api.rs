@@ -3,13 +3,14 @@
 use chrono::{DateTime, Utc};
 use common::error::{ErrorDetail, ErrorEnvelope};
 use common::server::ServiceInfo;
-use common::{ApiError, ApiResult, AppState, RequestId};
+use common::{ApiError, ApiResult, AppState, RawJson, RequestId};
 use poem::http::StatusCode;
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::upstream::Upstreams;
 
@@ -43,11 +44,48 @@ fn request_id(req: &Request) -> String {
 
 /// A user to create.
 #[derive(Object, Debug)]
+#[oai(example, deny_unknown_fields)]
 pub struct NewUser {
     /// 3 to 50 letters, digits, `_`, `.` or `-`.
+    #[oai(validator(min_length = 3, max_length = 50))]
     pub username: String,
-    /// Unique, case-insensitively.
+    /// `name@example.com`, at most 255 characters; unique, case-insensitively.
+    #[oai(validator(min_length = 3, max_length = 255))]
     pub email: String,
+}
+
+impl Example for NewUser {
+    fn example() -> Self {
+        NewUser {
+            username: "testuser123".into(),
+            email: "test@example.com".into(),
+        }
+    }
+}
+
+/// A problem with one field of a user.
+#[derive(Object, Debug)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// The user breaks a rule: the error shape plus every problem (business-logic's answer).
+#[derive(Object, Debug)]
+pub struct UserInvalid {
+    pub error: ErrorDetail,
+    pub valid: bool,
+    pub errors: Vec<FieldProblem>,
+}
+
+/// data-ingest's answer to a stored record or records.
+#[derive(Object, Debug)]
+pub struct IngestedAnswer {
+    pub status: String,
+    pub ingested: i64,
+    /// The id of the record, when the body was one record.
+    pub id: Option<i64>,
+    pub ids: Vec<i64>,
 }
 
 /// A stored user.
@@ -78,16 +116,28 @@ pub enum CreateUserResponse {
     Created(Json<User>),
     /// The user breaks a rule; `errors` lists every problem (from business-logic).
     #[oai(status = 400)]
-    Invalid(Json<Value>),
+    Invalid(RawJson<UserInvalid>),
     /// The username or email is taken.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
 }
 
+/// data-ingest's answer, body as it gave it.
 #[derive(ApiResponse)]
 pub enum ProxyResponse {
-    /// data-ingest's answer, status and body as it gave them.
-    Passed(StatusCode, Json<Value>),
+    /// Stored.
+    #[oai(status = 201)]
+    Created(RawJson<IngestedAnswer>),
+    /// Not a record, an array of records or `{"records": [...]}`.
+    #[oai(status = 400)]
+    BadRequest(RawJson<ErrorEnvelope>),
+    /// More than 10,000 records.
+    #[oai(status = 413)]
+    TooLarge(RawJson<ErrorEnvelope>),
+    /// data-ingest, or its database, cannot take writes now (read-only standby, down,
+    /// overloaded).
+    #[oai(status = 503)]
+    Unavailable(RawJson<ErrorEnvelope>),
 }
 
 fn conflict(message: String) -> CreateUserResponse {
@@ -124,7 +174,7 @@ impl Api {
             )
             .into());
         }
-        let db = &self.state.db;
+        let db = self.state.db()?;
         let rows = sqlx::query_as::<_, (i64, String, String, DateTime<Utc>)>(
             "SELECT id, username, email, created_at FROM users ORDER BY id LIMIT $1 OFFSET $2",
         )
@@ -175,14 +225,28 @@ impl Api {
             .await?;
         match answer.status {
             StatusCode::OK if answer.body["valid"] == json!(true) => {}
-            StatusCode::BAD_REQUEST => return Ok(CreateUserResponse::Invalid(Json(answer.body))),
+            StatusCode::BAD_REQUEST if answer.body["valid"] == json!(false) => {
+                let bytes = serde_json::to_vec(&answer.body).unwrap_or_default();
+                return Ok(CreateUserResponse::Invalid(RawJson::new(
+                    StatusCode::BAD_REQUEST,
+                    bytes,
+                )));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                return Err(ApiError::unavailable(
+                    "upstream_unavailable",
+                    "business-logic cannot validate users now; retry later",
+                )
+                .into())
+            }
             other => {
+                tracing::warn!(status = %other, body = %answer.body, "unexpected answer from business-logic");
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
                     format!("business-logic answered {other} to the user validation"),
                 )
-                .into())
+                .into());
             }
         }
         let row = sqlx::query_as::<_, (i64, String, String, DateTime<Utc>)>(
@@ -191,7 +255,7 @@ impl Api {
         )
         .bind(&body.username)
         .bind(&body.email)
-        .fetch_one(&self.state.db)
+        .fetch_one(self.state.db()?)
         .await;
         match row {
             Ok((id, username, email, created_at)) => Ok(CreateUserResponse::Created(Json(User {
@@ -217,18 +281,38 @@ impl Api {
     /// Ingest data: passed to data-ingest `POST /api/v1/ingest` as is; its status and body
     /// come back unchanged. 503 when data-ingest cannot be reached, 504 when it is too slow.
     #[oai(path = "/data/ingest", method = "post", tag = "Tag::Data")]
-    async fn ingest(&self, req: &Request, body: Json<Value>) -> ApiResult<ProxyResponse> {
-        let answer = self
+    async fn ingest(
+        &self,
+        req: &Request,
+        body: RawJson<common::openapi::IngestBody>,
+    ) -> ApiResult<ProxyResponse> {
+        let (status, bytes) = self
             .upstreams
-            .post(
+            .post_bytes(
                 "data-ingest",
                 &self.upstreams.data_ingest,
                 "/api/v1/ingest",
-                &body.0,
+                body.bytes,
                 &request_id(req),
             )
             .await?;
-        Ok(ProxyResponse::Passed(answer.status, Json(answer.body)))
+        Ok(match status {
+            StatusCode::CREATED => ProxyResponse::Created(RawJson::new(status, bytes)),
+            StatusCode::BAD_REQUEST => ProxyResponse::BadRequest(RawJson::new(status, bytes)),
+            StatusCode::PAYLOAD_TOO_LARGE => ProxyResponse::TooLarge(RawJson::new(status, bytes)),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ProxyResponse::Unavailable(RawJson::new(status, bytes))
+            }
+            other => {
+                tracing::warn!(status = %other, "unexpected answer from data-ingest");
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    format!("data-ingest answered {other} to the ingestion"),
+                )
+                .into());
+            }
+        })
     }
 
     /// Where this instance runs, which database and backends it uses.

@@ -1,8 +1,9 @@
 //! Calls to business-logic and data-ingest, and what their failures mean to our client.
 //!
 //! A backend that cannot be reached answers 503 `upstream_unavailable`, one that is too slow
-//! 504 `upstream_timeout`, one that answers nonsense 502 `bad_gateway`: never a 500, and the
-//! message names the backend and its URL.
+//! 504 `upstream_timeout`, one that answers nonsense 502 `bad_gateway`: never a 500. The
+//! message names the backend; its URL and the error go to the log only (internal addresses are
+//! not for clients).
 
 use common::ApiError;
 use poem::http::StatusCode;
@@ -44,26 +45,42 @@ impl Upstreams {
         body: &Value,
         request_id: &str,
     ) -> Result<Answer, ApiError> {
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let (status, bytes) = self.post_bytes(name, base, path, bytes, request_id).await?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            tracing::warn!(upstream = name, %status, "the upstream answer is not JSON");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("{name} answered {status} with a body that is not JSON"),
+            )
+        })?;
+        Ok(Answer { status, body })
+    }
+
+    /// POSTs JSON bytes as they are (numbers keep every digit) and returns the answer's bytes.
+    pub async fn post_bytes(
+        &self,
+        name: &str,
+        base: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        request_id: &str,
+    ) -> Result<(StatusCode, bytes::Bytes), ApiError> {
         let url = format!("{base}{path}");
         let resp = self
             .http
             .post(&url)
             .header("x-request-id", request_id)
-            .json(body)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| failure(name, &url, &e))?;
         let status =
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let bytes = resp.bytes().await.map_err(|e| failure(name, &url, &e))?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                format!("{name} at {url} answered {status} with a body that is not JSON"),
-            )
-        })?;
-        Ok(Answer { status, body })
+        Ok((status, bytes))
     }
 }
 
@@ -73,18 +90,18 @@ fn failure(name: &str, url: &str, e: &reqwest::Error) -> ApiError {
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
-            format!("{name} at {url} did not answer in time; retry later"),
+            format!("{name} did not answer in time; retry later"),
         )
     } else if e.is_connect() {
         ApiError::unavailable(
             "upstream_unavailable",
-            format!("{name} is unavailable (cannot connect to {url}); retry later"),
+            format!("{name} is unavailable; retry later"),
         )
     } else {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "bad_gateway",
-            format!("{name} at {url} failed to answer: {e}"),
+            format!("{name} failed to answer; retry later"),
         )
     }
 }

@@ -154,8 +154,14 @@ async fn process_order_seed_example_and_errors() {
     assert_eq!(code, "user_not_found");
     assert!(msg.contains("987654"));
 
-    for amount in [json!(0), json!(-5), json!(1e12), json!(10.555)] {
-        let (code, _) = error_of(
+    // Out of the documented range: refused by the schema; more than 2 decimals: by the rule.
+    for (amount, expected) in [
+        (json!(0), "invalid_request"),
+        (json!(-5), "invalid_request"),
+        (json!(1e12), "invalid_request"),
+        (json!(10.555), "invalid_amount"),
+    ] {
+        let (code, msg) = error_of(
             app.post(
                 "/api/v1/process/order",
                 &json!({"user_id": uid, "amount": amount}),
@@ -164,7 +170,9 @@ async fn process_order_seed_example_and_errors() {
             400,
         )
         .await;
-        assert_eq!(code, "invalid_amount", "{amount}");
+        assert_eq!(code, expected, "{amount}");
+        assert!(msg.contains("amount"), "{msg}");
+        assert!(!msg.contains("OrderInput"), "a Rust type name in {msg}");
     }
     for bad in [
         r#"{"user_id":1,"amount":"99.99"}"#,
@@ -175,13 +183,25 @@ async fn process_order_seed_example_and_errors() {
     ] {
         error_of(app.post_raw("/api/v1/process/order", bad).await, 400).await;
     }
-    let (code, _) = error_of(
+    let (code, msg) = error_of(
         app.post("/api/v1/process/order", &json!({"user_id": 0, "amount": 5}))
             .await,
         400,
     )
     .await;
-    assert_eq!(code, "invalid_user_id");
+    assert_eq!(code, "invalid_request");
+    assert!(msg.contains("user_id"), "{msg}");
+    // Unknown keys are refused, not dropped.
+    let (_, msg) = error_of(
+        app.post(
+            "/api/v1/process/order",
+            &json!({"user_id": uid, "amount": 5, "is_admin": true}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert!(msg.contains("is_admin"), "{msg}");
     assert_eq!(app.db.psql("SELECT count(*) FROM orders"), "1");
 }
 

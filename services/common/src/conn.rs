@@ -1,0 +1,374 @@
+//! The HTTP/1.1 connection loop: hyper with the timeouts and limits poem's `Server` lacks.
+//!
+//! - A request head must arrive within the header-read timeout, and that timer also runs on
+//!   an idle keep-alive connection: slow or half-open connections are closed, not held forever.
+//! - At most `max_connections` are open. Past it, the oldest connection that has no request in
+//!   progress is closed to make room (half-open ones first); when every connection is busy the
+//!   new one is answered 503 with `Retry-After` and closed.
+//! - A connection is closed with a lingering close: our side sends FIN and reads (and drops)
+//!   what the client still sends for a moment, so the kernel never answers it with a reset.
+//! - Shutdown: the listener stops; connections idle after having served a request are closed,
+//!   the others finish their request (answered with `Connection: close` by the middleware) or
+//!   time out; whatever is left after the shutdown timeout is aborted.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use poem::{Endpoint, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::config::Limits;
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_millis(1000);
+/// The read buffer of one connection, which also bounds a request head hyper will parse.
+const MAX_BUF: usize = 64 * 1024;
+
+struct ConnState {
+    /// Requests being served (a response not yet fully written).
+    busy: AtomicUsize,
+    /// Responses fully written.
+    served: AtomicUsize,
+    close: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    next: AtomicU64,
+    conns: Mutex<BTreeMap<u64, Arc<ConnState>>>,
+    emptied: Notify,
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        self.conns.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn insert(&self) -> (u64, Arc<ConnState>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            busy: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            close: Notify::new(),
+        });
+        if let Ok(mut c) = self.conns.lock() {
+            c.insert(id, state.clone());
+        }
+        (id, state)
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.remove(&id);
+            if c.is_empty() {
+                self.emptied.notify_waiters();
+            }
+        }
+    }
+
+    /// Closes the oldest connection without a request in progress, preferring one that never
+    /// completed a request (a slow or half-open client). False when every connection is busy.
+    fn evict_one(&self) -> bool {
+        let Ok(c) = self.conns.lock() else {
+            return false;
+        };
+        let idle = |s: &&Arc<ConnState>| s.busy.load(Ordering::Acquire) == 0;
+        let victim = c
+            .values()
+            .filter(idle)
+            .find(|s| s.served.load(Ordering::Acquire) == 0)
+            .or_else(|| c.values().find(idle));
+        match victim {
+            Some(s) => {
+                s.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// At shutdown: connections idle after a completed request are closed now; the others
+    /// finish the request they are reading or serving.
+    fn close_idle(&self) {
+        if let Ok(c) = self.conns.lock() {
+            for s in c.values() {
+                if s.busy.load(Ordering::Acquire) == 0 && s.served.load(Ordering::Acquire) > 0 {
+                    s.close.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// A TCP stream that, when dropped, closes by lingering (see the module documentation).
+struct Lingering(Option<TcpStream>);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        if let (Some(stream), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(linger(stream));
+        }
+    }
+}
+
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let mut budget = 256 * 1024usize;
+    let _ = tokio::time::timeout(LINGER, async {
+        while budget > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+impl Lingering {
+    fn get(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
+        // `TcpStream` is Unpin, and the Option is only emptied in Drop.
+        match &mut self.get_mut().0 {
+            Some(s) => Pin::new(s),
+            None => unreachable!("the stream is only taken when dropped"),
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        self.get().poll_write(cx, b)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get().poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get().poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get().poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+}
+
+/// A response body that marks its request finished when hyper is done with it.
+struct Tracked {
+    inner: BoxBody<Bytes, io::Error>,
+    _done: Done,
+}
+
+struct Done(Arc<ConnState>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.served.fetch_add(1, Ordering::AcqRel);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The 503 a connection gets when every slot is taken by a busy connection.
+fn refusal() -> Vec<u8> {
+    let body =
+        br#"{"error":{"code":"overloaded","message":"too many open connections; retry later"}}"#;
+    let mut out = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\
+         x-content-type-options: nosniff\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Most connections this process can hold: the configured limit, kept below the open-file
+/// limit (each connection is one descriptor; leave room for the pool, logs and lingering).
+pub fn connection_cap(configured: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    match soft {
+        Some(n) => configured.min(n.saturating_sub(64).max(16) * 3 / 4),
+        None => configured,
+    }
+}
+
+/// Serves `ep` on `listener` until `stop` turns true, then shuts down as described above.
+pub(crate) async fn serve<E>(
+    listener: TcpListener,
+    ep: E,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+) -> io::Result<()>
+where
+    E: Endpoint<Output = Response> + 'static,
+{
+    let ep = Arc::new(ep);
+    let table = Arc::new(Table::default());
+    let cap = connection_cap(limits.max_connections);
+    let local = listener.local_addr()?;
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    if table.len() >= cap && !table.evict_one() {
+                        tasks.spawn(async move {
+                            let mut sock = Lingering(Some(sock));
+                            let _ = tokio::time::timeout(LINGER, sock.write_all(&refusal())).await;
+                        });
+                        continue;
+                    }
+                    let (id, state) = table.insert();
+                    let (ep, table, limits) = (ep.clone(), table.clone(), limits.clone());
+                    tasks.spawn(async move {
+                        connection(sock, local, peer, ep, state, &limits).await;
+                        table.remove(id);
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE) and the like: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    table.close_idle();
+    let all_closed = async {
+        loop {
+            let emptied = table.emptied.notified();
+            if table.len() == 0 {
+                break;
+            }
+            emptied.await;
+        }
+    };
+    if tokio::time::timeout(shutdown_timeout, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = table.len(),
+            "shutdown timeout: closing the remaining connections"
+        );
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn connection<E>(
+    sock: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+    ep: Arc<E>,
+    state: Arc<ConnState>,
+    limits: &Limits,
+) where
+    E: Endpoint<Output = Response> + 'static,
+{
+    let svc_state = state.clone();
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let ep = ep.clone();
+        let state = svc_state.clone();
+        async move {
+            state.busy.fetch_add(1, Ordering::AcqRel);
+            let done = Done(state);
+            let req: poem::Request = (
+                req,
+                poem::web::LocalAddr(local.into()),
+                poem::web::RemoteAddr(peer.into()),
+                poem::http::uri::Scheme::HTTP,
+            )
+                .into();
+            let resp: hyper::Response<BoxBody<Bytes, io::Error>> =
+                ep.get_response(req).await.into();
+            Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _done: done }))
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_BUF)
+        .max_headers(200)
+        .serve_connection(TokioIo::new(Lingering(Some(sock))), svc);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(remote = %peer, error = %e, "connection ended");
+                }
+                break;
+            }
+            _ = state.close.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
