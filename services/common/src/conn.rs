@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,7 +45,11 @@ struct ConnState {
     busy: AtomicUsize,
     /// Responses fully written.
     served: AtomicUsize,
+    /// Finish the request in progress (if any), then close.
     close: Notify,
+    /// Close now: there is no request in progress (a half-sent head at most).
+    evict: Notify,
+    evicted: AtomicBool,
 }
 
 #[derive(Default)]
@@ -60,12 +64,26 @@ impl Table {
         self.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
+    /// Connections not already told to close to make room.
+    fn open(&self) -> usize {
+        self.conns
+            .lock()
+            .map(|c| {
+                c.values()
+                    .filter(|s| !s.evicted.load(Ordering::Acquire))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     fn insert(&self) -> (u64, Arc<ConnState>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState {
             busy: AtomicUsize::new(0),
             served: AtomicUsize::new(0),
             close: Notify::new(),
+            evict: Notify::new(),
+            evicted: AtomicBool::new(false),
         });
         if let Ok(mut c) = self.conns.lock() {
             c.insert(id, state.clone());
@@ -88,7 +106,9 @@ impl Table {
         let Ok(c) = self.conns.lock() else {
             return false;
         };
-        let idle = |s: &&Arc<ConnState>| s.busy.load(Ordering::Acquire) == 0;
+        let idle = |s: &&Arc<ConnState>| {
+            s.busy.load(Ordering::Acquire) == 0 && !s.evicted.load(Ordering::Acquire)
+        };
         let victim = c
             .values()
             .filter(idle)
@@ -96,7 +116,8 @@ impl Table {
             .or_else(|| c.values().find(idle));
         match victim {
             Some(s) => {
-                s.close.notify_one();
+                s.evicted.store(true, Ordering::Release);
+                s.evict.notify_one();
                 true
             }
             None => false,
@@ -273,7 +294,7 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    if table.len() >= cap && !table.evict_one() {
+                    if table.open() >= cap && !table.evict_one() {
                         tasks.spawn(async move {
                             let mut sock = Lingering(Some(sock));
                             let _ = tokio::time::timeout(LINGER, sock.write_all(&refusal())).await;
@@ -366,6 +387,15 @@ async fn connection<E>(
                 break;
             }
             _ = state.close.notified(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = state.evict.notified() => {
+                if state.busy.load(Ordering::Acquire) == 0 {
+                    tracing::debug!(remote = %peer, "closing an idle connection to make room");
+                    break;
+                }
+                // A request started meanwhile: let it finish, then close.
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }

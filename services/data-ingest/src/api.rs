@@ -13,7 +13,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde_json::Value;
 
-use crate::records::{self, BodyError, Record, Shape, MAX_BATCH};
+use crate::records::{self, BodyError, Shape, MAX_BATCH};
 
 #[derive(Tags)]
 enum Tag {
@@ -141,6 +141,25 @@ fn too_many(n: usize) -> Json<ErrorEnvelope> {
     )
 }
 
+/// A record's type, source and where its data lies in the body.
+type Row = (String, String, Option<std::ops::Range<usize>>);
+
+/// Bodies above this are parsed on a blocking thread, so that parsing megabytes never holds
+/// up the runtime's workers (and with them `/health/live`).
+const INLINE_PARSE_BYTES: usize = 64 * 1024;
+
+async fn off_the_runtime<T: Send + 'static>(
+    body: bytes::Bytes,
+    f: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if body.len() <= INLINE_PARSE_BYTES {
+        return Ok(f(&body));
+    }
+    tokio::task::spawn_blocking(move || f(&body))
+        .await
+        .map_err(|e| ApiError::internal("parsing the body", &e))
+}
+
 /// A refused body: 400 with the message, or 413 for too many records.
 fn refused(e: BodyError) -> Result<Json<ErrorEnvelope>, Json<ErrorEnvelope>> {
     match e {
@@ -179,7 +198,24 @@ impl Api {
     /// Ingest one record, an array of records, or `{"records": [...]}` (at most 10,000).
     #[oai(path = "/ingest", method = "post", tag = "Tag::Ingest")]
     async fn ingest(&self, body: RawJson<IngestBody>) -> ApiResult<IngestResponse> {
-        let (shape, recs) = match records::parse_ingest_body(&body.bytes) {
+        let body = body.bytes;
+        let parsed = off_the_runtime(body.clone(), |b| {
+            records::parse_ingest_body(b).map(|(shape, recs)| {
+                let rows: Vec<Row> = recs
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.data_type.clone(),
+                            r.source.clone(),
+                            records::data_range(b, r),
+                        )
+                    })
+                    .collect();
+                (shape, rows)
+            })
+        })
+        .await?;
+        let (shape, rows) = match parsed {
             Ok(r) => r,
             Err(e) => {
                 return Ok(match refused(e) {
@@ -188,22 +224,27 @@ impl Api {
                 })
             }
         };
+        // The body was checked to be UTF-8 JSON, and the ranges point at whole values in it.
+        let text = std::str::from_utf8(&body).unwrap_or_default();
+        let data = |r: &Option<std::ops::Range<usize>>| {
+            r.clone().and_then(|r| text.get(r)).unwrap_or("{}")
+        };
         let db = self.state.db()?;
         let ids: Result<Vec<i64>, sqlx::Error> = if shape == Shape::One {
-            let r = &recs[0];
+            let (data_type, source, range) = &rows[0];
             sqlx::query_scalar::<_, i64>(
                 "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
             )
-            .bind(&r.data_type)
-            .bind(&r.source)
-            .bind(r.data_text())
+            .bind(data_type)
+            .bind(source)
+            .bind(data(range))
             .fetch_one(db)
             .await
             .map(|id| vec![id])
         } else {
-            let types: Vec<&str> = recs.iter().map(|r| r.data_type.as_str()).collect();
-            let sources: Vec<&str> = recs.iter().map(|r| r.source.as_str()).collect();
-            let data: Vec<&str> = recs.iter().map(Record::data_text).collect();
+            let types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+            let sources: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+            let payloads: Vec<&str> = rows.iter().map(|r| data(&r.2)).collect();
             sqlx::query_scalar::<_, i64>(
                 "INSERT INTO ingested_data (data_type, source, payload) \
                  SELECT t, s, d::jsonb FROM UNNEST($1::varchar[], $2::varchar[], $3::text[]) \
@@ -211,7 +252,7 @@ impl Api {
             )
             .bind(types)
             .bind(sources)
-            .bind(data)
+            .bind(payloads)
             .fetch_all(db)
             .await
         };
@@ -229,7 +270,11 @@ impl Api {
     /// Ingest up to 10,000 records in one COPY: all are stored, or none.
     #[oai(path = "/ingest/batch", method = "post", tag = "Tag::Ingest")]
     async fn ingest_batch(&self, body: RawJson<RecordsDoc>) -> ApiResult<BatchResponse> {
-        let recs = match records::parse_batch_body(&body.bytes) {
+        let rows = off_the_runtime(body.bytes, |b| {
+            records::parse_batch_body(b).map(|recs| records::copy_text(&recs))
+        })
+        .await?;
+        let rows = match rows {
             Ok(r) => r,
             Err(e) => {
                 return Ok(match refused(e) {
@@ -238,8 +283,6 @@ impl Api {
                 })
             }
         };
-        let rows = records::copy_text(&recs);
-        drop(recs);
         match copy_in(self.state.db()?, &rows).await {
             Ok(ingested) => Ok(BatchResponse::Created(Json(BatchIngested {
                 status: "ingested".into(),

@@ -311,6 +311,14 @@ pub fn parse_batch_body(body: &[u8]) -> Result<Vec<Record<'_>>, BodyError> {
     }
 }
 
+/// Where a record's `data` lies in the body it was parsed from (`None`: the default, `{}`), so
+/// the records can outlive the borrow (parsing runs on a blocking thread for large bodies).
+pub fn data_range(body: &[u8], r: &Record<'_>) -> Option<std::ops::Range<usize>> {
+    let d = r.data?.get();
+    let start = (d.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    (start + d.len() <= body.len()).then(|| start..start + d.len())
+}
+
 /// The records as COPY text-format rows (`data_type`, `source`, `payload`), escaped so any
 /// character a client sent (tab, newline, backslash) is stored as sent.
 pub fn copy_text(records: &[Record<'_>]) -> Vec<u8> {
@@ -397,6 +405,15 @@ mod tests {
             String::from_utf8(copy_text(&recs)).unwrap(),
             "a\\tb\tc\\\\d\\ne\t{\"k\": \"x\\\\ny\"}\n"
         );
+    }
+
+    #[test]
+    fn data_ranges_point_into_the_body() {
+        let body = br#"[{"type":"a","data":{"k":[1,2]}},{"type":"b"}]"#;
+        let (_, recs) = parse_ingest_body(body).unwrap();
+        let r = data_range(body, &recs[0]).unwrap();
+        assert_eq!(&body[r], br#"{"k":[1,2]}"#);
+        assert_eq!(data_range(body, &recs[1]), None);
     }
 
     #[test]

@@ -46,11 +46,12 @@ fn request_id(req: &Request) -> String {
 #[derive(Object, Debug)]
 #[oai(example, deny_unknown_fields)]
 pub struct NewUser {
-    /// 3 to 50 letters, digits, `_`, `.` or `-`.
-    #[oai(validator(min_length = 3, max_length = 50))]
+    /// 3 to 50 letters, digits, `_`, `.` or `-` (checked by business-logic, which answers
+    /// 400 with every problem; longer than 50 is refused here).
+    #[oai(validator(max_length = 50))]
     pub username: String,
     /// `name@example.com`, at most 255 characters; unique, case-insensitively.
-    #[oai(validator(min_length = 3, max_length = 255))]
+    #[oai(validator(max_length = 255))]
     pub email: String,
 }
 

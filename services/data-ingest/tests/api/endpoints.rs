@@ -179,6 +179,44 @@ async fn bad_input_gets_a_4xx_with_the_error_shape() {
 }
 
 #[tokio::test]
+async fn numbers_are_stored_exactly_and_unknown_keys_refused() {
+    let app = spawn().await;
+    let body = r#"{"type":"n","data":[123456789012345678901234567890,1e-400,0.1]}"#;
+    let r = app
+        .post_raw("/api/v1/ingest", "application/json", body)
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        app.db.psql(
+            "SELECT payload->0 = '123456789012345678901234567890'::jsonb \
+             AND payload->1 = '1e-400'::jsonb AND payload->2 = '0.1'::jsonb FROM ingested_data"
+        ),
+        "t"
+    );
+    let recent = app
+        .get("/api/v1/ingest/recent?limit=1")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        recent.contains("[123456789012345678901234567890, 0.0000"),
+        "{recent}"
+    );
+    for refused in [
+        r#"{"records":[{"type":"a"}],"type":"b"}"#,
+        r#"{"type":"a","is_admin":true}"#,
+        r#"{"type":"a","data":1e400}"#,
+    ] {
+        let r = app
+            .post_raw("/api/v1/ingest", "application/json", refused)
+            .await;
+        assert_error(r, 400).await;
+    }
+    assert_eq!(app.count(), 1);
+}
+
+#[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
     let app = spawn_with(&[("MAX_BODY_BYTES", "1024")]).await;
     let big = json!({"type":"a","data":{"blob":"x".repeat(2000)}});

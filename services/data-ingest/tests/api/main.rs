@@ -4,4 +4,5 @@
 mod binary;
 mod endpoints;
 mod helpers;
+mod hostile;
 mod resilience;

@@ -192,6 +192,44 @@ async fn invalid_users_are_400_with_every_problem() {
             .unwrap();
         error_of(r, 400).await;
     }
+    // A 100 kB username: a client error here, not a 502 from business-logic's smaller limit;
+    // and no Rust type name in the message.
+    let (code, msg) = error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username": "u".repeat(100_000), "email":"a@b.co"}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(code, "invalid_request");
+    assert!(
+        msg.contains("username") && !msg.contains("NewUser"),
+        "{msg}"
+    );
+    // Over the frontend's own limit: 413.
+    let (code, _) = error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username": "u".repeat(2 << 20), "email":"a@b.co"}),
+        )
+        .await,
+        413,
+    )
+    .await;
+    assert_eq!(code, "payload_too_large");
+    // Unknown keys are refused, not dropped.
+    let (_, msg) = error_of(
+        s.post(
+            "/api/v1/users",
+            &json!({"username":"sneaky","email":"s@example.com","is_admin":true}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert!(msg.contains("is_admin"), "{msg}");
     // Unicode names are fine, and come back as sent.
     let r = s
         .post(
@@ -232,6 +270,20 @@ async fn pagination_and_bounds() {
 #[tokio::test]
 async fn the_proxy_passes_backend_errors_through() {
     let s = stack().await;
+    // The body goes through as sent: numbers keep every digit.
+    let r = s
+        .http
+        .post(format!("{}/api/v1/data/ingest", s.frontend.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"type":"n","data":[123456789012345678901234567890]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        s.db.psql("SELECT payload->>0 FROM ingested_data"),
+        "123456789012345678901234567890"
+    );
     let r = s.post("/api/v1/data/ingest", &json!({"type": 5})).await;
     let (code, msg) = error_of(r, 400).await;
     assert_eq!(code, "invalid_record");
@@ -272,6 +324,10 @@ async fn a_backend_down_gives_503_with_a_clear_body() {
     let (code, msg) = error_of(r, 503).await;
     assert_eq!(code, "upstream_unavailable");
     assert!(msg.contains("data-ingest"), "{msg}");
+    assert!(
+        !msg.contains("http") && !msg.contains("127.0.0.1"),
+        "an internal address in {msg}"
+    );
     assert_eq!(db.psql("SELECT count(*) FROM users"), "0");
 }
 
