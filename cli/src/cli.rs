@@ -30,7 +30,21 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// One of the two regions, typed end to end (the engine, the journal, JSON output).
+#[derive(
+    ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Region {
     Primary,
     Dr,
@@ -42,6 +56,25 @@ impl Region {
             Region::Primary => "primary",
             Region::Dr => "dr",
         }
+    }
+    pub fn other(self) -> Region {
+        match self {
+            Region::Primary => Region::Dr,
+            Region::Dr => Region::Primary,
+        }
+    }
+    pub fn parse(s: &str) -> Option<Region> {
+        match s {
+            "primary" => Some(Region::Primary),
+            "dr" => Some(Region::Dr),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -177,10 +210,30 @@ pub enum Command {
         #[arg(long)]
         no_db: bool,
     },
-    /// Both regions on one screen: database roles, LSNs, lag, deployments, DNS.
+    /// Both regions on one screen: the active region and whether everyone agrees on it,
+    /// database roles, LSNs, lag, deployments, DNS, an unfinished run, the switchover lock.
+    ///
+    /// Exit codes: 0 one active region that the databases, the app roles and DNS agree on;
+    /// 4 split brain (two writable databases); 5 no region can be named active (unreachable,
+    /// or the observers disagree, e.g. a run stopped midway); 2 configuration error.
     Status {
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
+        /// Where failover/failback keep their journal (to show an unfinished run).
+        #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
+        state_dir: PathBuf,
+    },
+    /// Close an unfinished failover or failback without resuming it (after showing the state).
+    ///
+    /// Changes nothing in the clusters: the next `failover` or `failback` decides from the live
+    /// state. Use it when a stopped run should not be resumed (e.g. you want the other
+    /// direction now).
+    Abandon {
+        /// Skip the typed confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
+        state_dir: PathBuf,
     },
     /// Move the application to the DR region (planned switchover, or emergency).
     Failover {
@@ -198,6 +251,10 @@ pub enum Command {
         /// Rejoin the old primary as a standby of the new one (pg_rewind) instead of stopping it.
         #[arg(long)]
         rejoin: bool,
+        /// With two writable databases (split brain): the region whose writes since the fork
+        /// are discarded (it is fenced and rejoined). Refused otherwise.
+        #[arg(long, value_enum, value_name = "REGION")]
+        discard_writes_of: Option<Region>,
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
         /// Where the journal and the lock live.
@@ -213,10 +270,16 @@ pub enum Command {
     /// when rewind is impossible), waits until it has caught up, then runs the same planned
     /// switchover back, rejoining DR as a standby and restoring its replica counts.
     Failback {
+        /// Print the steps the live state calls for and change nothing.
         #[arg(long)]
         plan: bool,
+        /// Skip the typed confirmation.
         #[arg(long)]
         yes: bool,
+        /// With two writable databases (split brain): the region whose writes since the fork
+        /// are discarded.
+        #[arg(long, value_enum, value_name = "REGION")]
+        discard_writes_of: Option<Region>,
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
         /// Where the journal and the lock live.

@@ -167,7 +167,9 @@ async fn run(cli: Cli) -> ExitCode {
             };
             commands::db::init_db(&config, args).await
         }
-        Command::Status { output } => commands::db::status(&config, output).await,
+        Command::Status { output, state_dir } => {
+            return code_of(commands::db::status(&config, output, &state_dir).await);
+        }
         Command::Dns { action } => {
             if let Err(e) = commands::dns::dns_config(&config) {
                 return usage_error(e);
@@ -180,54 +182,49 @@ async fn run(cli: Cli) -> ExitCode {
             yes,
             allow_data_loss,
             rejoin,
+            discard_writes_of,
             output,
             state_dir,
             max_lag_bytes,
         } => {
             let args = commands::failover::Args {
-                to: to.name().to_string(),
+                kind: engine::plan::RunKind::Failover,
+                to,
                 plan,
                 yes,
                 json: output == cli::Output::Json,
                 state_dir,
                 lag_bound_bytes: max_lag_bytes,
-                kind: "failover",
                 rejoin,
                 allow_data_loss,
+                discard_writes_of,
             };
-            return match commands::failover::run(&config, args).await {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("drdctl: error: {e:#}");
-                    ExitCode::from(exit::FAILED)
-                }
-            };
+            return code_of(commands::failover::run(&config, args).await);
         }
         Command::Failback {
             plan,
             yes,
+            discard_writes_of,
             output,
             state_dir,
             max_lag_bytes,
         } => {
             let args = commands::failover::Args {
-                to: "primary".into(),
+                kind: engine::plan::RunKind::Failback,
+                to: cli::Region::Primary,
                 plan,
                 yes,
                 json: output == cli::Output::Json,
                 state_dir,
                 lag_bound_bytes: max_lag_bytes,
-                kind: "failback",
                 rejoin: true,
                 allow_data_loss: false,
+                discard_writes_of,
             };
-            return match commands::failover::run(&config, args).await {
-                Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    eprintln!("drdctl: error: {e:#}");
-                    ExitCode::from(exit::FAILED)
-                }
-            };
+            return code_of(commands::failover::run(&config, args).await);
+        }
+        Command::Abandon { yes, state_dir } => {
+            return code_of(commands::failover::abandon(&config, &state_dir, yes).await);
         }
         Command::Lab { .. } => unreachable!("handled above"),
     };
@@ -236,6 +233,18 @@ async fn run(cli: Cli) -> ExitCode {
         Err(e) => {
             eprintln!("drdctl: error: {e:#}");
             ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+/// A command that picks its own exit code; an error is a failure (1).
+fn code_of(r: anyhow::Result<u8>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let f = exit::Failure::from(e);
+            eprintln!("drdctl: error: {f}");
+            ExitCode::from(f.code())
         }
     }
 }

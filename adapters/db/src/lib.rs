@@ -219,6 +219,9 @@ pub struct FenceOutcome {
 pub enum DesiredRole {
     /// Primary (after a promotion, so that a pod restart stays primary).
     Primary,
+    /// Never to start writable again (start.sh refuses to start) until it is rejoined: the
+    /// role an old primary gets when a failover stops it.
+    Fenced,
     /// Standby of this primary endpoint.
     Standby {
         /// The primary's replication endpoint.

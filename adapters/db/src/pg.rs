@@ -736,6 +736,9 @@ impl Database for PgDatabase {
                 data.insert("role".to_string(), "primary".to_string());
                 data.insert("primary_host".to_string(), String::new());
             }
+            DesiredRole::Fenced => {
+                data.insert("role".to_string(), "fenced".to_string());
+            }
             DesiredRole::Standby {
                 primary_host,
                 primary_port,

@@ -208,6 +208,29 @@ pub struct SwitchReport {
     pub old_value_cached_until: Option<String>,
 }
 
+impl SwitchReport {
+    /// One line: what the record now holds and whether the name servers confirmed it.
+    pub fn summary(&self) -> String {
+        let what = match self.outcome {
+            SwitchOutcome::Planned => "would switch",
+            SwitchOutcome::AlreadyActive => "already at",
+            SwitchOutcome::Switched => "switched to",
+        };
+        let confirmed = if self.authoritative.is_some() {
+            "; name servers confirmed"
+        } else {
+            ""
+        };
+        format!(
+            "{} {what} {} ({}); TTL {} s{confirmed}",
+            self.fqdn,
+            self.after.join(", "),
+            self.to_region,
+            self.ttl_after
+        )
+    }
+}
+
 impl fmt::Display for SwitchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let from = match &self.from_region {

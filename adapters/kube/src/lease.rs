@@ -26,6 +26,17 @@ pub enum LeaseTaken {
     Renewed,
     /// Someone else held it but let it expire: taken over.
     TookOverExpired { previous: String },
+    /// Someone else held it, and the caller's `take_over` said that holder is gone (a killed
+    /// run of this machine, or the run being resumed): taken over.
+    TookOver { previous: String },
+}
+
+/// Who holds a Lease, for `drdctl status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub holder: String,
+    /// Seconds until it lapses unless renewed (negative: lapsed).
+    pub expires_in_secs: i64,
 }
 
 fn micro_time(t: DateTime<Utc>) -> String {
@@ -64,12 +75,13 @@ impl KubeCluster {
 
     /// Takes (or renews) the Lease `name` in the region's namespace for `holder`, valid for
     /// `duration` unless renewed. Fails with [`KubeError::LeaseHeld`] while someone else holds
-    /// it.
+    /// it, unless `take_over(holder)` says that holder is gone.
     pub async fn acquire_lease(
         &self,
         name: &str,
         holder: &str,
         duration: Duration,
+        take_over: &(dyn Fn(&str) -> bool + Send + Sync),
     ) -> Result<LeaseTaken> {
         let api = self.leases();
         let what = || format!("taking Lease {}/{name}", self.target.namespace);
@@ -110,6 +122,8 @@ impl KubeCluster {
                     LeaseTaken::TookOverExpired { previous: held_by },
                     Utc::now(),
                 )
+            } else if take_over(&held_by) {
+                (LeaseTaken::TookOver { previous: held_by }, Utc::now())
             } else {
                 return Err(KubeError::LeaseHeld(Box::new(crate::error::LeaseHeld {
                     context: self.target.context.clone(),
@@ -142,6 +156,31 @@ impl KubeCluster {
             what: what(),
             message: "the Lease kept changing under us; try again".into(),
         })
+    }
+
+    /// Who holds the Lease `name` (`None`: absent or released).
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<LeaseHolder>> {
+        let api = self.leases();
+        let what = || format!("reading Lease {}/{name}", self.target.namespace);
+        let Some(current) = api.get_opt(name).await.map_err(|e| self.err(what(), e))? else {
+            return Ok(None);
+        };
+        let spec = serde_json::to_value(&current.spec).unwrap_or(Value::Null);
+        let holder = spec["holderIdentity"].as_str().unwrap_or("").to_string();
+        if holder.is_empty() {
+            return Ok(None);
+        }
+        let renewed = spec["renewTime"]
+            .as_str()
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok());
+        let secs = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
+        let expires_in_secs = renewed
+            .map(|r| (r + chrono::Duration::seconds(secs) - Utc::now()).num_seconds())
+            .unwrap_or(0);
+        Ok(Some(LeaseHolder {
+            holder,
+            expires_in_secs,
+        }))
     }
 
     /// Releases the Lease if `holder` holds it (clears the holder, keeping the object);

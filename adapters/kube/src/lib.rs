@@ -29,7 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 pub use error::KubeError;
-pub use lease::LeaseTaken;
+pub use lease::{LeaseHolder, LeaseTaken};
 pub use rollout::{Rollout, RolloutKind};
 
 pub type Result<T, E = KubeError> = std::result::Result<T, E>;
@@ -63,9 +63,10 @@ impl std::fmt::Display for ApplyOutcome {
     }
 }
 
-/// What drdctl needs from a Kubernetes cluster.
-#[allow(async_fn_in_trait)]
-pub trait Cluster {
+/// What drdctl needs from a Kubernetes cluster. Object-safe (`dyn Cluster`), so the engine
+/// runs unchanged against an in-memory cluster in the simulation tests.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync {
     fn target(&self) -> &Target;
     /// Server-side apply as field manager `drdctl`; `dry_run` stores nothing.
     async fn apply(&self, object: &Value, dry_run: bool, force: bool) -> Result<ApplyOutcome>;
@@ -257,6 +258,7 @@ pub fn object_ref(object: &Value) -> String {
     )
 }
 
+#[async_trait::async_trait]
 impl Cluster for KubeCluster {
     async fn version(&self) -> Result<String> {
         self.client

@@ -78,7 +78,90 @@ struct Workloads {
     error: Option<String>,
 }
 
-pub async fn status(config: &Config, output: Output) -> anyhow::Result<()> {
+/// The active region as the databases, the app roles and DNS see it, an unfinished run, the
+/// lock: the top of `drdctl status`, and its exit code.
+async fn who_is_active(
+    config: &Config,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<(serde_json::Value, String, u8)> {
+    use crate::engine::plan::Active;
+    let ports = super::failover::ports(config, state_dir).await?;
+    let (snapshot, holder) = tokio::join!(crate::engine::run::observe(&ports), ports.lock.holder());
+    let unfinished = super::failover::unfinished(state_dir)?;
+    let active = snapshot.active();
+    let code = match &active {
+        Active::Agreed(_) => crate::exit::OK,
+        Active::SplitBrain => crate::exit::SPLIT_BRAIN,
+        _ => crate::exit::UNKNOWN,
+    };
+    let mut text = match &active {
+        Active::Agreed(r) => format!("active region: {r} (databases, app roles and DNS agree)\n"),
+        Active::SplitBrain => format!(
+            "SPLIT BRAIN: two writable databases: primary is {}, dr is {}. Decide whose writes to discard: drdctl failover --to REGION --discard-writes-of OTHER\n",
+            snapshot.primary.db.describe(),
+            snapshot.dr.db.describe()
+        ),
+        Active::Disagree { database, apps, dns } => format!(
+            "active region: UNCLEAR: writable database in {}, app role active in [{}], DNS at {} (a run stopped midway? see below)\n",
+            database.map_or("none".into(), |r| r.to_string()),
+            apps.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "),
+            dns.map_or("-".into(), |r| r.to_string())
+        ),
+        Active::Unknown => "active region: UNKNOWN: no writable database can be reached\n".to_string(),
+    };
+    for r in [&snapshot.primary, &snapshot.dr] {
+        text.push_str(&format!(
+            "  {:<8} database {}; pod starts as {}; app role {}{}\n",
+            r.region.name(),
+            r.db.describe(),
+            r.db_desired.as_deref().unwrap_or("-"),
+            r.app_role.as_deref().unwrap_or("-"),
+            r.api_error
+                .as_ref()
+                .map(|e| format!("; Kubernetes API unreachable: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(run) = &unfinished {
+        text.push_str(&format!(
+            "UNFINISHED RUN: {} ({} to {}, started {} by {}; done: {}): resume with `{}` or `drdctl abandon`\n",
+            run.id,
+            run.kind.name(),
+            run.to,
+            run.started.format("%Y-%m-%d %H:%M:%SZ"),
+            run.holder,
+            run.done().join(", "),
+            run.command()
+        ));
+    }
+    let lock = match &holder {
+        Ok(Some((h, secs))) => {
+            text.push_str(&format!(
+                "switchover lock held by {h} (lapses in {secs}s)\n"
+            ));
+            serde_json::json!({"holder": h, "expires_in_secs": secs})
+        }
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => {
+            text.push_str(&format!("switchover lock: cannot read it: {e:#}\n"));
+            serde_json::json!({"error": format!("{e:#}")})
+        }
+    };
+    let doc = serde_json::json!({
+        "active": active,
+        "regions": [&snapshot.primary, &snapshot.dr],
+        "unfinished_run": unfinished,
+        "lock": lock,
+    });
+    Ok((doc, text, code))
+}
+
+pub async fn status(
+    config: &Config,
+    output: Output,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<u8> {
+    let (summary, summary_text, code) = who_is_active(config, state_dir).await?;
     let mut clusters = Vec::new();
     for region in ["primary", "dr"] {
         clusters.push((
@@ -127,6 +210,7 @@ pub async fn status(config: &Config, output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => {
             let doc = serde_json::json!({
+                "summary": summary,
                 "database": db_status,
                 "deployments": workloads,
                 "dns": dns.as_ref().map(|d| match d {
@@ -137,6 +221,7 @@ pub async fn status(config: &Config, output: Output) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Output::Human => {
+            println!("{summary_text}");
             print!("{db_status}");
             println!();
             for w in &workloads {
@@ -163,5 +248,5 @@ pub async fn status(config: &Config, output: Output) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(code)
 }

@@ -1,204 +1,390 @@
-//! `drdctl failover --to REGION`: the planned switchover, journaled and locked.
+//! `drdctl failover --to REGION`, `drdctl failback` and `drdctl abandon`: thin over
+//! [`crate::engine::drive`]; this file builds the real ports, asks the operator, and renders.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use drd_db::Database;
+use drd_kube::KubeCluster;
 
+use crate::cli::Region;
 use crate::config::Config;
-use crate::engine::journal::{Journal, StepState};
-use crate::engine::lock::{ClusterLock, LocalLock, LEASE_NAME};
-use crate::engine::switchover::{sides, Plan};
+use crate::engine::journal::{FileStore, Run};
+use crate::engine::plan::{Decision, Intent, Plan, RunKind, Snapshot};
+use crate::engine::ports::{
+    AppShape, AzureDnsPort, KillPoints, LeaseLock, Ports, RegionPorts, SystemClock,
+};
+use crate::engine::{self, lock::LocalLock, Operator, Outcome};
 use crate::{exit, ui};
 
 pub struct Args {
-    pub to: String,
+    pub kind: RunKind,
+    pub to: Region,
     pub plan: bool,
     pub yes: bool,
     pub json: bool,
     pub state_dir: PathBuf,
     pub lag_bound_bytes: u64,
-    /// `failover`, or `failback` (rejoin the old primary first, then switch back with the
-    /// DR region rejoined as a standby).
-    pub kind: &'static str,
-    /// Rejoin the old primary as a standby instead of stopping it.
+    /// Rejoin the old primary as a standby instead of stopping it (always for failback).
     pub rejoin: bool,
     /// Accept losing what the unreachable primary acknowledged but DR never received.
     pub allow_data_loss: bool,
+    /// With two writable databases: whose writes are discarded.
+    pub discard_writes_of: Option<Region>,
+}
+
+/// The real ports, from the config.
+pub async fn ports(config: &Config, state_dir: &Path) -> anyhow::Result<Ports> {
+    let region = |r: Region| async move {
+        let kube = KubeCluster::connect(config.kube_target(r.name())).await?;
+        let db = crate::commands::db::database(config, r.name(), &kube);
+        anyhow::Ok(RegionPorts {
+            region: r,
+            cluster: Arc::new(kube),
+            db: Arc::new(db),
+        })
+    };
+    let dns: Option<Arc<dyn engine::ports::Dns>> = match &config.dns {
+        Some(_) => Some(Arc::new(AzureDnsPort(drd_dns::DnsOps::from_env(
+            &super::dns::dns_config(config)?,
+        )?))),
+        None => None,
+    };
+    Ok(Ports {
+        primary: region(Region::Primary).await?,
+        dr: region(Region::Dr).await?,
+        dns,
+        lock: Arc::new(LeaseLock {
+            cluster: KubeCluster::connect(config.kube_target("dr")).await?,
+        }),
+        journal: Arc::new(FileStore::new(state_dir)),
+        clock: Arc::new(SystemClock),
+        hooks: Arc::new(KillPoints),
+        app: AppShape {
+            configmap: config.app.configmap.clone(),
+            deployments: config.app.deployments.clone(),
+            active_replicas: config.app.active_replicas,
+            standby_replicas: config.app.standby_replicas,
+        },
+    })
+}
+
+/// `user@host pid=N` of this process.
+pub fn who() -> (String, String) {
+    let me = engine::lock::Holder::me("");
+    (format!("{}@{} pid={}", me.user, me.host, me.pid), me.host)
+}
+
+/// The operator at a terminal: the plan, then a typed confirmation (unless `--yes`); after
+/// it, Ctrl-C stops the run between steps instead of killing it.
+struct Terminal {
+    kind: RunKind,
+    yes: bool,
+    interrupted: Arc<AtomicBool>,
+}
+
+impl Terminal {
+    fn arm_ctrl_c(&self) {
+        let flag = self.interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "\ninterrupted: stopping after the current step (the state is shown then); Ctrl-C again kills drdctl at once"
+                );
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(exit::INTERRUPTED as i32);
+                }
+            }
+        });
+    }
+}
+
+impl Operator for Terminal {
+    fn confirm(&self, plan: &Plan, snapshot: &Snapshot, resuming: Option<&Run>) -> bool {
+        let to = plan.intent.to;
+        let mut text = String::new();
+        if let Some(r) = resuming {
+            text.push_str(&format!(
+                "resuming {} ({} to {}, started {} by {}).\n  done in that run: {}\n",
+                r.id,
+                r.kind.name(),
+                r.to,
+                r.started.format("%Y-%m-%d %H:%M:%SZ"),
+                r.holder,
+                r.done().join(", ")
+            ));
+        }
+        text.push_str(&summary(plan, snapshot));
+        let what = match self.kind {
+            RunKind::Failback => format!(
+                "failback: make {to} active again; it first rejoins as a standby of {} (pg_rewind)",
+                to.other()
+            ),
+            RunKind::Failover => {
+                format!("failover: make {to} the active region (database, application, DNS)")
+            }
+        };
+        text.push_str(&what);
+        // Shown with --yes too: the log of an unattended run says what it was about to do.
+        eprintln!("{text}");
+        let ok = match ui::confirm_typed(to.name(), self.yes, "") {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("{e:#}");
+                false
+            }
+        };
+        if ok {
+            self.arm_ctrl_c();
+        }
+        ok
+    }
+
+    fn say(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+/// The plan's changing steps, the lag, the data-loss window and the DNS TTL: what the
+/// operator confirms.
+fn summary(plan: &Plan, s: &Snapshot) -> String {
+    let (from, to) = (plan.intent.from(), plan.intent.to);
+    let mut out = String::new();
+    let acting: Vec<&str> = plan.acting().iter().map(|s| s.name()).collect();
+    out.push_str(&format!("plan: {}\n", acting.join(" -> ")));
+    let (src, tgt) = (s.region(from), s.region(to));
+    out.push_str(&format!(
+        "  {from}: {}\n  {to}: {}\n",
+        src.db.describe(),
+        tgt.db.describe()
+    ));
+    if let (Some(a), Some(b)) = (src.db.lsn(), tgt.db.lsn()) {
+        if src.db.is_primary() && !tgt.db.is_primary() {
+            out.push_str(&format!("  lag: {} bytes of WAL\n", a.saturating_sub(b)));
+        }
+    }
+    if plan.emergency {
+        out.push_str(&format!(
+            "  DATA-LOSS WINDOW: whatever {from} acknowledged after {to} received {}\n",
+            tgt.db
+                .lsn()
+                .map_or("-".into(), |l| drd_db::Lsn(l).to_string())
+        ));
+    }
+    if let Some(ttl) = s.dns.as_ref().and_then(|d| d.ttl) {
+        out.push_str(&format!(
+            "  DNS TTL: {ttl} s (clients may use the old address that long after the switch)\n"
+        ));
+    }
+    out
+}
+
+/// `--plan`: every step with what it would change.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = format!(
+        "plan: {} to {}{} (nothing will be changed)\n",
+        plan.intent.kind.name(),
+        plan.intent.to,
+        if plan.emergency { ", EMERGENCY" } else { "" }
+    );
+    for s in &plan.steps {
+        let line = match &s.decision {
+            Decision::Already { why } => format!("already so: {why}"),
+            Decision::Act { changes, why } if changes.is_empty() => format!("ok: {why}"),
+            Decision::Act { changes, .. } => format!(
+                "would: {}",
+                changes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Decision::Skip { why } => format!("skipped: {why}"),
+            Decision::Defer { why } => format!("DEFERRED: {why}"),
+            Decision::Refuse { why } => format!("REFUSED: {why}"),
+        };
+        out.push_str(&format!("  {:<20} {line}\n", s.step.name()));
+    }
+    if plan.nothing_to_do() {
+        out.push_str(&format!(
+            "nothing to do: {} is already the active region\n",
+            plan.intent.to
+        ));
+    }
+    out
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
-    let (source, target) = sides(config, &args.to).await?;
-    let dns = match &config.dns {
-        Some(_) => Some(drd_dns::DnsOps::from_env(&super::dns::dns_config(config)?)?),
-        None => None,
-    };
-    let target_is_primary = target
-        .db
-        .status()
-        .await
-        .is_ok_and(|n| n.role == drd_db::DbRole::Primary);
-    // An unreachable source means an emergency failover, unless the switchover already
-    // happened (then this run only finishes what was deferred).
-    let emergency = !target_is_primary && source.db.status().await.is_err();
-    if emergency {
-        if args.kind == "failback" {
-            anyhow::bail!("failback needs the DR database reachable; nothing changed");
-        }
-        let t = target.db.status().await?;
-        eprintln!(
-            "EMERGENCY: the {} database cannot be reached. Failing over now loses every write it \
-             acknowledged after what {} received: received up to {}, replayed up to {}, replay {:.0}s behind \
-             its last received transaction.",
-            source.name,
-            target.name,
-            t.receive_lsn.map_or("-".into(), |l| l.to_string()),
-            t.replay_lsn.map_or("-".into(), |l| l.to_string()),
-            t.local_lag.as_ref().map_or(0.0, |l| l.seconds),
-        );
-        if !args.allow_data_loss {
-            if args.plan || !ui::interactive() {
-                eprintln!("refusing without --allow-data-loss (or a typed confirmation on a terminal); nothing changed");
-                return Ok(exit::FAILED);
-            }
-            ui::confirm_typed("accept data loss", false, "type it to fail over anyway")?;
-        }
-    }
-    let plan = Plan {
-        config,
-        source,
-        target,
-        dns,
+    let ports = ports(config, &args.state_dir).await?;
+    let intent = Intent {
+        kind: args.kind,
+        to: args.to,
+        rejoin: args.rejoin || args.kind == RunKind::Failback,
+        allow_data_loss: args.allow_data_loss,
+        discard_writes_of: args.discard_writes_of,
         lag_bound_bytes: args.lag_bound_bytes,
-        rejoin_source: args.rejoin || args.kind == "failback",
-        emergency,
+        active_replicas: config.app.active_replicas,
+        standby_replicas: config.app.standby_replicas,
+        deployments: config.app.deployments.clone(),
     };
-
-    if args.plan
-        && args.kind == "failback"
-        && !target_is_primary
-        && plan.target.db.status().await.is_err()
-    {
-        println!("plan: failback to {} (nothing will be changed)", args.to);
-        println!("  rejoin-old-primary     would restart {}'s database as a standby of {} (start.sh rewinds it)", plan.target.name, plan.source.name);
-        println!(
-            "  then the planned switchover back, rejoining {} as a standby",
-            plan.source.name
-        );
-        return Ok(exit::OK);
+    let (who, host) = who();
+    let opts = engine::Options {
+        plan_only: args.plan,
+        who,
+        host,
+    };
+    // One run per state directory on this machine (the Lease covers the rest).
+    let _local = if args.plan {
+        None
+    } else {
+        let (lock, taken_over) = LocalLock::acquire(
+            &args.state_dir,
+            &format!("{} --to {}", args.kind.name(), args.to),
+        )?;
+        if let Some(dead) = taken_over {
+            eprintln!("note: took over a stale lock left by {dead}");
+        }
+        Some(lock)
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let operator = Terminal {
+        kind: args.kind,
+        yes: args.yes,
+        interrupted: interrupted.clone(),
+    };
+    if !args.plan {
+        eprintln!("{} to {}", args.kind.name(), args.to);
     }
-    if args.plan {
-        let scratch = tempfile::tempdir()?;
-        let mut journal = Journal::open(scratch.path(), "failover", &args.to, None)?;
-        println!(
-            "plan: {} to {} (nothing will be changed)",
-            args.kind, args.to
-        );
-        plan.run(&mut journal, true).await?;
-        return Ok(exit::OK);
+    let outcome = engine::drive(&ports, &intent, &opts, &operator, &interrupted).await?;
+    let code = exit::of_outcome(&outcome);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(code);
     }
-
-    let (_lock, taken_over) =
-        LocalLock::acquire(&args.state_dir, &format!("failover --to {}", args.to))?;
-    if let Some(dead) = taken_over {
-        eprintln!("note: took over a stale lock left by {dead}");
-    }
-    // The cluster-wide lock, in the DR region (reachable in every failover and failback).
-    let (cluster_lock, taken) = ClusterLock::acquire(config, "dr").await?;
-    if let drd_kube::LeaseTaken::TookOverExpired { previous } = &taken {
-        eprintln!(
-            "note: took over the expired switchover lock (Lease {LEASE_NAME} in dr) of {previous}"
-        );
-    }
-    let resume = Journal::unfinished(&args.state_dir)?;
-    if let Some(r) = &resume {
-        if r.to != args.to || r.kind != args.kind {
-            anyhow::bail!(
-                "an unfinished {} to {} is recorded in {}: finish it first (or move the journal aside)",
-                r.kind,
-                r.to,
-                Journal::path_in(&args.state_dir).display()
+    match &outcome {
+        Outcome::Planned { plan } => print!("{}", render_plan(plan)),
+        Outcome::NothingToDo { plan } => {
+            eprint!("{}", render_plan(plan));
+            println!(
+                "nothing to do: {} is already the active region; nothing was changed",
+                args.to
             );
         }
-        eprintln!("resuming {} (started {})", r.id, r.started);
-    } else {
-        ui::confirm_typed(
-            &args.to,
-            args.yes,
-            &format!(
-                "failover: make {} the active region (database, application, DNS)",
-                args.to
-            ),
-        )?;
-    }
-    let mut journal = Journal::open(&args.state_dir, args.kind, &args.to, resume)?;
-    // On stderr: with --output json, stdout holds the JSON document only.
-    eprintln!("{} to {} ({})", args.kind, args.to, journal.run.id);
-    let result = async {
-        if args.kind == "failback" {
-            crate::engine::switchover::rejoin_as_standby(&mut journal, config, &plan.target)
-                .await?;
+        Outcome::Refused { why } => eprintln!(
+            "drdctl {}: refused: {why}\nnothing was changed",
+            args.kind.name()
+        ),
+        Outcome::NotConfirmed => eprintln!("not confirmed; nothing was changed"),
+        Outcome::FailedUnchanged { why, interrupted } => eprintln!(
+            "drdctl {}: {}{why}\nnothing was changed",
+            args.kind.name(),
+            if *interrupted { "interrupted: " } else { "" }
+        ),
+        Outcome::Stopped {
+            run,
+            why,
+            interrupted,
+        } => {
+            eprintln!(
+                "drdctl {}: stopped midway{}: {why}",
+                args.kind.name(),
+                if *interrupted { " (interrupted)" } else { "" }
+            );
+            let now = engine::run::observe(&ports).await;
+            eprintln!(
+                "state now:\n  primary: {}\n  dr: {}",
+                now.primary.db.describe(),
+                now.dr.db.describe()
+            );
+            eprintln!(
+                "done so far: {}\ntwo ways on:\n  resume:  {} (it continues from the live state and asks again)\n  abandon: drdctl abandon (shows the state, then closes the run; the next failover or failback decides from the live state)",
+                run.done().join(", "),
+                run.command()
+            );
         }
-        plan.run(&mut journal, false).await
-    }
-    .await;
-    let acted = journal.run.steps.iter().any(|s| s.state == StepState::Done);
-    if result.is_ok() || !acted {
-        if let Err(e) = cluster_lock.release().await {
-            eprintln!("warning: could not release the switchover lock (Lease {LEASE_NAME} in dr): {e:#}; it lapses by itself");
-        }
-    } else {
-        eprintln!("the switchover lock (Lease {LEASE_NAME} in dr) stays yours until you resume");
-    }
-    match result {
-        Ok(evidence) => {
-            journal.finish(true)?;
-            if args.json {
+        Outcome::Done {
+            run,
+            evidence,
+            deferred,
+        } => {
+            if !deferred.is_empty() {
                 println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"run": journal.run, "evidence": evidence})
-                    )?
-                );
-            } else {
-                let deferred: Vec<&str> = journal
-                    .run
-                    .steps
-                    .iter()
-                    .filter(|s| s.state == StepState::Deferred)
-                    .map(|s| s.name.as_str())
-                    .collect();
-                if !deferred.is_empty() {
-                    println!(
-                        "DEFERRED until {} is reachable: {} (verify fails while it could take writes; re-run this command then)",
-                        plan.source.name,
-                        deferred.join(", ")
-                    );
-                }
-                println!(
-                    "done: {} is active; acknowledged writes lost: {}; writes unavailable for {:.1}s{}",
-                    args.to,
-                    evidence.lost_bytes.map_or("unknown (the old primary was unreachable)".into(), |b| format!("{b} bytes of WAL")),
-                    evidence.write_unavailability_secs.unwrap_or_default(),
-                    evidence
-                        .dns_old_ttl_secs
-                        .map(|t| format!("; clients may use the old address for up to {t}s (DNS TTL)"))
-                        .unwrap_or_default()
+                    "DEFERRED until {} is reachable: {} (verify fails while it could take writes; re-run this command then)",
+                    args.to.other(),
+                    deferred.join(", ")
                 );
             }
-            Ok(exit::OK)
-        }
-        Err(e) => {
-            eprintln!("drdctl {}: {e:#}", args.kind);
-            if acted {
-                eprintln!(
-                    "stopped midway; the journal is {}: fix the cause and re-run the same command to resume",
-                    Journal::path_in(&args.state_dir).display()
-                );
-                Ok(exit::STOPPED_MIDWAY)
-            } else {
-                eprintln!("nothing was changed");
-                Ok(exit::FAILED)
-            }
+            let lost = match (evidence.promoted, evidence.lost_bytes) {
+                (_, Some(b)) => format!("{b} bytes of WAL"),
+                (true, None) => format!(
+                    "unknown ({} was unreachable: whatever it acknowledged after the last replayed position)",
+                    args.to.other()
+                ),
+                (false, None) => "none (no promotion in this run)".into(),
+            };
+            println!(
+                "done: {} is active ({}); acknowledged writes lost: {lost}; writes unavailable for {:.1}s{}",
+                args.to,
+                run.id,
+                evidence.write_unavailability_secs.unwrap_or_default(),
+                evidence
+                    .dns_old_ttl_secs
+                    .map(|t| format!("; clients may use the old address for up to {t}s (DNS TTL)"))
+                    .unwrap_or_default()
+            );
         }
     }
+    Ok(code)
+}
+
+/// `drdctl abandon`: shows the unfinished run and the live state, asks, closes the run.
+pub async fn abandon(config: &Config, state_dir: &Path, yes: bool) -> anyhow::Result<u8> {
+    let ports = ports(config, state_dir).await?;
+    let Some(run) = ports.journal.load()?.filter(|r| r.unfinished()) else {
+        println!(
+            "no unfinished run in {}: nothing to abandon",
+            state_dir.display()
+        );
+        return Ok(exit::OK);
+    };
+    let now = engine::run::observe(&ports).await;
+    let steps: Vec<String> = run
+        .steps
+        .iter()
+        .map(|s| format!("{} {:?}", s.name, s.state))
+        .collect();
+    eprintln!(
+        "unfinished: {} ({} to {}, started {} by {})\n  steps: {}\nstate now:\n  primary: {}\n  dr: {}\n  active: {:?}",
+        run.id,
+        run.kind.name(),
+        run.to,
+        run.started.format("%Y-%m-%d %H:%M:%SZ"),
+        run.holder,
+        steps.join(", "),
+        now.primary.db.describe(),
+        now.dr.db.describe(),
+        now.active()
+    );
+    if let Err(e) = ui::confirm_typed(
+        "abandon",
+        yes,
+        "abandon closes the run; nothing in the clusters is changed",
+    ) {
+        eprintln!("{e:#}");
+        return Ok(exit::FAILED);
+    }
+    engine::abandon(&ports)?;
+    let _ = ports.lock.release(&run.holder).await;
+    println!(
+        "abandoned {}; run `drdctl status`, then `drdctl failover --to REGION` or `drdctl failback` to converge from the live state",
+        run.id
+    );
+    Ok(exit::OK)
+}
+
+/// For `status`: the unfinished run in `state_dir`, if any.
+pub fn unfinished(state_dir: &Path) -> anyhow::Result<Option<Run>> {
+    use crate::engine::ports::JournalStore;
+    Ok(FileStore::new(state_dir).load()?.filter(|r| r.unfinished()))
 }

@@ -71,8 +71,14 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         Output::Json => println!("{}", render::json(&results, wall_ms)),
     }
     if let Some(path) = &args.junit {
-        std::fs::write(path, render::junit(&results, wall_ms))
-            .map_err(|e| anyhow::anyhow!("writing the JUnit report {}: {e}", path.display()))?;
+        // The checks ran: a report that cannot be written is a failure (1), not a usage error.
+        if let Err(e) = std::fs::write(path, render::junit(&results, wall_ms)) {
+            eprintln!(
+                "drdctl verify: cannot write the JUnit report {}: {e}",
+                path.display()
+            );
+            return Ok(exit::FAILED);
+        }
     }
     Ok(if results.iter().any(|r| r.status == Status::Fail) {
         exit::FAILED

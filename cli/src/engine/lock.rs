@@ -3,10 +3,11 @@
 //! - [`LocalLock`]: one run at a time on this machine (and per state directory). A file created
 //!   with O_EXCL holding who took it; a lock whose process is gone (same host) is stale and
 //!   taken over, with a note.
-//! - [`ClusterLock`]: one run at a time, whoever runs it from wherever: the Lease
-//!   `drdctl-switchover` in the DR region's namespace (DR takes part in every failover and
-//!   failback). Held by `user@host`, so the same operator can resume a killed run; released when
-//!   the run ends, kept when it stopped midway (the resume needs it), and taken over once expired.
+//! - the Lease `drdctl-switchover` in the DR region's namespace ([`super::ports::LeaseLock`]):
+//!   one run at a time, whoever runs it from wherever (DR takes part in every failover and
+//!   failback). Held by one run (`user@host pid=N run=ID`): two terminals of one user contend;
+//!   the run being resumed, or a dead process of this machine, is taken over; released when the
+//!   run ends or stops (a stopped run is resumed from the live state, not from the lock).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,39 +115,9 @@ impl LocalLock {
 
 /// The Lease's name, in the DR region's namespace.
 pub const LEASE_NAME: &str = "drdctl-switchover";
-/// Without release or renewal, the Lease lapses after this long (a failover takes well under a
-/// minute; a run that stopped midway keeps it this long for its operator to resume).
+/// Without release or renewal, the Lease lapses after this long (a run renews it before every
+/// step; a run killed with SIGKILL keeps it this long, or until it is resumed).
 pub const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// The cluster-wide lock (see the module docs).
-pub struct ClusterLock {
-    cluster: drd_kube::KubeCluster,
-    holder: String,
-}
-
-impl ClusterLock {
-    /// `user@host`, as the Lease records it.
-    pub fn identity() -> String {
-        let me = Holder::me("");
-        format!("{}@{}", me.user, me.host)
-    }
-
-    pub async fn acquire(
-        config: &crate::config::Config,
-        region: &str,
-    ) -> anyhow::Result<(ClusterLock, drd_kube::LeaseTaken)> {
-        let cluster = drd_kube::KubeCluster::connect(config.kube_target(region)).await?;
-        let holder = Self::identity();
-        let taken = cluster
-            .acquire_lease(LEASE_NAME, &holder, LEASE_DURATION)
-            .await?;
-        Ok((ClusterLock { cluster, holder }, taken))
-    }
-
-    pub async fn release(self) -> anyhow::Result<()> {
-        Ok(self.cluster.release_lease(LEASE_NAME, &self.holder).await?)
-    }
-}
 
 impl Drop for LocalLock {
     fn drop(&mut self) {

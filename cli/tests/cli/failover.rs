@@ -134,10 +134,12 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
             .unwrap()["spec"]["replicas"],
         0
     );
-    assert!(
-        !pg.primary.is_running(),
-        "the old primary's server is stopped"
-    );
+    test_support::eventually(
+        "the old primary's server to stop",
+        std::time::Duration::from_secs(30),
+        || async { (!pg.primary.is_running()).then_some(()) },
+    )
+    .await;
 
     // A re-run converges without acting: no second promotion.
     let again = assert_ok(
@@ -262,7 +264,9 @@ async fn emergency_failover_needs_consent_and_fences_the_old_primary_when_it_ret
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
-        t.contains("EMERGENCY") && t.contains("--allow-data-loss") && t.contains("received up to"),
+        t.contains("EMERGENCY")
+            && t.contains("--allow-data-loss")
+            && t.contains("standby on timeline 1"),
         "{t}"
     );
     assert_eq!(in_recovery(&pg.dr).await, "t", "nothing changed");
@@ -365,7 +369,9 @@ async fn killed_at_every_step_boundary_each_rerun_resumes_and_promotes_exactly_o
         .await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("resuming"), "{t}");
+    // Everything was done by the killed runs: the re-run finds nothing to do and closes the
+    // journal.
+    assert!(t.contains("resuming") || t.contains("nothing to do"), "{t}");
     assert_eq!(journal()["completed"], true);
     assert_eq!(lab.dns_values(), [DR_INGRESS]);
     assert_eq!(role_marks(&lab.dr), ["active"; 3]);
@@ -528,7 +534,7 @@ async fn kube_latency_and_dns_errors_mid_run_are_handled_or_stop_cleanly_and_res
     let t = text(&out);
     assert_eq!(out.status.signal(), Some(9), "{t}");
     assert!(
-        t.contains("took over the expired switchover lock") && t.contains("alice@laptop"),
+        t.contains("took over the switchover lock") && t.contains("alice@laptop"),
         "{t}"
     );
     for k in [&lab.primary, &lab.dr] {
@@ -542,18 +548,12 @@ async fn kube_latency_and_dns_errors_mid_run_are_handled_or_stop_cleanly_and_res
     let t = text(&out);
     assert_eq!(out.status.code(), Some(3), "{t}");
     assert!(
-        t.contains("switch-dns") && t.contains("re-run the same command"),
+        t.contains("switch-dns") && t.contains("resume:") && t.contains("drdctl abandon"),
         "{t}"
     );
     assert_eq!(lab.dns_values(), ["127.0.0.2"]);
-    // The lock stays with the run that stopped midway, for its resume; kubectl shows it.
-    assert!(t.contains("stays yours until you resume"), "{t}");
-    let mine = lease_holder();
-    assert!(
-        mine.as_str()
-            .is_some_and(|h| h.contains('@') && h != "alice@laptop"),
-        "{mine}"
-    );
+    // A run that stopped releases the lock (the resume re-observes; it needs no lock kept).
+    assert!(lease_holder().is_null(), "{}", lease_holder());
     let listed = assert_ok(&lab.kubectl(&["--context", "dr", "get", "lease"]).await);
     assert!(listed.contains("drdctl-switchover"), "{listed}");
     dns.azure.faults().clear();

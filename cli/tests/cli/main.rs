@@ -6,6 +6,7 @@ mod dns;
 mod failover;
 mod kustomize;
 mod lab;
+mod offpath;
 mod support;
 mod surface;
 mod verify;

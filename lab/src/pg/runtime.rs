@@ -156,9 +156,19 @@ impl Inner {
         let data = &cm["data"];
         let s = |k: &str| data[k].as_str().unwrap_or_default().trim().to_string();
         let port = |k: &str| s(k).parse::<u16>().unwrap_or(5432);
-        let role = match s("role").as_str() {
+        // drdctl's `role` wins over the overlay's `initial_role` (as in start.sh).
+        let role = Some(s("role"))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| s("initial_role"));
+        let role = match role.as_str() {
             "primary" => Role::Primary,
             "standby" => Role::Standby,
+            "fenced" => {
+                return Err(format!(
+                    "start.sh: configmap {} says role=fenced: this old primary never starts writable again until drdctl failback rejoins it",
+                    self.role_config_map
+                ))
+            }
             other => {
                 return Err(format!(
                     "configmap {} has role {other:?} (want primary or standby)",

@@ -20,7 +20,9 @@
 #                                             new data directories are renamed into place
 #   PG_BIN [/usr/lib/postgresql/15/bin]
 #   ROLE_DIR [/etc/postgresql-role]           the mounted `postgresql-role` ConfigMap: files
-#                                             role, primary_host, primary_port, peer_host, peer_port
+#                                             role (drdctl's; else initial_role, the overlay's),
+#                                             primary_host, primary_port, peer_host, peer_port.
+#                                             role=fenced: refuse to start (an old primary)
 #   PG_ROLE, PRIMARY_HOST, PRIMARY_PORT [5432], PEER_HOST [PRIMARY_HOST], PEER_PORT [5432]
 #                                             override the files above. The peer is the other
 #                                             region's PostgreSQL: see the split-brain guard.
@@ -68,6 +70,7 @@ PARENT_DIR=$(dirname "$PGDATA")
 # A ConfigMap key mounted as a file; an unset/empty env var of the same meaning wins.
 from_file() { if [ -r "$ROLE_DIR/$1" ]; then tr -d '[:space:]' <"$ROLE_DIR/$1"; fi; }
 PG_ROLE=${PG_ROLE:-$(from_file role)}
+PG_ROLE=${PG_ROLE:-$(from_file initial_role)}   # the overlay's role before any failover
 PRIMARY_HOST=${PRIMARY_HOST:-$(from_file primary_host)}
 PRIMARY_PORT=${PRIMARY_PORT:-$(from_file primary_port)}
 PRIMARY_PORT=${PRIMARY_PORT:-5432}
@@ -75,6 +78,8 @@ PEER_HOST=${PEER_HOST:-$(from_file peer_host)}
 PEER_HOST=${PEER_HOST:-$PRIMARY_HOST}
 PEER_PORT=${PEER_PORT:-$(from_file peer_port)}
 PEER_PORT=${PEER_PORT:-$PRIMARY_PORT}
+# Two regions: a standby whose primary is not named follows the peer.
+PRIMARY_HOST=${PRIMARY_HOST:-$PEER_HOST}
 
 LISTEN_ADDRESS=${LISTEN_ADDRESS:-*}
 PORT=${PORT:-5432}
@@ -101,8 +106,11 @@ export POSTGRES_PASSWORD APP_PASSWORD REPLICATION_PASSWORD   # read by psql's \g
 
 # Validate what ends up in SQL, conninfo strings or config files without quoting.
 ident_re='^[a-z_][a-z0-9_]{0,62}$'
+if [[ $PG_ROLE == fenced ]]; then
+  die "this database was fenced by a failover away from this region ($ROLE_DIR/role=fenced): it must never start writable again. Bring it back as a standby with 'drdctl failback' (it rewinds it); it does not start until then"
+fi
 [[ $PG_ROLE == primary || $PG_ROLE == standby ]] ||
-  die "desired role is '${PG_ROLE}': set PG_ROLE or $ROLE_DIR/role to primary or standby"
+  die "desired role is '${PG_ROLE}': set PG_ROLE or $ROLE_DIR/role (or initial_role) to primary or standby"
 for v in SLOT_NAME APPLICATION_NAME REPLICATION_USER POSTGRES_USER APP_USER APP_DB; do
   [[ ${!v} =~ $ident_re ]] || die "$v='${!v}' must match $ident_re"
 done
