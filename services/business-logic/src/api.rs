@@ -93,10 +93,7 @@ pub struct OrderInput {
     #[oai(validator(minimum(value = "1")))]
     pub user_id: i64,
     /// Positive, at most 2 decimals, below 10,000,000,000.
-    #[oai(validator(
-        minimum(value = "0", exclusive = true),
-        maximum(value = "9999999999.99")
-    ))]
+    #[oai(validator(minimum(value = "0.01"), maximum(value = "9999999999.99")))]
     pub amount: f64,
 }
 

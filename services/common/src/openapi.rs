@@ -77,8 +77,17 @@ fn add(responses: &mut Map<String, Value>, status: &str, description: &str) {
         .or_insert_with(|| error(description));
 }
 
-/// The document as served at `/openapi.json`.
-pub fn complete(mut spec: Value) -> String {
+/// The document as served at `/openapi.json`; `keywords` are the service's own additions.
+pub fn complete(mut spec: Value, keywords: &[(&str, &str, &str)]) -> String {
+    for (schema, property, extra) in keywords {
+        let pointer = format!("/components/schemas/{schema}/properties/{property}");
+        if let (Some(Value::Object(target)), Ok(Value::Object(extra))) = (
+            spec.pointer_mut(&pointer),
+            serde_json::from_str::<Value>(extra),
+        ) {
+            target.extend(extra);
+        }
+    }
     if let Some(schemas) = spec
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)

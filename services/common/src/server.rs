@@ -46,6 +46,9 @@ pub struct ServiceSpec {
     pub name: &'static str,
     pub title: &'static str,
     pub version: &'static str,
+    /// Keywords added to the OpenAPI document where poem-openapi cannot state them (or would
+    /// enforce them wrongly, like `multipleOf` on floats): (schema, property, JSON object).
+    pub schema_keywords: &'static [(&'static str, &'static str, &'static str)],
 }
 
 /// Shared by every handler of one running service.
@@ -545,7 +548,7 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
         .description("One of the three drdctl application services. Errors answer {\"error\":{\"code\",\"message\"}}.");
     let spec: Value = serde_json::from_str(&api_service.spec()).unwrap_or(Value::Null);
     let routes = Arc::new(Routes::from_spec(&spec));
-    let spec_json = crate::openapi::complete(spec);
+    let spec_json = crate::openapi::complete(spec, state.spec.schema_keywords);
     let ui = api_service.swagger_ui();
     let outer = state.clone();
     Route::new()

@@ -10,6 +10,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "data-ingest",
     title: "data-ingest",
     version: env!("CARGO_PKG_VERSION"),
+    schema_keywords: &[],
 };
 pub const DEFAULT_PORT: u16 = 8082;
 /// A full batch of 10,000 records with small payloads fits with room to spare.

@@ -64,6 +64,12 @@ impl Example for NewUser {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct UserFields {
+    username: String,
+    email: String,
+}
+
 /// A problem with one field of a user.
 #[derive(Object, Debug)]
 pub struct FieldProblem {
@@ -121,6 +127,9 @@ pub enum CreateUserResponse {
     /// The username or email is taken.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
+    /// The body is larger than business-logic takes (64 KiB).
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorEnvelope>),
 }
 
 /// data-ingest's answer, body as it gave it.
@@ -156,8 +165,10 @@ impl Api {
     #[oai(path = "/users", method = "get", tag = "Tag::Users")]
     async fn list_users(
         &self,
-        limit: Query<Option<i64>>,
-        offset: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))] limit: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "10000000")))] offset: Query<
+            Option<i64>,
+        >,
     ) -> ApiResult<Json<UserPage>> {
         let limit = limit.0.unwrap_or(50);
         let offset = offset.0.unwrap_or(0);
@@ -206,26 +217,39 @@ impl Api {
         }))
     }
 
-    /// Create a user: validated by business-logic, then stored.
+    /// Create a user: validated by business-logic (the body as sent, so every problem, of
+    /// shape or of rule, comes back as one 400 listing them), then stored.
     #[oai(path = "/users", method = "post", tag = "Tag::Users")]
     async fn create_user(
         &self,
         req: &Request,
-        body: Json<NewUser>,
+        body: RawJson<NewUser>,
     ) -> ApiResult<CreateUserResponse> {
         let rid = request_id(req);
-        let answer = self
+        let (status, bytes) = self
             .upstreams
-            .post(
+            .post_bytes(
                 "business-logic",
                 &self.upstreams.business_logic,
                 "/api/v1/validate/user",
-                &json!({"username": body.username, "email": body.email}),
+                body.bytes.clone(),
                 &rid,
             )
             .await?;
+        let answer = crate::upstream::Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or_default(),
+        };
         match answer.status {
             StatusCode::OK if answer.body["valid"] == json!(true) => {}
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                return Ok(CreateUserResponse::TooLarge(Json(ErrorEnvelope {
+                    error: ErrorDetail {
+                        code: "payload_too_large".into(),
+                        message: "the body is larger than a user can be (64 KiB)".into(),
+                    },
+                })))
+            }
             StatusCode::BAD_REQUEST if answer.body["valid"] == json!(false) => {
                 let bytes = serde_json::to_vec(&answer.body).unwrap_or_default();
                 return Ok(CreateUserResponse::Invalid(RawJson::new(
@@ -250,6 +274,14 @@ impl Api {
                 .into());
             }
         }
+        // business-logic found two string fields and nothing else.
+        let body: UserFields = serde_json::from_slice(&body.bytes).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "business-logic accepted a user that is not one",
+            )
+        })?;
         let row = sqlx::query_as::<_, (i64, String, String, DateTime<Utc>)>(
             "INSERT INTO users (username, email) VALUES ($1, $2) \
              RETURNING id, username, email, created_at",

@@ -10,6 +10,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     name: "frontend-api",
     title: "frontend-api",
     version: env!("CARGO_PKG_VERSION"),
+    schema_keywords: &[],
 };
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;

@@ -2,10 +2,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use common::{Running, ServiceConfig};
+#[path = "../support/mod.rs"]
+mod support;
+
+use common::Running;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
-use test_support::{service_env, TestDb};
+use support::{config, region};
+use test_support::TestDb;
 
 struct Stack {
     frontend: Running,
@@ -14,28 +18,10 @@ struct Stack {
     http: Client,
 }
 
-fn config(port: u16, limit: usize, db: &str, extra: &[(&str, &str)]) -> ServiceConfig {
-    ServiceConfig::from_lookup(port, limit, service_env(db, extra)).unwrap()
-}
-
 /// The three services on one test database, wired like a region.
 async fn stack() -> Stack {
     let db = TestDb::new();
-    let bl = business_logic::start(config(8081, 65536, &db.url, &[]))
-        .await
-        .unwrap();
-    let di = data_ingest::start(config(8082, 16 << 20, &db.url, &[]))
-        .await
-        .unwrap();
-    let (blu, diu) = (bl.url(), di.url());
-    let frontend = frontend_api::start(config(
-        8080,
-        1 << 20,
-        &db.url,
-        &[("BUSINESS_LOGIC_URL", &blu), ("DATA_INGEST_URL", &diu)],
-    ))
-    .await
-    .unwrap();
+    let [bl, di, frontend] = region(&db.url).await;
     Stack {
         frontend,
         _backends: vec![bl, di],
@@ -192,22 +178,24 @@ async fn invalid_users_are_400_with_every_problem() {
             .unwrap();
         error_of(r, 400).await;
     }
-    // A 100 kB username: a client error here, not a 502 from business-logic's smaller limit;
-    // and no Rust type name in the message.
-    let (code, msg) = error_of(
+    // A 100 kB username: 413, a client error, not a 502 from business-logic's smaller limit.
+    let (code, _) = error_of(
         s.post(
             "/api/v1/users",
             &json!({"username": "u".repeat(100_000), "email":"a@b.co"}),
         )
         .await,
-        400,
+        413,
     )
     .await;
-    assert_eq!(code, "invalid_request");
-    assert!(
-        msg.contains("username") && !msg.contains("NewUser"),
-        "{msg}"
-    );
+    assert_eq!(code, "payload_too_large");
+    // Of the wrong shape: 400 with every problem, and no Rust type name.
+    let r = s.post("/api/v1/users", &json!([null, null])).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["valid"], false);
+    assert_eq!(body["errors"][0]["field"], "body");
+    assert!(!body.to_string().contains("NewUser"), "{body}");
     // Over the frontend's own limit: 413.
     let (code, _) = error_of(
         s.post(

@@ -1,0 +1,28 @@
+//! The three services on one database, wired like a region: shared by the test targets.
+
+use common::{Running, ServiceConfig};
+use test_support::service_env;
+
+pub fn config(port: u16, limit: usize, db: &str, extra: &[(&str, &str)]) -> ServiceConfig {
+    ServiceConfig::from_lookup(port, limit, service_env(db, extra)).unwrap()
+}
+
+/// business-logic, data-ingest, and frontend-api in front of them, in that order.
+pub async fn region(db_url: &str) -> [Running; 3] {
+    let bl = business_logic::start(config(8081, 65536, db_url, &[]))
+        .await
+        .unwrap();
+    let di = data_ingest::start(config(8082, 16 << 20, db_url, &[]))
+        .await
+        .unwrap();
+    let (blu, diu) = (bl.url(), di.url());
+    let fe = frontend_api::start(config(
+        8080,
+        1 << 20,
+        db_url,
+        &[("BUSINESS_LOGIC_URL", &blu), ("DATA_INGEST_URL", &diu)],
+    ))
+    .await
+    .unwrap();
+    [bl, di, fe]
+}
