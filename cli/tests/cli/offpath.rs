@@ -158,6 +158,17 @@ async fn two_terminals_of_one_user_contend_for_the_lock() {
     assert!(t.contains("failover-other-terminal"), "{t}");
     assert_eq!(in_recovery(&pg.dr).await, "t", "nothing changed");
     assert!(!other_dir.join("journal.json").exists(), "{t}");
+    // status shows the held lock; with both regions unreachable it cannot name an active
+    // region: exit 5, not 0.
+    let out = lab.drdctl(&["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("failover-other-terminal"), "{}", text(&out));
+    lab.primary.down().await;
+    lab.dr.down().await;
+    let out = lab.drdctl(&["status"]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(5), "{t}");
+    assert!(t.contains("UNKNOWN"), "{t}");
 }
 
 #[tokio::test]
@@ -292,4 +303,74 @@ async fn split_brain_is_refused_until_a_region_is_named_and_reapplied_manifests_
     );
     assert_eq!(lab.drdctl(&["status"]).await.status.code(), Some(0));
     assert_eq!(role_cm(&lab.primary)["role"], "fenced");
+}
+
+/// Ctrl-C during a run: it stops between steps, says what was done and the two ways on,
+/// releases the Lease; the same command then resumes and finishes.
+#[tokio::test]
+async fn ctrl_c_stops_between_steps_releases_the_lock_and_the_run_resumes() {
+    let lab = Lab::ready(true).await;
+    let pg = lab.pg.as_ref().unwrap();
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    // Slow Kubernetes calls, so that the run is still going when the operator presses Ctrl-C.
+    for k in [&lab.primary, &lab.dr] {
+        k.faults().set_latency(Duration::from_millis(200));
+    }
+    let child = lab
+        .drdctl_command(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let journal = state.join("journal.json");
+    test_support::eventually(
+        "the run to finish its first changing step",
+        Duration::from_secs(120),
+        || async {
+            let j: Value = serde_json::from_slice(&std::fs::read(&journal).ok()?).ok()?;
+            j["steps"]
+                .as_array()?
+                .iter()
+                .any(|s| s["name"] == "warm-target-app" && s["state"] != "running")
+                .then_some(())
+        },
+    )
+    .await;
+    let kill = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().await.unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(
+        t.contains("interrupted") && t.contains("resume:") && t.contains("drdctl abandon"),
+        "{t}"
+    );
+    let lease = lab
+        .dr
+        .get("leases", "default", "drdctl-switchover")
+        .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "released: {lease:#}"
+    );
+    let j: Value = serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
+    assert_eq!(j["completed"], false, "{j:#}");
+    assert!(j["finished"].is_null(), "{j:#}");
+
+    for k in [&lab.primary, &lab.dr] {
+        k.faults().set_latency(Duration::ZERO);
+    }
+    let t = assert_ok(
+        &lab.drdctl(&["failover", "--to", "dr", "--yes", "--state-dir", state_arg])
+            .await,
+    );
+    assert!(t.contains("resuming") && t.contains("dr is active"), "{t}");
+    assert_eq!(in_recovery(&pg.dr).await, "f");
+    assert_eq!(lab.dns_values(), [DR_INGRESS]);
 }

@@ -239,19 +239,23 @@ overlay = "{do_}"
 
     /// [`Lab::drdctl`] with extra environment variables.
     pub async fn drdctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        tokio::process::Command::new(DRDCTL)
-            .arg("--config")
+        let mut cmd = self.drdctl_command(args);
+        cmd.envs(env.iter().copied());
+        cmd.output().await.unwrap()
+    }
+
+    /// The drdctl command against this lab, not started (to signal it while it runs).
+    pub fn drdctl_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(DRDCTL);
+        cmd.arg("--config")
             .arg(self.config())
             .args(args)
             .env("DRDCTL_POSTGRES_PASSWORD", PASSWORD)
             .env("AZURE_TENANT_ID", TENANT)
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_CLIENT_SECRET", CLIENT_SECRET)
-            .env_remove("KUBECONFIG")
-            .envs(env.iter().copied())
-            .output()
-            .await
-            .unwrap()
+            .env_remove("KUBECONFIG");
+        cmd
     }
 
     pub async fn kubectl(&self, args: &[&str]) -> Output {
