@@ -112,6 +112,12 @@ pub struct ServiceConfig {
     pub shutdown_timeout: Duration,
     /// Limits that protect the process from hostile or overwhelming clients.
     pub limits: Limits,
+    /// Bearer tokens that writes need; empty: writes are open (the seed's behaviour).
+    pub auth_tokens: Vec<SecretString>,
+    /// Where the auth tokens were looked for but not found (an optional Secret not created).
+    pub auth_tokens_missing: Option<String>,
+    /// When set, `/metrics` is served here only (not on the API port the ingress exposes).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What one instance accepts at most, and how long it waits for a client.
@@ -273,8 +279,50 @@ impl ServiceConfig {
         if limits.max_body_bytes_in_flight > u32::MAX as usize {
             return Err(invalid("MAX_BODY_BYTES_IN_FLIGHT", "must be below 4 GiB"));
         }
+        let mut auth_tokens: Vec<String> = Vec::new();
+        let mut auth_tokens_missing = None;
+        if let Some(v) = lookup("AUTH_TOKENS") {
+            auth_tokens.extend(v.split([',', '\n']).map(|t| t.trim().to_string()));
+        }
+        if let Some(path) = get("AUTH_TOKENS_FILE") {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => auth_tokens.extend(text.lines().map(|t| t.trim().to_string())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    auth_tokens_missing = Some(path);
+                }
+                Err(e) => {
+                    return Err(invalid(
+                        "AUTH_TOKENS_FILE",
+                        format!("cannot read {path:?}: {e}"),
+                    ))
+                }
+            }
+        }
+        auth_tokens.retain(|t| !t.is_empty() && !t.starts_with('#'));
+        if auth_tokens
+            .iter()
+            .any(|t| t.chars().count() < 16 || t.chars().any(char::is_whitespace))
+        {
+            // Never quote the token.
+            return Err(invalid(
+                "AUTH_TOKENS",
+                "every token must be at least 16 characters without spaces (AUTH_TOKENS or AUTH_TOKENS_FILE)",
+            ));
+        }
+        let metrics_listen = match get("METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.trim().parse().map_err(|_| {
+                invalid(
+                    "METRICS_ADDR",
+                    format!("{v:?} is not an address like 0.0.0.0:9090"),
+                )
+            })?),
+        };
         Ok(ServiceConfig {
             limits,
+            auth_tokens: auth_tokens.into_iter().map(SecretString::from).collect(),
+            auth_tokens_missing,
+            metrics_listen,
             listen,
             region: get("REGION").unwrap_or_else(|| "local".into()),
             app_role: get("APP_ROLE"),
@@ -348,6 +396,36 @@ mod tests {
         let e = load(&[("DATABASE_URL", "mysql://u:s3cret@x/y")]).unwrap_err();
         assert_eq!(e.var, "DATABASE_URL");
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn auth_tokens_come_from_the_variable_and_the_file_and_are_never_shown() {
+        let dir = tempfile_dir();
+        let file = dir.join("tokens");
+        std::fs::write(&file, "# one a line\nfile-token-0123456789\n").unwrap();
+        let path = file.display().to_string();
+        let c = load(&[
+            ("AUTH_TOKENS", "env-token-0123456789"),
+            ("AUTH_TOKENS_FILE", &path),
+        ])
+        .unwrap();
+        assert_eq!(c.auth_tokens.len(), 2);
+        assert!(!format!("{c:?}").contains("token-0123456789"));
+        let e = load(&[("AUTH_TOKENS", "short-secret")]).unwrap_err();
+        assert!(!e.to_string().contains("short-secret"), "{e}");
+        // An optional Secret that was not created: no tokens, and said so.
+        let absent = dir.join("absent").display().to_string();
+        let c = load(&[("AUTH_TOKENS_FILE", &absent)]).unwrap();
+        assert!(c.auth_tokens.is_empty());
+        assert_eq!(c.auth_tokens_missing, Some(absent));
+        let e = load(&[("METRICS_ADDR", "9090")]).unwrap_err();
+        assert_eq!(e.var, "METRICS_ADDR");
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("drd-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   `Retry-After`), 414 and 431 (target or head too long);
 //! - with a request body: 400 (not JSON, not the schema), 408 (body too slow), 413 (too large),
 //!   415 (not `application/json`);
-//! - with parameters: 400 (a parameter out of range or not a number).
+//! - with parameters: 400 (a parameter out of range or not a number);
+//! - when bearer tokens are configured: the `bearer` scheme, and 401 on every write.
 
 use poem_openapi::types::Example;
 use poem_openapi::{Object, Union};
@@ -78,7 +79,11 @@ fn add(responses: &mut Map<String, Value>, status: &str, description: &str) {
 }
 
 /// The document as served at `/openapi.json`; `keywords` are the service's own additions.
-pub fn complete(mut spec: Value, keywords: &[(&str, &str, &str)]) -> String {
+pub fn complete(mut spec: Value, keywords: &[(&str, &str, &str)], auth: bool) -> String {
+    if auth {
+        spec["components"]["securitySchemes"] =
+            json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    }
     for (schema, property, extra) in keywords {
         let pointer = format!("/components/schemas/{schema}/properties/{property}");
         if let (Some(Value::Object(target)), Ok(Value::Object(extra))) = (
@@ -119,8 +124,12 @@ pub fn complete(mut spec: Value, keywords: &[(&str, &str, &str)]) -> String {
             let Some(ops) = ops.as_object_mut() else {
                 continue;
             };
-            for op in ops.values_mut() {
+            for (method, op) in ops.iter_mut() {
                 let has_body = op.get("requestBody").is_some();
+                let write = !matches!(method.as_str(), "get" | "head" | "options");
+                if auth && write {
+                    op["security"] = json!([{"bearer": []}]);
+                }
                 let has_params = op["parameters"].as_array().is_some_and(|p| !p.is_empty());
                 let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                     continue;
@@ -135,6 +144,9 @@ pub fn complete(mut spec: Value, keywords: &[(&str, &str, &str)]) -> String {
                 }});
                 responses.entry("503").or_insert(unavailable);
                 add(responses, "414", "The request target is too long");
+                if auth && write {
+                    add(responses, "401", "No bearer token, or not a valid one");
+                }
                 add(responses, "431", "The request headers are too large");
                 if has_body {
                     add(

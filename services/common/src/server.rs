@@ -30,6 +30,7 @@ use poem::http::{HeaderValue, Method, StatusCode};
 use poem::web::Data;
 use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{Object, OpenApi, OpenApiService};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -319,6 +320,47 @@ fn retry_later(mut resp: Response) -> Response {
     resp
 }
 
+/// Writes (any method but GET, HEAD and OPTIONS under `/api/`) need `Authorization: Bearer`
+/// with one of the configured tokens, when tokens are configured.
+#[allow(clippy::result_large_err)]
+fn authorize(req: &Request, state: &AppState) -> Result<(), Response> {
+    let tokens = &state.config.auth_tokens;
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if tokens.is_empty() || read || !req.uri().path().starts_with("/api/") {
+        return Ok(());
+    }
+    let given = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    let known = given.is_some_and(|g| {
+        tokens
+            .iter()
+            .any(|t| same_secret(g.as_bytes(), t.expose_secret().as_bytes()))
+    });
+    if known {
+        return Ok(());
+    }
+    let mut resp = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        if given.is_some() {
+            "the bearer token is not valid"
+        } else {
+            "writes need an Authorization: Bearer token"
+        },
+    )
+    .to_response();
+    resp.headers_mut()
+        .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    Err(resp)
+}
+
+/// Compares without stopping at the first difference.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Reads the whole body under the size limit, the shared byte budget and the deadline. The
 /// permits returned hold the body's share of the budget until the request is answered.
 async fn read_body(
@@ -459,6 +501,8 @@ async fn handle<E: Endpoint>(
             ),
         )
         .to_response()
+    } else if let Err(refusal) = authorize(&req, state) {
+        refusal
     } else {
         let slot = if exempt(&path) {
             None
@@ -548,14 +592,21 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
         .description("One of the three drdctl application services. Errors answer {\"error\":{\"code\",\"message\"}}.");
     let spec: Value = serde_json::from_str(&api_service.spec()).unwrap_or(Value::Null);
     let routes = Arc::new(Routes::from_spec(&spec));
-    let spec_json = crate::openapi::complete(spec, state.spec.schema_keywords);
+    let spec_json = crate::openapi::complete(
+        spec,
+        state.spec.schema_keywords,
+        !state.config.auth_tokens.is_empty(),
+    );
     let ui = api_service.swagger_ui();
     let outer = state.clone();
-    Route::new()
+    let mut route = Route::new();
+    if state.config.metrics_listen.is_none() {
+        route = route.at("/metrics", get(metrics));
+    }
+    route
         .nest("/api/v1", api_service)
         .at("/health/live", get(live))
         .at("/health/ready", get(ready))
-        .at("/metrics", get(metrics))
         .at(
             "/openapi.json",
             get(poem::endpoint::make_sync(move |_| {
@@ -580,6 +631,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     probe: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Binds `config.listen` (port 0 picks a free port) and serves `api` with the shared routes.
@@ -602,8 +654,38 @@ where
     let (stop, stopped) = watch::channel(false);
     let timeout = state.config.shutdown_timeout;
     let limits = state.config.limits.clone();
+    let metrics_task = match state.config.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {at} (METRICS_ADDR): {e}"))?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(at), "metrics served apart from the API");
+            let ep = Route::new()
+                .at("/metrics", get(metrics))
+                .data(state.clone())
+                .map_to_response();
+            Some(tokio::spawn(crate::conn::serve(
+                listener,
+                ep,
+                limits.clone(),
+                stopped.clone(),
+                timeout,
+            )))
+        }
+        None => None,
+    };
     let task = tokio::spawn(crate::conn::serve(listener, ep, limits, stopped, timeout));
     let probe = tokio::spawn(state.clone().probe_db());
+    match (&state.config.auth_tokens_missing, state.config.auth_tokens.len()) {
+        (Some(path), 0) => tracing::warn!(
+            file = %path,
+            "AUTH_TOKENS_FILE does not exist: writes are open to anyone who can reach the service"
+        ),
+        (None, 0) => tracing::warn!(
+            "no AUTH_TOKENS or AUTH_TOKENS_FILE: writes are open to anyone who can reach the service"
+        ),
+        (_, n) => tracing::info!(tokens = n, "writes need a bearer token"),
+    }
     let (db_host, db_port, db_name, _) = state.config.database.describe();
     tracing::info!(
         service = spec.name,
@@ -619,6 +701,7 @@ where
         stop,
         task,
         probe,
+        metrics_task,
     })
 }
 
@@ -637,6 +720,9 @@ impl Running {
         tokio::time::sleep(self.state.config.shutdown_drain).await;
         let _ = self.stop.send(true);
         self.task.await??;
+        if let Some(m) = self.metrics_task {
+            m.await??;
+        }
         self.probe.abort();
         self.state.db.close().await;
         tracing::info!("stopped");

@@ -234,6 +234,7 @@ impl Api {
                 "/api/v1/validate/user",
                 body.bytes.clone(),
                 &rid,
+                req.header("authorization"),
             )
             .await?;
         let answer = crate::upstream::Answer {
@@ -327,6 +328,7 @@ impl Api {
                 "/api/v1/ingest",
                 body.bytes,
                 &request_id(req),
+                req.header("authorization"),
             )
             .await?;
         Ok(match status {

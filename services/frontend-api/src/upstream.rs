@@ -46,7 +46,9 @@ impl Upstreams {
         request_id: &str,
     ) -> Result<Answer, ApiError> {
         let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let (status, bytes) = self.post_bytes(name, base, path, bytes, request_id).await?;
+        let (status, bytes) = self
+            .post_bytes(name, base, path, bytes, request_id, None)
+            .await?;
         let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
             tracing::warn!(upstream = name, %status, "the upstream answer is not JSON");
             ApiError::new(
@@ -59,6 +61,7 @@ impl Upstreams {
     }
 
     /// POSTs JSON bytes as they are (numbers keep every digit) and returns the answer's bytes.
+    /// `authorization` is the client's header, passed on (the region's services share tokens).
     pub async fn post_bytes(
         &self,
         name: &str,
@@ -66,13 +69,18 @@ impl Upstreams {
         path: &str,
         body: impl Into<reqwest::Body>,
         request_id: &str,
+        authorization: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), ApiError> {
         let url = format!("{base}{path}");
-        let resp = self
+        let mut request = self
             .http
             .post(&url)
             .header("x-request-id", request_id)
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        let resp = request
             .body(body)
             .send()
             .await

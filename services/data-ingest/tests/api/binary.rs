@@ -26,6 +26,8 @@ async fn sigterm_stops_the_binary_cleanly() {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", &db.url)
         .env("DATABASE_PASSWORD", "top-secret-value")
+        .env("AUTH_TOKENS", "top-secret-token-0123456789")
+        .env("RUST_LOG", "debug")
         .env("SHUTDOWN_DRAIN_MS", "100")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -43,6 +45,15 @@ async fn sigterm_stops_the_binary_cleanly() {
         },
     )
     .await;
+    // A write with the token and one with a wrong token: neither shows up in the logs.
+    for token in ["top-secret-token-0123456789", "top-secret-wrong-token-000"] {
+        http.post(format!("http://127.0.0.1:{port}/api/v1/ingest"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&serde_json::json!({"type":"logged?"}))
+            .send()
+            .await
+            .unwrap();
+    }
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -65,4 +76,6 @@ async fn sigterm_stops_the_binary_cleanly() {
         !logs.contains("top-secret-value"),
         "the password reached the logs"
     );
+    assert!(!logs.contains("top-secret-"), "a token reached the logs");
+    assert!(logs.contains("writes need a bearer token"), "{logs}");
 }

@@ -407,3 +407,67 @@ async fn the_drain_closes_keep_alive_connections_without_resets() {
         "every acknowledged write is stored, and nothing else"
     );
 }
+
+#[tokio::test]
+async fn writes_need_a_bearer_token_when_tokens_are_configured() {
+    let app = spawn_with(&[(
+        "AUTH_TOKENS",
+        "first-token-0123456789,second-token-0123456789",
+    )])
+    .await;
+    let post = |token: Option<&'static str>| {
+        let mut r = app
+            .http
+            .post(app.url("/api/v1/ingest"))
+            .json(&json!({"type":"auth"}));
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.send()
+    };
+    let r = post(None).await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(assert_error(r, 401).await.0, "unauthorized");
+    let r = post(Some("first-token-012345678X")).await.unwrap();
+    assert_eq!(assert_error(r, 401).await.0, "unauthorized");
+    assert_eq!(
+        post(Some("second-token-0123456789"))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // Reads stay open; the document says which operations need the token.
+    assert_eq!(app.get("/api/v1/ingest/stats").await.status(), 200);
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(spec["paths"]["/ingest"]["post"]["responses"]
+        .get("401")
+        .is_some());
+    assert!(spec["paths"]["/ingest/stats"]["get"]
+        .get("security")
+        .is_none());
+    assert_eq!(app.count(), 1);
+}
+
+#[tokio::test]
+async fn metrics_can_be_served_on_a_port_of_their_own() {
+    let port = free_port("127.0.0.1").unwrap();
+    let at = format!("127.0.0.1:{port}");
+    let app = spawn_with(&[("METRICS_ADDR", &at)]).await;
+    assert_eq!(app.get("/api/v1/ingest/stats").await.status(), 200);
+    assert_error(app.get("/metrics").await, 404).await;
+    let text = app
+        .http
+        .get(format!("http://{at}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(r#"route="/api/v1/ingest/stats""#), "{text}");
+}

@@ -8,7 +8,7 @@ mod support;
 use common::Running;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
-use support::{config, region};
+use support::{config, region, region_with};
 use test_support::TestDb;
 
 struct Stack {
@@ -413,4 +413,34 @@ async fn on_a_read_only_database_writes_are_503_and_reads_work() {
         .await
         .unwrap();
     assert_eq!(page["total"], 1);
+}
+
+#[tokio::test]
+async fn with_tokens_the_frontend_passes_the_client_token_to_its_backends() {
+    let db = TestDb::new();
+    let token = "region-token-0123456789";
+    let [_bl, _di, fe] = region_with(&db.url, &[("AUTH_TOKENS", token)]).await;
+    let http = Client::new();
+    let user = json!({"username":"tokened","email":"t@example.com"});
+    let r = http
+        .post(format!("{}/api/v1/users", fe.url()))
+        .json(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r, 401).await.0, "unauthorized");
+    for (path, body) in [
+        ("/api/v1/users", user),
+        ("/api/v1/data/ingest", json!({"type":"tokened"})),
+    ] {
+        let r = http
+            .post(format!("{}{path}", fe.url()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{path}");
+    }
+    assert_eq!(db.psql("SELECT count(*) FROM ingested_data"), "1");
 }
