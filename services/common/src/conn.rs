@@ -138,14 +138,69 @@ impl Table {
 }
 
 /// A TCP stream that, when dropped, closes by lingering (see the module documentation).
-struct Lingering(Option<TcpStream>);
+///
+/// It also gives hyper's own rejections (a malformed request line, a head past hyper's limits:
+/// answered before any request reaches the service, with an empty body) the JSON error shape
+/// and a request id, like every other answer.
+struct Lingering {
+    stream: Option<TcpStream>,
+    /// The connection's state; `None` where no request is ever served (the 503 refusal).
+    conn: Option<Arc<ConnState>>,
+    /// A rewritten rejection being written: the bytes, how many are written, and how many
+    /// bytes of hyper's own answer it stands for.
+    pending: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl Lingering {
+    fn new(stream: TcpStream, conn: Option<Arc<ConnState>>) -> Self {
+        Lingering {
+            stream: Some(stream),
+            conn,
+            pending: None,
+        }
+    }
+}
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        if let (Some(stream), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+        if let (Some(stream), Ok(rt)) = (self.stream.take(), tokio::runtime::Handle::try_current())
+        {
             rt.spawn(linger(stream));
         }
     }
+}
+
+/// hyper's bodyless 4xx, written while no request is with the service, as the JSON shape.
+/// Every answer of the service itself has a body, so a 4xx head with `content-length: 0` and
+/// nothing after it can only be hyper's.
+fn rewrite_rejection(out: &[u8]) -> Option<Vec<u8>> {
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
+    if head_end + 4 != out.len() || !head.contains("\r\ncontent-length: 0") {
+        return None;
+    }
+    let line_end = out.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&out[..line_end]).ok()?;
+    let rest = line.strip_prefix("HTTP/1.1 ")?;
+    let status: u16 = rest.get(..3)?.parse().ok()?;
+    if !(400..500).contains(&status) {
+        return None;
+    }
+    let (code, message) = match status {
+        414 => ("uri_too_long", "the request target is too long"),
+        431 => ("headers_too_large", "the request headers are too large"),
+        _ => ("invalid_request", "the request is not valid HTTP/1.1"),
+    };
+    let body = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
+    let mut answer = format!(
+        "{line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\nx-request-id: {}\r\nx-content-type-options: nosniff\r\n\r\n",
+        body.len(),
+        uuid::Uuid::new_v4()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body.as_bytes());
+    Some(answer)
 }
 
 async fn linger(mut stream: TcpStream) {
@@ -166,7 +221,7 @@ async fn linger(mut stream: TcpStream) {
 impl Lingering {
     fn get(self: Pin<&mut Self>) -> Pin<&mut TcpStream> {
         // `TcpStream` is Unpin, and the Option is only emptied in Drop.
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().stream {
             Some(s) => Pin::new(s),
             None => unreachable!("the stream is only taken when dropped"),
         }
@@ -185,7 +240,36 @@ impl AsyncRead for Lingering {
 
 impl AsyncWrite for Lingering {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        self.get().poll_write(cx, b)
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            let idle = this
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.busy.load(Ordering::Acquire) == 0);
+            if idle {
+                if let Some(answer) = rewrite_rejection(b) {
+                    this.pending = Some((answer, 0, b.len()));
+                }
+            }
+        }
+        let Some((answer, written, stands_for)) = this.pending.as_mut() else {
+            return Pin::new(this).get().poll_write(cx, b);
+        };
+        let stream = match this.stream.as_mut() {
+            Some(s) => s,
+            None => unreachable!("the stream is only taken when dropped"),
+        };
+        while *written < answer.len() {
+            match Pin::new(&mut *stream).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = *stands_for;
+        this.pending = None;
+        Poll::Ready(Ok(n))
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get().poll_flush(cx)
@@ -193,15 +277,10 @@ impl AsyncWrite for Lingering {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get().poll_shutdown(cx)
     }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.get().poll_write_vectored(cx, bufs)
-    }
+    // Not vectored: hyper then writes each answer's head as one buffer, which
+    // `poll_write` can recognise.
     fn is_write_vectored(&self) -> bool {
-        self.0.as_ref().is_some_and(|s| s.is_write_vectored())
+        false
     }
 }
 
@@ -296,7 +375,7 @@ where
                     let _ = sock.set_nodelay(true);
                     if table.open() >= cap && !table.evict_one() {
                         tasks.spawn(async move {
-                            let mut sock = Lingering(Some(sock));
+                            let mut sock = Lingering::new(sock, None);
                             let _ = tokio::time::timeout(LINGER, sock.write_all(&refusal())).await;
                         });
                         continue;
@@ -375,7 +454,7 @@ async fn connection<E>(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_BUF)
         .max_headers(200)
-        .serve_connection(TokioIo::new(Lingering(Some(sock))), svc);
+        .serve_connection(TokioIo::new(Lingering::new(sock, Some(state.clone()))), svc);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -400,5 +479,31 @@ async fn connection<E>(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_rejection;
+
+    #[test]
+    fn hyper_rejections_get_the_json_shape() {
+        let out = rewrite_rejection(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-request-id: "), "{text}");
+        assert!(text.ends_with(r#"{"error":{"code":"headers_too_large","message":"the request headers are too large"}}"#), "{text}");
+        assert!(rewrite_rejection(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+        // The service's own 4xx has a body: left alone.
+        assert!(
+            rewrite_rejection(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}").is_none()
+        );
+        assert!(rewrite_rejection(b"{\"partial\":").is_none());
     }
 }

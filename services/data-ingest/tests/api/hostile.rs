@@ -334,6 +334,29 @@ async fn low_level_rejections_are_json_with_a_request_id() {
         .unwrap();
     assert!(r.headers().contains_key("x-request-id"));
     assert_eq!(assert_error(r, 431).await.0, "headers_too_large");
+    // What hyper refuses itself (a malformed request line, a head past 64 KiB) gets the JSON
+    // shape and a request id too.
+    let mut garbage = TcpStream::connect(app.running.addr).await.unwrap();
+    garbage.write_all(b"GARBAGE\r\n\r\n").await.unwrap();
+    let answer = read_answer(&mut garbage).await.unwrap();
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert!(answer.header("x-request-id").is_some(), "{answer:?}");
+    assert!(
+        answer.body.contains(r#""code":"invalid_request""#),
+        "{answer:?}"
+    );
+    let mut huge = TcpStream::connect(app.running.addr).await.unwrap();
+    let head = format!(
+        "GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70_000)
+    );
+    huge.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut huge).await.unwrap();
+    assert_eq!(answer.status, 431, "{answer:?}");
+    assert!(
+        answer.body.contains(r#""code":"headers_too_large""#),
+        "{answer:?}"
+    );
     // 405 says what is allowed; every answer forbids content sniffing.
     let r = app.get("/api/v1/ingest").await;
     assert_eq!(r.headers()["allow"], "POST");
