@@ -12,10 +12,12 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "drdctl moves a live application (database, services, DNS) from its primary \
                   Kubernetes cluster to its DR cluster and back, without losing data and without \
                   guessing. Every destructive command has --plan and asks for confirmation.",
-    propagate_version = false
+    propagate_version = true,
+    after_long_help = TOP_HELP
 )]
 pub struct Cli {
-    /// Configuration file (regions, kube contexts, DNS, registry).
+    /// Configuration file (regions, kube contexts, DNS, registry). Without one, drdctl runs on
+    /// defaults from PRIMARY_CLUSTER, DR_CLUSTER, DNS_ZONE and APP_HOSTNAME (the seed's).
     #[arg(
         long,
         global = true,
@@ -23,6 +25,30 @@ pub struct Cli {
         default_value = "drdctl.toml"
     )]
     pub config: PathBuf,
+    /// Output format: text for people, json for programs (JSON on stdout; progress and prompts
+    /// on stderr).
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DRDCTL_OUTPUT"
+    )]
+    pub output: Output,
+    /// The kubeconfig to use (instead of kube.kubeconfig in drdctl.toml, $KUBECONFIG, ~/.kube/config).
+    #[arg(long, global = true, env = "DRDCTL_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The primary region's kube context (instead of regions.primary.context).
+    #[arg(long, global = true, value_name = "CONTEXT")]
+    pub context_primary: Option<String>,
+    /// The DR region's kube context (instead of regions.dr.context).
+    #[arg(long, global = true, value_name = "CONTEXT")]
+    pub context_dr: Option<String>,
+    /// Bound on every network call (Kubernetes API, database connections): 2s, 500ms, 1m.
+    /// On expiry the message names the server, the context and the step.
+    #[arg(long, global = true, env = "DRDCTL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<std::time::Duration>,
     /// More log output (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -98,9 +124,56 @@ impl RegionOrAll {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
+    /// For people (the default).
+    #[value(name = "text", alias = "human")]
     Human,
+    /// One JSON document on stdout.
     Json,
 }
+
+/// `2s`, `500ms`, `1m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 2s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s or m)")),
+    };
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!("{s:?}: the timeout must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// The top-level help's tail: exit codes and where to read more.
+const TOP_HELP: &str = "\
+Exit codes (every command; docs/cli.md):
+  0    success (status: one active region, everyone agrees)
+  1    failed or refused before anything changed (a verify check failed)
+  2    usage or configuration error
+  3    stopped midway: resume with the same command, or drdctl abandon
+  4    status: split brain (two writable databases)
+  5    status: no region can be named active
+  130  interrupted before anything changed
+  141  stdout closed early (e.g. piped into head): ends quietly
+
+Examples:
+  drdctl status                          who is active, and does everyone agree?
+  drdctl verify                          is each region ready for its role?
+  drdctl failover --to dr --plan         what a failover would do now
+  drdctl failover --to dr                do it (type \"dr\" to confirm)
+  drdctl failback                        come back (rejoins the old primary first)
+  drdctl completions bash > /etc/bash_completion.d/drdctl
+
+Configuration: drdctl.toml (--config), every key also DRDCTL_<SECTION>__<KEY> (e.g.
+DRDCTL_REGIONS__DR__CONTEXT); precedence: flag > variable > file > default.";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -111,12 +184,13 @@ pub enum Command {
     /// Tags: VERSION and the git revision. The digests go to .drdctl/images.json, where
     /// `drdctl deploy` pins both regions to the same bytes. Credentials: docker config.json,
     /// DRDCTL_REGISTRY_USERNAME/PASSWORD, or an ACR token; never printed.
+    #[command(after_help = EX_BUILD_PUSH)]
     BuildPush {
         /// `host[:port][/namespace]`; default images.registry in drdctl.toml.
         #[arg(long, env = "DRDCTL_REGISTRY")]
         registry: Option<String>,
         /// Version tag; default images.version in drdctl.toml.
-        #[arg(long = "version", id = "image_version", env = "DRDCTL_VERSION")]
+        #[arg(long = "image-version", id = "image_version", env = "DRDCTL_VERSION")]
         image_version: Option<String>,
         /// Only these services (repeatable; default: all three).
         #[arg(long = "service")]
@@ -135,13 +209,15 @@ pub enum Command {
     /// Prints each object as created, configured or unchanged. Creates Secret
     /// postgresql-secret when missing (password from DRDCTL_POSTGRES_PASSWORD or a hidden
     /// prompt). ConfigMap keys that record the active region keep their live values.
+    #[command(after_help = EX_DEPLOY)]
     Deploy {
         #[arg(long, value_enum, default_value = "all")]
         region: RegionOrAll,
-        /// Image registry (with --version): images become REGISTRY/<service>:VERSION.
+        /// Image registry (with --image-version): images become REGISTRY/<service>:VERSION.
         #[arg(long, env = "DRDCTL_REGISTRY")]
         registry: Option<String>,
-        #[arg(long = "version", id = "deploy_version", env = "DRDCTL_VERSION")]
+        /// Version tag of the images (with --registry); default images.version.
+        #[arg(long = "image-version", id = "deploy_version", env = "DRDCTL_VERSION")]
         image_version: Option<String>,
         /// Server-side dry run: validate everything, change nothing.
         #[arg(long)]
@@ -153,14 +229,19 @@ pub enum Command {
         #[arg(long)]
         force_conflicts: bool,
         /// How long to wait for the rollouts, in seconds.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        #[arg(
+            long = "rollout-timeout",
+            default_value_t = 300,
+            value_name = "SECONDS"
+        )]
+        rollout_timeout: u64,
     },
     /// Apply init-db.sql on the primary database, in one transaction (idempotent).
     ///
     /// Waits (with progress) until the database accepts connections; refuses a standby and
     /// says to run it on the primary; records the schema version, so a second run says it is
     /// already applied and changes nothing; creates the DR replication slot.
+    #[command(after_help = EX_INIT_DB)]
     InitDb {
         #[arg(long, value_enum, default_value = "primary")]
         region: Region,
@@ -182,9 +263,8 @@ pub enum Command {
     /// schema version; DNS: the record at the active region, name servers in sync, TTL.
     /// Exit codes: 0 every check passed (warnings allowed), 1 a check failed, 2 verify could
     /// not run (configuration, credentials).
+    #[command(after_help = EX_VERIFY)]
     Verify {
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
         /// Also write a JUnit XML report to FILE.
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
@@ -195,8 +275,8 @@ pub enum Command {
         #[arg(long = "check")]
         checks: Vec<String>,
         /// Per-check timeout in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        timeout: u64,
+        #[arg(long = "check-timeout", default_value_t = 5000, value_name = "MS")]
+        check_timeout: u64,
         /// Recovery-time budget in seconds: a DNS TTL above it is a warning.
         #[arg(long, default_value_t = 300)]
         rto_budget: u32,
@@ -216,9 +296,8 @@ pub enum Command {
     /// Exit codes: 0 one active region that the databases, the app roles and DNS agree on;
     /// 4 split brain (two writable databases); 5 no region can be named active (unreachable,
     /// or the observers disagree, e.g. a run stopped midway); 2 configuration error.
+    #[command(after_help = EX_STATUS)]
     Status {
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
         /// Where failover/failback keep their journal (to show an unfinished run).
         #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
         state_dir: PathBuf,
@@ -228,6 +307,7 @@ pub enum Command {
     /// Changes nothing in the clusters: the next `failover` or `failback` decides from the live
     /// state. Use it when a stopped run should not be resumed (e.g. you want the other
     /// direction now).
+    #[command(after_help = EX_ABANDON)]
     Abandon {
         /// Skip the typed confirmation.
         #[arg(long)]
@@ -236,8 +316,10 @@ pub enum Command {
         state_dir: PathBuf,
     },
     /// Move the application to the DR region (planned switchover, or emergency).
+    #[command(after_help = EX_FAILOVER)]
     Failover {
-        #[arg(long, value_enum)]
+        /// The region to make active.
+        #[arg(long, value_enum, visible_alias = "region")]
         to: Region,
         /// Print the steps the live state calls for and change nothing.
         #[arg(long)]
@@ -255,8 +337,6 @@ pub enum Command {
         /// are discarded (it is fenced and rejoined). Refused otherwise.
         #[arg(long, value_enum, value_name = "REGION")]
         discard_writes_of: Option<Region>,
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
         /// Where the journal and the lock live.
         #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
         state_dir: PathBuf,
@@ -269,6 +349,7 @@ pub enum Command {
     /// Brings the old primary back as a standby of DR (start.sh rewinds it; a fresh clone only
     /// when rewind is impossible), waits until it has caught up, then runs the same planned
     /// switchover back, rejoining DR as a standby and restoring its replica counts.
+    #[command(after_help = EX_FAILBACK)]
     Failback {
         /// Print the steps the live state calls for and change nothing.
         #[arg(long)]
@@ -280,8 +361,6 @@ pub enum Command {
         /// are discarded.
         #[arg(long, value_enum, value_name = "REGION")]
         discard_writes_of: Option<Region>,
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
         /// Where the journal and the lock live.
         #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
         state_dir: PathBuf,
@@ -295,9 +374,26 @@ pub enum Command {
     /// between the read and the write is never overwritten; drdctl re-reads and re-decides.
     /// Credentials: AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/AZURE_TENANT_ID, workload identity,
     /// managed identity or the Azure CLI ([dns] auth in drdctl.toml).
+    #[command(after_help = EX_DNS)]
     Dns {
         #[command(subcommand)]
         action: DnsAction,
+    },
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    #[command(
+        after_help = "Examples:\n  drdctl completions bash > /etc/bash_completion.d/drdctl\n  drdctl completions zsh > \"${fpath[1]}/_drdctl\"\n  drdctl completions fish > ~/.config/fish/completions/drdctl.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (one per command) and the Markdown reference into DIR.
+    #[command(
+        after_help = "Examples:\n  drdctl docs --dir docs          # docs/man/*.1 and docs/cli-reference.md (checked in; a test keeps them current)\n  man -l docs/man/drdctl-failover.1"
+    )]
+    Docs {
+        #[arg(long, default_value = "docs")]
+        dir: PathBuf,
     },
     /// The local two-region lab: `up`, `drill`, `status`, `down`.
     ///
@@ -312,6 +408,7 @@ pub enum Command {
     /// times, write-unavailability, requests sent / acknowledged / failed, acknowledged writes
     /// missing afterwards) and a timeline picture (SVG) in --out; the lab is torn down unless
     /// --keep. Exit 0 when everything passed and no acknowledged write is missing.
+    #[command(after_help = EX_LAB)]
     Lab {
         #[arg(value_parser = ["up", "drill", "status", "down", "serve"])]
         action: String,
@@ -327,16 +424,19 @@ pub enum Command {
     },
 }
 
+/// Shells `drdctl completions` writes a script for.
+pub use clap_complete::Shell;
+
 #[derive(Subcommand, Debug)]
 pub enum DnsAction {
     /// The record, its TTL and ETag, and what each authoritative name server answers.
-    Show {
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
-    },
+    #[command(after_help = EX_SHOW)]
+    Show {},
     /// Point the record at a region's ingress and wait until the name servers serve it.
+    #[command(after_help = EX_SWITCH)]
     Switch {
-        #[arg(long, value_enum)]
+        /// The region the record should point at.
+        #[arg(long, value_enum, visible_alias = "region")]
         to: Region,
         /// Say what would change; change nothing.
         #[arg(long)]
@@ -347,28 +447,46 @@ pub enum DnsAction {
         /// Also set this TTL (seconds); default: keep the record's TTL.
         #[arg(long)]
         ttl: Option<u32>,
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
     },
     /// Lower the TTL ahead of a planned failover (then wait the old TTL before failing over).
+    #[command(after_help = EX_PREPARE)]
     Prepare {
+        /// The new TTL in seconds.
         #[arg(long, default_value_t = 60)]
         ttl: u32,
+        /// Say what would change; change nothing.
         #[arg(long)]
         plan: bool,
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
     },
     /// Put back the TTL `prepare` recorded (or --ttl).
+    #[command(after_help = EX_RESTORE)]
     Restore {
+        /// The TTL to set, in seconds (default: the one `prepare` recorded).
         #[arg(long)]
         ttl: Option<u32>,
+        /// Say what would change; change nothing.
         #[arg(long)]
         plan: bool,
-        #[arg(long, value_enum, default_value = "human")]
-        output: Output,
     },
 }
+
+// The EXAMPLES section of each command's help.
+const EX_BUILD_PUSH: &str = "Examples:\n  drdctl build-push --registry myacr.azurecr.io --image-version 1.4.0\n  drdctl build-push --service data-ingest --image-version 1.4.1\n  drdctl -o json build-push                  # digests as JSON";
+const EX_DEPLOY: &str = "Examples:\n  drdctl deploy                              # both regions, then wait for the rollouts\n  drdctl deploy --region dr --dry-run        # validate against the server, change nothing\n  drdctl deploy --registry myacr.azurecr.io --image-version 1.4.0";
+const EX_INIT_DB: &str = "Examples:\n  drdctl init-db                             # on the primary, idempotent\n  drdctl init-db --dry-run                   # apply and roll back: what would change\n  drdctl -o json init-db";
+const EX_VERIFY: &str = "Examples:\n  drdctl verify                              # every check, both regions\n  drdctl verify --region dr --check app      # only DR's app checks\n  drdctl -o json verify --junit verify.xml   # for CI";
+const EX_STATUS: &str = "Examples:\n  drdctl status\n  drdctl -o json status | jq .summary.active\n  drdctl status || echo \"exit $?: 4 split brain, 5 unknown\"";
+const EX_ABANDON: &str = "Examples:\n  drdctl abandon                             # shows the run and the state, asks\n  drdctl abandon --yes --state-dir /var/lib/drdctl";
+const EX_FAILOVER: &str = "Examples:\n  drdctl failover --to dr --plan             # every step and what it would change\n  drdctl -o json failover --to dr --plan     # the same plan as JSON\n  drdctl failover --to dr                    # type \"dr\" to confirm\n  drdctl failover --to dr --rejoin --yes     # unattended; old primary rewound into a standby\n  drdctl failover --to dr --allow-data-loss  # the primary region is gone (emergency)\n  drdctl failover --to dr --discard-writes-of primary   # resolve a split brain";
+const EX_FAILBACK: &str = "Examples:\n  drdctl failback --plan\n  drdctl failback                            # type \"primary\" to confirm";
+const EX_DNS: &str = "Examples:\n  drdctl dns show\n  drdctl dns prepare --ttl 60                # a day ahead of a planned failover\n  drdctl dns switch --to dr --plan\n  drdctl dns restore";
+const EX_LAB: &str = "Examples:\n  drdctl lab drill                           # the whole exercise, with a report\n  drdctl lab up && drdctl lab status\n  drdctl lab down";
+const EX_SHOW: &str = "Examples:\n  drdctl dns show\n  drdctl -o json dns show";
+const EX_SWITCH: &str =
+    "Examples:\n  drdctl dns switch --to dr --plan\n  drdctl dns switch --to dr --yes";
+const EX_PREPARE: &str =
+    "Examples:\n  drdctl dns prepare --ttl 60 --plan\n  drdctl dns prepare --ttl 60";
+const EX_RESTORE: &str = "Examples:\n  drdctl dns restore --plan\n  drdctl dns restore --ttl 3600";
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,52 @@ pub struct Config {
     pub base_dir: PathBuf,
     #[serde(skip)]
     pub path: PathBuf,
+    /// `--timeout`: the bound on every network call.
+    #[serde(skip)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The config the seed's failover script implied: contexts named by PRIMARY_CLUSTER and
+/// DR_CLUSTER, and (with DNS_ZONE and APP_HOSTNAME) the Azure DNS record.
+fn seed_defaults(primary: &str, dr: &str, zone: Option<String>, host: Option<String>) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut t = format!(
+        "[regions.primary]\ncontext = {}\n\n[regions.dr]\ncontext = {}\n",
+        q(primary),
+        q(dr)
+    );
+    if let (Some(zone), Some(host)) = (zone, host) {
+        let record = host
+            .strip_suffix(&format!(".{zone}"))
+            .unwrap_or(&host)
+            .to_string();
+        t.push_str(&format!(
+            "\n[dns]\nzone = {}\nrecord = {}\nsubscription = \"\"\nresource_group = \"\"\n",
+            q(&zone),
+            q(&record)
+        ));
+    }
+    t
+}
+
+/// Sets `parts` (a key path) in `doc` to `value`: a TOML value when it parses as one
+/// (numbers, booleans, arrays), else a string.
+fn set_key(doc: &mut toml::Table, parts: &[String], value: &str) -> Result<(), String> {
+    let (last, path) = parts.split_last().ok_or("empty key")?;
+    let mut t = doc;
+    for p in path {
+        t = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a section"))?;
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    t.insert(last.clone(), parsed);
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -158,6 +204,52 @@ fn default_standby() -> i32 {
 }
 
 impl Config {
+    /// The file at `path` (or, when it does not exist, the defaults the seed's variables
+    /// PRIMARY_CLUSTER, DR_CLUSTER, DNS_ZONE, APP_HOSTNAME give), then every
+    /// `DRDCTL_<SECTION>__<KEY>` variable of `env` on top (flag > variable > file > default;
+    /// the flags are applied by the caller).
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match (get("PRIMARY_CLUSTER"), get("DR_CLUSTER")) {
+                    (Some(p), Some(d)) => seed_defaults(&p, &d, get("DNS_ZONE"), get("APP_HOSTNAME")),
+                    _ => {
+                        return Err(ConfigError::Read {
+                            path: path.to_path_buf(),
+                            message: format!(
+                                "{e} (pass --config FILE or set DRDCTL_CONFIG; or set PRIMARY_CLUSTER and DR_CLUSTER, the seed's variables, to run on defaults)"
+                            ),
+                        })
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("DRDCTL_").filter(|k| k.contains("__")) else {
+                continue;
+            };
+            let parts: Vec<String> = key.split("__").map(|p| p.to_lowercase()).collect();
+            set_key(&mut doc, &parts, value).map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: format!("{} (from {name})", parts.join(".")),
+                message,
+            })?;
+        }
+        Self::parse(&toml::to_string(&doc).expect("a table serialises"), path)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),
@@ -179,6 +271,25 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         config.validate()?;
         Ok(config)
+    }
+
+    /// The command line's overrides: `--kubeconfig`, `--context-primary`, `--context-dr`,
+    /// `--timeout`.
+    pub fn override_with(
+        &mut self,
+        kubeconfig: Option<PathBuf>,
+        contexts: [(&str, Option<String>); 2],
+        timeout: Option<std::time::Duration>,
+    ) {
+        if let Some(k) = kubeconfig {
+            self.kube.kubeconfig = Some(std::path::absolute(&k).unwrap_or(k));
+        }
+        for (region, ctx) in contexts {
+            if let (Some(c), Some(r)) = (ctx, self.regions.get_mut(region)) {
+                r.context = c;
+            }
+        }
+        self.timeout = timeout;
     }
 
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -279,6 +390,7 @@ impl Config {
             context: r.context.clone(),
             kubeconfig: self.kube.kubeconfig.as_ref().map(|p| self.resolve(p)),
             namespace: r.namespace.clone(),
+            timeout: self.timeout,
         }
     }
 }

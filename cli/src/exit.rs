@@ -19,6 +19,8 @@ pub const SPLIT_BRAIN: u8 = 4;
 pub const UNKNOWN: u8 = 5;
 /// Interrupted (Ctrl-C) before anything changed, or killed by a second Ctrl-C.
 pub const INTERRUPTED: u8 = 130;
+/// stdout was closed early (`drdctl status | head -1`): ended quietly, as SIGPIPE would.
+pub const BROKEN_PIPE: u8 = 141;
 
 /// Why a command failed, as the binary's edge sees it.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,12 @@ pub enum Failure {
 }
 
 impl Failure {
+    pub fn error(&self) -> &anyhow::Error {
+        match self {
+            Failure::Config(e) | Failure::Usage(e) | Failure::Failed(e) => e,
+        }
+    }
+
     pub fn code(&self) -> u8 {
         match self {
             Failure::Config(_) | Failure::Usage(_) => USAGE,

@@ -20,6 +20,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 pub fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -35,7 +36,65 @@ pub fn main() -> ExitCode {
     runtime.block_on(run(cli))
 }
 
+/// `drdctl ... | head -1`: when stdout is closed early, `println!` panics ("failed printing
+/// to stdout: Broken pipe"). That is not an error of drdctl's: end quietly with 141 (128 +
+/// SIGPIPE, what a shell reports for a process the pipe killed). Restoring SIGPIPE's default
+/// would also kill drdctl on a closed network socket, so the panic is caught instead.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") || msg.contains("os error 32") {
+            std::process::exit(exit::BROKEN_PIPE as i32);
+        }
+        default(info)
+    }));
+}
+
+/// An error chain printed once, outermost first, each layer once: a layer whose text the
+/// previous one already contains is left out (kube-rs and hyper repeat their causes).
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for layer in e.chain() {
+        let text = layer.to_string();
+        if out.iter().any(|o| o.contains(text.trim())) || text.trim().is_empty() {
+            continue;
+        }
+        out.push(text);
+    }
+    out.join(": ")
+}
+
 async fn run(cli: Cli) -> ExitCode {
+    let output = cli.output;
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "drdctl", &mut std::io::stdout());
+            return ExitCode::from(exit::OK);
+        }
+        Command::Docs { dir } => {
+            return match commands::docs::write(dir) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::from(exit::OK)
+                }
+                Err(e) => {
+                    eprintln!("drdctl docs: error: {}", chain(&e));
+                    ExitCode::from(exit::FAILED)
+                }
+            };
+        }
+        _ => {}
+    }
     if let Command::Lab {
         action,
         dir,
@@ -57,7 +116,7 @@ async fn run(cli: Cli) -> ExitCode {
             return match commands::drill::run(args, &root).await {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
-                    eprintln!("drdctl lab drill: error: {e:#}");
+                    eprintln!("drdctl lab drill: error: {}", chain(&e));
                     ExitCode::from(exit::FAILED)
                 }
             };
@@ -71,15 +130,24 @@ async fn run(cli: Cli) -> ExitCode {
         return match result {
             Ok(()) => ExitCode::from(exit::OK),
             Err(e) => {
-                eprintln!("drdctl lab {action}: error: {e:#}");
+                eprintln!("drdctl lab {action}: error: {}", chain(&e));
                 ExitCode::from(exit::FAILED)
             }
         };
     }
-    let config = match config::Config::load(&cli.config) {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = match config::Config::load_with_env(&cli.config, &env) {
         Ok(c) => c,
         Err(e) => return usage_error(e.into()),
     };
+    config.override_with(
+        cli.kubeconfig.clone(),
+        [
+            ("primary", cli.context_primary.clone()),
+            ("dr", cli.context_dr.clone()),
+        ],
+        cli.timeout,
+    );
     let result = match cli.command {
         Command::Deploy {
             region,
@@ -88,10 +156,10 @@ async fn run(cli: Cli) -> ExitCode {
             dry_run,
             no_wait,
             force_conflicts,
-            timeout,
+            rollout_timeout,
         } => {
             let regions = region.names();
-            commands::deploy::run(
+            commands::deploy::run_with_output(
                 &config,
                 commands::deploy::Args {
                     regions,
@@ -100,18 +168,18 @@ async fn run(cli: Cli) -> ExitCode {
                     dry_run,
                     no_wait,
                     force_conflicts,
-                    timeout: Duration::from_secs(timeout),
+                    timeout: Duration::from_secs(rollout_timeout),
                     password: None,
                 },
+                output,
             )
             .await
         }
         Command::Verify {
-            output,
             junit,
             region,
             checks,
-            timeout,
+            check_timeout,
             rto_budget,
             max_lag_bytes,
             max_lag_seconds,
@@ -123,7 +191,7 @@ async fn run(cli: Cli) -> ExitCode {
                 checks,
                 output,
                 junit,
-                timeout: Duration::from_millis(timeout),
+                timeout: Duration::from_millis(check_timeout),
                 rto_budget_secs: rto_budget,
                 max_lag_bytes,
                 max_lag_seconds,
@@ -151,7 +219,7 @@ async fn run(cli: Cli) -> ExitCode {
                 platform,
                 base_image,
             };
-            commands::build_push::run(&config, args).await
+            commands::build_push::run(&config, args, output).await
         }
         Command::InitDb {
             region,
@@ -165,16 +233,16 @@ async fn run(cli: Cli) -> ExitCode {
                 wait: Duration::from_secs(wait),
                 dry_run,
             };
-            commands::db::init_db(&config, args).await
+            commands::db::init_db_output(&config, args, output).await
         }
-        Command::Status { output, state_dir } => {
+        Command::Status { state_dir } => {
             return code_of(commands::db::status(&config, output, &state_dir).await);
         }
         Command::Dns { action } => {
             if let Err(e) = commands::dns::dns_config(&config) {
                 return usage_error(e);
             }
-            commands::dns::run(&config, action).await
+            commands::dns::run(&config, action, output).await
         }
         Command::Failover {
             to,
@@ -183,7 +251,6 @@ async fn run(cli: Cli) -> ExitCode {
             allow_data_loss,
             rejoin,
             discard_writes_of,
-            output,
             state_dir,
             max_lag_bytes,
         } => {
@@ -205,7 +272,6 @@ async fn run(cli: Cli) -> ExitCode {
             plan,
             yes,
             discard_writes_of,
-            output,
             state_dir,
             max_lag_bytes,
         } => {
@@ -226,12 +292,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Abandon { yes, state_dir } => {
             return code_of(commands::failover::abandon(&config, &state_dir, yes).await);
         }
-        Command::Lab { .. } => unreachable!("handled above"),
+        Command::Lab { .. } | Command::Completions { .. } | Command::Docs { .. } => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("drdctl: error: {e:#}");
+            eprintln!("drdctl: error: {}", chain(&e));
             ExitCode::from(exit::FAILED)
         }
     }
@@ -243,13 +311,13 @@ fn code_of(r: anyhow::Result<u8>) -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let f = exit::Failure::from(e);
-            eprintln!("drdctl: error: {f}");
+            eprintln!("drdctl: error: {}", chain(f.error()));
             ExitCode::from(f.code())
         }
     }
 }
 
 fn usage_error(e: anyhow::Error) -> ExitCode {
-    eprintln!("drdctl: error: {e:#}");
+    eprintln!("drdctl: error: {}", chain(&e));
     ExitCode::from(exit::USAGE)
 }

@@ -43,6 +43,9 @@ pub struct Target {
     /// `None`: `$KUBECONFIG`, then `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
     pub namespace: String,
+    /// Bound on connecting to the API server and on each read/write (`--timeout`); `None`:
+    /// kube-rs's defaults.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What server-side apply did to one object, in kubectl's words.
@@ -145,12 +148,17 @@ impl KubeCluster {
             context: Some(target.context.clone()),
             ..Default::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|e| KubeError::Config {
                 context: target.context.clone(),
                 message: e.to_string(),
             })?;
+        if let Some(t) = target.timeout {
+            config.connect_timeout = Some(t);
+            config.read_timeout = Some(t);
+            config.write_timeout = Some(t);
+        }
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(|e| KubeError::Config {
             context: target.context.clone(),

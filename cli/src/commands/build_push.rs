@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 /// The repository the images are built from: the config file's directory.
-pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+pub async fn run(config: &Config, args: Args, output: crate::cli::Output) -> anyhow::Result<()> {
     let registry = args
         .registry
         .or_else(|| config.images.registry.clone())
@@ -97,7 +97,35 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    print!("{report}");
+    if output == crate::cli::Output::Json {
+        let images: Vec<serde_json::Value> = report
+            .images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "service": i.service.to_string(),
+                    "repository": i.repository,
+                    "tags": i.tags,
+                    "digest": i.digest,
+                    "reference": i.reference(),
+                    "size": i.size,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "images": images,
+                "images_file": report.images_file,
+                "revision": report.revision,
+                "build_secs": report.build_time.as_secs_f64(),
+                "push_secs": report.push_time.as_secs_f64(),
+                "warnings": report.warnings,
+            }))?
+        );
+    } else {
+        print!("{report}");
+    }
     Ok(())
 }
 

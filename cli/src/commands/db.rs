@@ -44,6 +44,15 @@ pub struct InitDbArgs {
 }
 
 pub async fn init_db(config: &Config, args: InitDbArgs) -> anyhow::Result<()> {
+    init_db_output(config, args, Output::Human).await
+}
+
+/// `init-db`, with `-o json` printing the outcome as JSON.
+pub async fn init_db_output(
+    config: &Config,
+    args: InitDbArgs,
+    output: Output,
+) -> anyhow::Result<()> {
     let cluster = KubeCluster::connect(config.kube_target(&args.region)).await?;
     let db = database(config, &args.region, &cluster);
     let mut opts = InitDbOptions::new(&args.file);
@@ -67,7 +76,11 @@ pub async fn init_db(config: &Config, args: InitDbArgs) -> anyhow::Result<()> {
     };
     let outcome = db.init_db(&opts, &on_progress).await;
     line.finish_and_clear();
-    print!("{}", outcome?);
+    let outcome = outcome?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+        Output::Human => print!("{outcome}"),
+    }
     Ok(())
 }
 

@@ -25,6 +25,23 @@ pub struct Args {
     pub password: Option<SecretString>,
 }
 
+/// What deploy did to one object, for `-o json`.
+#[derive(serde::Serialize)]
+struct Applied {
+    region: String,
+    object: String,
+    outcome: String,
+}
+
+/// A line for the operator: stdout in text mode, stderr with `-o json` (stdout is the JSON).
+fn say(json: bool, line: String) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
 /// ConfigMap keys that record which region is active. After a failover drdctl owns them, so
 /// a re-deploy keeps their live values instead of putting the overlay's back.
 const ROLE_KEYS: &[(&str, &[&str])] = &[
@@ -49,15 +66,42 @@ fn display_name(o: &Value) -> String {
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+    run_with_output(config, args, crate::cli::Output::Human).await
+}
+
+/// With `-o json` the lines go to stderr and one document to stdout at the end.
+pub async fn run_with_output(
+    config: &Config,
+    args: Args,
+    output: crate::cli::Output,
+) -> anyhow::Result<()> {
+    let mut applied = Vec::new();
     for region in &args.regions {
-        deploy_region(config, region, &args)
+        deploy_region(config, region, &args, output, &mut applied)
             .await
             .with_context(|| format!("deploying region {region}"))?;
+    }
+    if output == crate::cli::Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dry_run": args.dry_run,
+                "regions": args.regions,
+                "objects": applied,
+            }))?
+        );
     }
     Ok(())
 }
 
-async fn deploy_region(config: &Config, region: &str, args: &Args) -> anyhow::Result<()> {
+async fn deploy_region(
+    config: &Config,
+    region: &str,
+    args: &Args,
+    output: crate::cli::Output,
+    applied: &mut Vec<Applied>,
+) -> anyhow::Result<()> {
+    let json = output == crate::cli::Output::Json;
     let overlay = config.overlay(region);
     let mut objects = kustomize::render(&overlay)
         .with_context(|| format!("rendering {} (regions.{region}.overlay)", overlay.display()))?;
@@ -87,15 +131,18 @@ async fn deploy_region(config: &Config, region: &str, args: &Args) -> anyhow::Re
                         pinned.push(record.reference.clone());
                     }
                 }
-                println!(
-                    "images pinned by digest from {}: {}",
-                    file.display(),
-                    pinned.join(", ")
+                say(
+                    json,
+                    format!(
+                        "images pinned by digest from {}: {}",
+                        file.display(),
+                        pinned.join(", ")
+                    ),
                 );
             }
         }
         _ => bail!(
-            "--registry and --version go together (or images.registry and images.version in {})",
+            "--registry and --image-version go together (or images.registry and images.version in {})",
             config.path.display()
         ),
     }
@@ -106,27 +153,36 @@ async fn deploy_region(config: &Config, region: &str, args: &Args) -> anyhow::Re
     } else {
         ""
     };
-    println!(
-        "region {region}: context {}, namespace {}, {} objects from {}{suffix}",
-        cluster.target().context,
-        cluster.target().namespace,
-        objects.len(),
-        overlay.display()
+    say(
+        json,
+        format!(
+            "region {region}: context {}, namespace {}, {} objects from {}{suffix}",
+            cluster.target().context,
+            cluster.target().namespace,
+            objects.len(),
+            overlay.display()
+        ),
     );
 
-    keep_live_role_keys(&cluster, &mut objects).await?;
+    keep_live_role_keys(&cluster, &mut objects, json).await?;
     ensure_db_secret(
         &cluster,
         config,
         region,
         args.dry_run,
         args.password.clone(),
+        json,
     )
     .await?;
 
     for o in &objects {
         let outcome = cluster.apply(o, args.dry_run, args.force_conflicts).await?;
-        println!("{} {outcome}{suffix}", display_name(o));
+        say(json, format!("{} {outcome}{suffix}", display_name(o)));
+        applied.push(Applied {
+            region: region.to_string(),
+            object: display_name(o),
+            outcome: outcome.to_string(),
+        });
     }
 
     if args.dry_run || args.no_wait {
@@ -135,7 +191,11 @@ async fn deploy_region(config: &Config, region: &str, args: &Args) -> anyhow::Re
     wait_rollouts(&cluster, region, &objects, args.timeout).await
 }
 
-async fn keep_live_role_keys(cluster: &KubeCluster, objects: &mut [Value]) -> anyhow::Result<()> {
+async fn keep_live_role_keys(
+    cluster: &KubeCluster,
+    objects: &mut [Value],
+    json: bool,
+) -> anyhow::Result<()> {
     for (name, keys) in ROLE_KEYS {
         let Some(o) = objects
             .iter_mut()
@@ -149,9 +209,12 @@ async fn keep_live_role_keys(cluster: &KubeCluster, objects: &mut [Value]) -> an
         for key in *keys {
             if let Some(v) = live.get(*key) {
                 if o["data"][*key] != Value::String(v.clone()) {
-                    println!(
-                        "configmap/{name}: keeping live {key}={v:?} (set by failover; the overlay says {})",
-                        o["data"][*key]
+                    say(
+                        json,
+                        format!(
+                            "configmap/{name}: keeping live {key}={v:?} (set by failover; the overlay says {})",
+                            o["data"][*key]
+                        ),
                     );
                     o["data"][*key] = Value::String(v.clone());
                 }
@@ -167,13 +230,14 @@ async fn ensure_db_secret(
     region: &str,
     dry_run: bool,
     given: Option<SecretString>,
+    json: bool,
 ) -> anyhow::Result<()> {
     let name = &config.region(region).database.secret;
     if cluster.secret_exists(name).await? {
         return Ok(());
     }
     if dry_run {
-        println!("secret/{name} would be created (missing)");
+        say(json, format!("secret/{name} would be created (missing)"));
         return Ok(());
     }
     let password = match given {
@@ -192,7 +256,7 @@ async fn ensure_db_secret(
     };
     let data = BTreeMap::from([("password".to_string(), password)]);
     cluster.create_secret(name, &data).await?;
-    println!("secret/{name} created");
+    say(json, format!("secret/{name} created"));
     Ok(())
 }
 

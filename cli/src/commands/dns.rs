@@ -36,18 +36,12 @@ fn print<T: Serialize + std::fmt::Display>(report: &T, output: Output) {
     }
 }
 
-pub async fn run(config: &Config, action: DnsAction) -> anyhow::Result<()> {
+pub async fn run(config: &Config, action: DnsAction, output: Output) -> anyhow::Result<()> {
     let cfg = dns_config(config)?;
     let ops = DnsOps::from_env(&cfg).context("setting up the Azure DNS client")?;
     match action {
-        DnsAction::Show { output } => print(&ops.show().await?, output),
-        DnsAction::Switch {
-            to,
-            plan,
-            yes,
-            ttl,
-            output,
-        } => {
+        DnsAction::Show {} => print(&ops.show().await?, output),
+        DnsAction::Switch { to, plan, yes, ttl } => {
             let region = to.name();
             let planned = ops
                 .switch(
@@ -76,12 +70,8 @@ pub async fn run(config: &Config, action: DnsAction) -> anyhow::Result<()> {
                 .await?;
             print(&report, output);
         }
-        DnsAction::Prepare { ttl, plan, output } => {
-            print(&ops.prepare_ttl(ttl, plan).await?, output)
-        }
-        DnsAction::Restore { ttl, plan, output } => {
-            print(&ops.restore_ttl(ttl, plan).await?, output)
-        }
+        DnsAction::Prepare { ttl, plan } => print(&ops.prepare_ttl(ttl, plan).await?, output),
+        DnsAction::Restore { ttl, plan } => print(&ops.restore_ttl(ttl, plan).await?, output),
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod build_push;
 pub mod db;
 pub mod deploy;
 pub mod dns;
+pub mod docs;
 pub mod drill;
 pub mod failover;
 pub mod lab;

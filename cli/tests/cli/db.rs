@@ -17,7 +17,7 @@ async fn verify(lab: &Lab, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
         "json",
         "--check",
         "db",
-        "--timeout",
+        "--check-timeout",
         "20000",
     ];
     args.extend_from_slice(extra);

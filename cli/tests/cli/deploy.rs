@@ -6,7 +6,7 @@ use crate::support::{assert_ok, kubectl, repo_root, text, Lab, PASSWORD};
 async fn deploys_both_regions_then_reports_unchanged() {
     let lab = Lab::start().await;
     let out = lab
-        .drdctl(&["deploy", "--region", "all", "--timeout", "60"])
+        .drdctl(&["deploy", "--region", "all", "--rollout-timeout", "60"])
         .await;
     let first = assert_ok(&out);
     assert!(

@@ -86,7 +86,7 @@ async fn missing_or_bad_dns_config_is_a_usage_error_naming_the_key() {
 async fn verify_checks_the_record_the_name_servers_and_the_ttl() {
     let lab = Lab::start().await.with_dns().await;
     assert_ok(
-        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "60"])
+        &lab.drdctl(&["deploy", "--region", "all", "--rollout-timeout", "60"])
             .await,
     );
     let run = |extra: Vec<&'static str>| {

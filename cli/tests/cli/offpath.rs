@@ -162,7 +162,11 @@ async fn two_terminals_of_one_user_contend_for_the_lock() {
     // region: exit 5, not 0.
     let out = lab.drdctl(&["status"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("failover-other-terminal"), "{}", text(&out));
+    assert!(
+        text(&out).contains("failover-other-terminal"),
+        "{}",
+        text(&out)
+    );
     lab.primary.down().await;
     lab.dr.down().await;
     let out = lab.drdctl(&["status"]).await;

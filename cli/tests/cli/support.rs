@@ -300,7 +300,7 @@ impl Lab {
         let lab = Lab::start_with_pg().await;
         let lab = if dns { lab.with_dns().await } else { lab };
         let out = assert_ok(
-            &lab.drdctl(&["deploy", "--region", "all", "--timeout", "240"])
+            &lab.drdctl(&["deploy", "--region", "all", "--rollout-timeout", "240"])
                 .await,
         );
         assert!(out.contains("statefulset/postgresql rolled out"), "{out}");

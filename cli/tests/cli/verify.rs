@@ -8,7 +8,7 @@ use crate::support::{assert_ok, text, Lab};
 async fn deployed_lab() -> Lab {
     let lab = Lab::start().await;
     assert_ok(
-        &lab.drdctl(&["deploy", "--region", "all", "--timeout", "60"])
+        &lab.drdctl(&["deploy", "--region", "all", "--rollout-timeout", "60"])
             .await,
     );
     lab
@@ -98,7 +98,7 @@ async fn a_deployment_scaled_to_zero_fails_app_deployments_in_that_region_only()
 async fn a_region_api_down_fails_its_checks_and_the_other_region_still_reports() {
     let lab = deployed_lab().await;
     lab.dr.down().await;
-    let (code, results, _) = verify_json(&lab, &["--timeout", "3000"]).await;
+    let (code, results, _) = verify_json(&lab, &["--check-timeout", "3000"]).await;
     assert_eq!(code, Some(1));
     let (status, detail) = status_of(&results, "kube.api", Some("dr"));
     assert_eq!(status, "fail");

@@ -943,6 +943,7 @@ fn terminal(w: &W, op: usize, journal: Arc<MemJournal>) -> Terminal {
                 context: r.name().into(),
                 kubeconfig: None,
                 namespace: "default".into(),
+                timeout: None,
             },
         }),
         db: Arc::new(FakeDb {
