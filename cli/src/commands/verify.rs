@@ -33,14 +33,16 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         let c = KubeCluster::connect(config.kube_target(region)).await?;
         clusters.insert(region.clone(), c);
     }
-    let dns = match &config.dns {
-        None => None,
+    // A DNS configuration error stops verify (exit 2); a missing Azure login only fails the
+    // DNS checks, and everything else still runs.
+    let (dns, dns_error) = match &config.dns {
+        None => (None, None),
         Some(_) => {
             let cfg = super::dns::dns_config(config)?;
-            Some(
-                drd_dns::DnsOps::from_env(&cfg)
-                    .map_err(|e| anyhow::anyhow!("setting up the Azure DNS client: {e}"))?,
-            )
+            match drd_dns::DnsOps::from_env(&cfg) {
+                Ok(ops) => (Some(ops), None),
+                Err(e) => (None, Some(format!("setting up the Azure DNS client: {e}"))),
+            }
         }
     };
     let databases = if args.skip_databases {
@@ -54,6 +56,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
     let targets = checks::Targets {
         clusters,
         dns,
+        dns_error,
         rto_budget_secs: args.rto_budget_secs,
         databases,
         max_lag_bytes: args.max_lag_bytes,

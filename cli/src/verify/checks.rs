@@ -12,6 +12,9 @@ use crate::config::Config;
 pub struct Targets {
     pub clusters: BTreeMap<String, KubeCluster>,
     pub dns: Option<drd_dns::DnsOps>,
+    /// DNS is configured but its client could not be set up (no Azure login): the DNS checks
+    /// fail with this, and the rest still run.
+    pub dns_error: Option<String>,
     /// Clients may keep the old address for the record's TTL: above this, warn.
     pub rto_budget_secs: u32,
     /// Each region's database.
@@ -49,6 +52,24 @@ impl Targets {
             .await
     }
 }
+
+/// A region retired by a failover away from it: its `postgresql-role` says `fenced` (its
+/// database stopped, its app at 0). That is the expected state until `drdctl failback`, so
+/// its checks warn instead of failing.
+async fn retired(targets: &Targets, region: &str) -> bool {
+    match targets.clusters.get(region) {
+        Some(c) => c
+            .configmap("postgresql-role")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.get("role").cloned())
+            .is_some_and(|r| r == "fenced"),
+        None => false,
+    }
+}
+
+const RETIRED: &str = "retired by a failover away from it (postgresql-role=fenced): expected until `drdctl failback` brings it back as a standby";
 
 fn writable(n: &NodeStatus) -> bool {
     n.role == DbRole::Primary && !n.fenced
@@ -155,6 +176,8 @@ pub fn build<'a>(
                 }
                 if problems.is_empty() {
                     Outcome::pass(format!("role {role}: {}", ok.join(", ")))
+                } else if retired(targets, &c.target().region).await {
+                    Outcome::warn(format!("{RETIRED}; {}", problems.join("; ")))
                 } else {
                     Outcome::fail(format!("role {role}: {}", problems.join("; ")))
                 }
@@ -164,6 +187,13 @@ pub fn build<'a>(
             checks.push(Check::new("app.pods", r, async move {
                 match c.failing_pods().await {
                     Ok(p) if p.is_empty() => Outcome::pass("no pod crash-looping"),
+                    Ok(p) if retired(targets, &c.target().region).await => Outcome::warn(format!(
+                        "{RETIRED}; {}",
+                        p.iter()
+                            .map(|(pod, why)| format!("pod/{pod}: {why}"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )),
                     Ok(p) => Outcome::fail(
                         p.iter()
                             .map(|(pod, why)| format!("pod/{pod}: {why}"))
@@ -193,11 +223,17 @@ pub fn build<'a>(
                         "http://{addr}/health/ready: 200 {}",
                         one_line(&body)
                     )),
-                    Ok((code, body)) => Outcome::fail(format!(
-                        "http://{addr}/health/ready: {code} {}",
-                        one_line(&body)
-                    )),
-                    Err(e) => Outcome::fail(format!("http://{addr}/health/ready: {e}")),
+                    other => {
+                        let why = match other {
+                            Ok((code, body)) => format!("{code} {}", one_line(&body)),
+                            Err(e) => e,
+                        };
+                        if retired(targets, &c.target().region).await {
+                            Outcome::warn(format!("{RETIRED}; http://{addr}/health/ready: {why}"))
+                        } else {
+                            Outcome::fail(format!("http://{addr}/health/ready: {why}"))
+                        }
+                    }
                 }
             }));
         }
@@ -235,6 +271,14 @@ pub fn build<'a>(
     }
     if !targets.databases.is_empty() {
         database_checks(config, targets, regions, filters, &mut checks);
+    }
+    if let Some(e) = &targets.dns_error {
+        for name in ["dns.record", "dns.authoritative", "dns.ttl"] {
+            if selected(name, filters) {
+                let e = e.clone();
+                checks.push(Check::new(name, None, async move { Outcome::fail(e) }));
+            }
+        }
     }
     if let Some(dns) = &targets.dns {
         let fqdn = dns.config().fqdn();
@@ -348,6 +392,9 @@ fn database_checks<'a>(
                 let seen = targets.observed().await;
                 let node = match seen.get(&region) {
                     Some(Ok((n, _))) => n,
+                    Some(Err(e)) if retired(targets, &region).await => {
+                        return Outcome::warn(format!("{RETIRED}; {e}"))
+                    }
                     Some(Err(e)) => return Outcome::fail(e.clone()),
                     None => return Outcome::skip("no database configured"),
                 };
@@ -401,6 +448,9 @@ fn database_checks<'a>(
                             "standby in region {region} has no WAL receiver: it is not replicating"
                         )),
                     },
+                    Some(Err(e)) if retired(targets, &region).await => {
+                        Outcome::warn(format!("{RETIRED}; {e}"))
+                    }
                     Some(Err(e)) => Outcome::fail(e.clone()),
                     None => Outcome::skip("no database configured"),
                 }
@@ -414,6 +464,11 @@ fn database_checks<'a>(
             let primary = nodes.iter().find(|n| n.role == DbRole::Primary);
             let standby = nodes.iter().find(|n| n.role == DbRole::Standby);
             let (Some(p), Some(s)) = (primary, standby) else {
+                for r in ["primary", "dr"] {
+                    if retired(targets, r).await {
+                        return Outcome::warn(format!("no standby to measure: {r} is {RETIRED}"));
+                    }
+                }
                 return Outcome::fail("lag cannot be measured: needs one primary and one reachable standby");
             };
             let (Some(cur), Some(rep)) = (p.current_lsn, s.replay_lsn) else {
@@ -467,6 +522,13 @@ fn database_checks<'a>(
                 .filter_map(|(r, s)| s.as_ref().ok().map(|(_, v)| (r.clone(), v.clone())))
                 .collect();
             if versions.len() < 2 {
+                for r in ["primary", "dr"] {
+                    if retired(targets, r).await {
+                        return Outcome::warn(format!(
+                            "schema versions cannot be compared: {r} is {RETIRED}"
+                        ));
+                    }
+                }
                 return Outcome::fail(
                     "schema versions cannot be compared: a region is unreachable",
                 );

@@ -140,6 +140,11 @@ async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() 
         || async { (!pg.primary.is_running()).then_some(()) },
     )
     .await;
+    // The expected state after a failover passes verify: the retired region warns.
+    let out = lab.drdctl(&["verify"]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("retired by a failover"), "{t}");
 
     // A re-run converges without acting: no second promotion.
     let again = assert_ok(

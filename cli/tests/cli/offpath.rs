@@ -307,6 +307,25 @@ async fn split_brain_is_refused_until_a_region_is_named_and_reapplied_manifests_
     );
     assert_eq!(lab.drdctl(&["status"]).await.status.code(), Some(0));
     assert_eq!(role_cm(&lab.primary)["role"], "fenced");
+    // With the DNS credentials missing only the DNS checks fail; the rest still run (DR was
+    // promoted by hand here, without drdctl's replication slot: db.slot fails too).
+    let out = lab
+        .drdctl_env(&["verify", "-o", "json"], &[("AZURE_CLIENT_SECRET", "")])
+        .await;
+    let doc: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let results = doc["results"].as_array().unwrap();
+    let status = |name: &str| {
+        results
+            .iter()
+            .filter(|r| r["check"] == name)
+            .map(|r| r["status"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(out.status.code(), Some(1), "{doc:#}");
+    assert_eq!(status("dns.record"), ["fail"], "{doc:#}");
+    assert_eq!(status("db.role").len(), 2, "{doc:#}");
+    assert_eq!(status("app.deployments"), ["pass", "pass"], "{doc:#}");
 }
 
 /// Ctrl-C during a run: it stops between steps, says what was done and the two ways on,
