@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::azure::{RecordSet, ZoneId};
-use crate::kube_api::{write_kubeconfig, PodIpIo};
+use crate::kube_api::write_kubeconfig;
 use crate::pg::{PgPair, PgPairConfig, PgPodRuntime};
 use crate::pods::{Endpoints, ProcessRuntime, ProcessRuntimeConfig, ServiceProxy};
 use crate::{AzureDouble, DnsServer, KubeDouble, KubeDoubleConfig};
@@ -86,7 +86,8 @@ async fn region(
         },
         endpoints,
     )?;
-    let pg_rt = PgPodRuntime::with_fallback(node, Arc::new(runtime.clone()), Arc::new(PodIpIo));
+    let pg_rt =
+        PgPodRuntime::with_fallback(node, Arc::new(runtime.clone()), Arc::new(runtime.clone()));
     let kube = KubeDouble::start_with(
         KubeDoubleConfig::new(name, SocketAddr::new(ip, 0))
             .runtime(Arc::new(pg_rt.clone()))
@@ -110,6 +111,11 @@ impl World {
         cfg: WorldConfig,
     ) -> Result<World, Box<dyn std::error::Error + Send + Sync>> {
         std::fs::create_dir_all(&cfg.dir)?;
+        let cfg = WorldConfig {
+            dir: std::fs::canonicalize(&cfg.dir)?,
+            repo_root: std::fs::canonicalize(&cfg.repo_root)?,
+            ..cfg
+        };
         let pg = PgPair::new(PgPairConfig::new(&cfg.password))?;
         let primary = region(
             "primary",
@@ -177,7 +183,8 @@ impl World {
                 overlay.join("kustomization.yaml"),
                 format!(
                     "# The lab's overlay: the region's overlay with the lab's PostgreSQL addresses.\nresources:\n  - {}\npatches:\n  - target:\n      kind: ConfigMap\n      name: postgresql-role\n    patch: |-\n{ops}",
-                    self.cfg.repo_root.join("manifests").join(region).display()
+                    relative_to(&overlay, &self.cfg.repo_root.join("manifests").join(region))
+                        .display()
                 ),
             )?;
         }
@@ -248,7 +255,46 @@ dr = "{dip}"
     }
 }
 
+/// `target` as a path relative to the directory `from` (both absolute): kustomize (kubectl
+/// apply -k) refuses absolute resource paths.
+fn relative_to(from: &Path, target: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = target.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    for _ in common..from.len() {
+        rel.push("..");
+    }
+    for c in &to[common..] {
+        rel.push(c);
+    }
+    rel
+}
+
 /// Where `drdctl lab` keeps the world's files by default.
 pub fn default_dir(repo_root: &Path) -> PathBuf {
     repo_root.join(".drdctl").join("lab")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_for_kustomize() {
+        assert_eq!(
+            relative_to(
+                Path::new("/tmp/x/lab/overlays/dr"),
+                Path::new("/work/main/manifests/dr")
+            ),
+            PathBuf::from("../../../../../work/main/manifests/dr")
+        );
+        assert_eq!(
+            relative_to(
+                Path::new("/w/.drdctl/lab/overlays/dr"),
+                Path::new("/w/manifests/dr")
+            ),
+            PathBuf::from("../../../../manifests/dr")
+        );
+    }
 }

@@ -6,6 +6,7 @@
 mod controller;
 mod discovery;
 mod error;
+mod exec;
 mod faults;
 mod fields;
 mod kubeconfig;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 
 pub use controller::{template_hash, DelayRuntime, PodInfo, PodRuntime, PodStarted};
 pub use error::{ApiError, ApiResult, Cause};
+pub use exec::ExecEnv;
 pub use faults::{Faults, RecordedRequest, RequestLog};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
 pub use portforward::{pod_ip_target, PodIo, PodIpIo};
@@ -152,6 +154,7 @@ impl KubeDouble {
             server_address: addr.to_string(),
             region: cfg.region.clone(),
             pod_io: cfg.pod_io.clone(),
+            containers: Default::default(),
         });
         let controller = controller::Controller::new(
             store,

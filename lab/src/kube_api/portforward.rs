@@ -20,15 +20,15 @@ use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
 use poem::{Request, Response};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::controller::PodInfo;
 use super::error::ApiError;
+use super::exec::ExecEnv;
 use super::resources;
 use super::server::Ctx;
 
@@ -45,6 +45,12 @@ pub trait PodIo: Send + Sync + 'static {
     /// The pod's log (`kubectl logs`); `None` when the runtime keeps none.
     fn logs(&self, _pod: &PodInfo) -> Option<String> {
         None
+    }
+
+    /// How `kubectl exec` runs a command in `pod`; by default a generic container
+    /// ([`ExecEnv::from_spec`]).
+    fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
+        Ok(ExecEnv::from_spec(pod))
     }
 }
 
@@ -102,7 +108,7 @@ pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
     let ["api", "v1", "namespaces", ns, "pods", name, sub] = segs.as_slice() else {
         return None;
     };
-    if !matches!(*sub, "portforward" | "log") {
+    if !matches!(*sub, "portforward" | "log" | "exec") {
         return None;
     }
     let pods = resources::lookup("pods").expect("pods are served");
@@ -117,6 +123,8 @@ pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
             .collect();
     Some(match *sub {
         "log" => logs(ctx, &info, &query),
+        "exec" => super::exec::exec(ctx, req, &info, req.uri().query().unwrap_or_default())
+            .unwrap_or_else(|e| status_response(&e)),
         _ => match port_forward(ctx, req, &info, &query) {
             Ok(r) => r,
             Err(e) => status_response(&e),
@@ -134,12 +142,8 @@ fn logs(ctx: &Ctx, pod: &PodInfo, query: &BTreeMap<String, String>) -> Response 
     Response::builder().content_type("text/plain").body(text)
 }
 
-fn port_forward(
-    ctx: &Ctx,
-    req: &Request,
-    pod: &PodInfo,
-    query: &BTreeMap<String, String>,
-) -> Result<Response, ApiError> {
+/// Streams (exec, port-forward) need a running pod.
+pub(crate) fn require_running(pod: &PodInfo) -> Result<(), ApiError> {
     let phase = pod
         .object
         .pointer("/status/phase")
@@ -151,13 +155,17 @@ fn port_forward(
             pod.name
         )));
     }
-    let header = |n: header::HeaderName| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    Ok(())
+}
+
+fn port_forward(
+    ctx: &Ctx,
+    req: &Request,
+    pod: &PodInfo,
+    query: &BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    require_running(pod)?;
+    let header = |n: header::HeaderName| super::exec::header_of(req, n);
     let offered = header(header::SEC_WEBSOCKET_PROTOCOL);
     if !header(header::UPGRADE).eq_ignore_ascii_case("websocket")
         || !offered.split(',').any(|p| p.trim() == PROTOCOL)
@@ -202,16 +210,7 @@ fn port_forward(
         let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
         forward(ws, pod_name, ports, targets, down).await;
     });
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
-        .header(header::SEC_WEBSOCKET_PROTOCOL, PROTOCOL)
-        .finish())
+    Ok(super::exec::upgrade_response(&key, PROTOCOL))
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -259,25 +258,9 @@ async fn forward<S>(
                 return;
             }
         };
-        let (mut read, write) = conn.into_split();
+        let (read, write) = conn.into_split();
         writers.push(Some(write));
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match read.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send((i, None)).await;
-                        return;
-                    }
-                    Ok(n) => {
-                        if tx.send((i, Some(buf[..n].to_vec()))).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        super::exec::spawn_reader(read, i, tx.clone());
     }
     drop(tx);
     let mut open = writers.len();

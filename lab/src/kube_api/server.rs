@@ -34,6 +34,7 @@ pub(crate) struct Ctx {
     pub server_address: String,
     pub region: String,
     pub pod_io: Arc<dyn super::portforward::PodIo>,
+    pub containers: super::exec::Containers,
 }
 
 /// The Poem endpoint serving the whole API.

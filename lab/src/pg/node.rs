@@ -559,6 +559,30 @@ impl PgNode {
         self.running.lock().expect("running lock").take()
     }
 
+    /// The environment `kubectl exec` gives a command in the node's pod: the node's OS user,
+    /// the server binaries first on `PATH`, `PGHOST` its socket directory and `PGPORT` its
+    /// port (so `psql -U postgres` connects as in the container), `PGDATA`.
+    pub fn exec_env(&self) -> crate::kube_api::ExecEnv {
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", self.cfg.pg_bin.display());
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mut env = vec![
+            ("PATH".to_string(), path),
+            ("HOME".to_string(), dir.clone()),
+            ("LANG".to_string(), "C".to_string()),
+            ("PGHOST".to_string(), dir),
+            ("PGPORT".to_string(), self.port.to_string()),
+            (
+                "PGDATA".to_string(),
+                self.pgdata().to_string_lossy().into_owned(),
+            ),
+        ];
+        env.extend(self.env.lock().expect("env lock").iter().cloned());
+        crate::kube_api::ExecEnv {
+            env,
+            user: self.owner,
+        }
+    }
+
     /// Runs SQL with psql over the node's Unix socket as the `postgres` OS user (peer auth, as
     /// `kubectl exec ... psql` would); returns stdout (unaligned, tuples only).
     pub async fn psql(&self, db: &str, sql: &str) -> PgResult<String> {

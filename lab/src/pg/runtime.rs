@@ -18,7 +18,7 @@ use futures_util::future::BoxFuture;
 
 use super::node::{Passwords, Role, RoleFiles, SharedNode};
 use crate::kube_api::{
-    resource, DelayRuntime, PodInfo, PodIo, PodIpIo, PodRuntime, PodStarted, Store,
+    resource, DelayRuntime, ExecEnv, PodInfo, PodIo, PodIpIo, PodRuntime, PodStarted, Store,
 };
 use crate::KubeDouble;
 
@@ -280,5 +280,12 @@ impl PodIo for PgPodRuntime {
             return self.inner.fallback_io.logs(pod);
         }
         Some(self.inner.node.current_log())
+    }
+
+    fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
+        if !self.inner.is_postgresql(pod) {
+            return self.inner.fallback_io.exec_env(pod);
+        }
+        Ok(self.inner.node.exec_env())
     }
 }

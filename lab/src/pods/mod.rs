@@ -31,7 +31,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::kube_api::{resource, PodInfo, PodRuntime, PodStarted, Store};
+use crate::kube_api::{resource, ExecEnv, PodInfo, PodIo, PodRuntime, PodStarted, Store};
 pub use proxy::{Endpoints, ServiceProxy};
 pub use watchdog::Watchdog;
 
@@ -64,6 +64,8 @@ struct Inner {
     store: OnceLock<Arc<Store>>,
     next_ip: AtomicU32,
     children: Mutex<HashMap<String, Child>>,
+    /// Each running pod's environment (what `kubectl exec` runs commands in).
+    envs: Mutex<HashMap<String, Vec<(String, String)>>>,
     endpoints: Endpoints,
     watchdog: Watchdog,
 }
@@ -78,6 +80,7 @@ impl ProcessRuntime {
                 store: OnceLock::new(),
                 next_ip: AtomicU32::new(1),
                 children: Mutex::new(HashMap::new()),
+                envs: Mutex::new(HashMap::new()),
                 endpoints,
             }),
         })
@@ -227,14 +230,21 @@ impl Inner {
         let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", pod.name)))
             .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        env.extend([
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("HOSTNAME".to_string(), pod.name.clone()),
+            ("LISTEN_ADDR".to_string(), listen.to_string()),
+            ("SHUTDOWN_DRAIN_MS".to_string(), "200".to_string()),
+            ("POD_NAME".to_string(), pod.name.clone()),
+        ]);
+        env.extend(self.cfg.extra_env.iter().cloned());
+        self.envs
+            .lock()
+            .expect("not poisoned")
+            .insert(pod.name.clone(), env.clone());
         let mut cmd = Command::new(&binary);
         cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
             .envs(env)
-            .env("LISTEN_ADDR", listen.to_string())
-            .env("SHUTDOWN_DRAIN_MS", "200")
-            .env("POD_NAME", &pod.name)
-            .envs(self.cfg.extra_env.iter().cloned())
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -286,6 +296,7 @@ impl Inner {
 
     async fn stop_pod(self: Arc<Self>, pod: PodInfo) {
         let app = pod.labels.get("app").cloned().unwrap_or_default();
+        self.envs.lock().expect("not poisoned").remove(&pod.name);
         self.endpoints.remove(&app, &pod.name);
         let child = self
             .children
@@ -327,6 +338,33 @@ pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .ok()?;
     let head = std::str::from_utf8(&buf[..n]).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Logs are the pods' files under the log directory; `kubectl exec` runs in the service's
+/// environment (its variables, as resolved at the pod's start).
+impl PodIo for ProcessRuntime {
+    fn logs(&self, pod: &PodInfo) -> Option<String> {
+        std::fs::read_to_string(self.log_path(&pod.name)).ok()
+    }
+
+    fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
+        let env = self
+            .inner
+            .envs
+            .lock()
+            .expect("not poisoned")
+            .get(&pod.name)
+            .cloned();
+        let env = env.ok_or_else(|| format!("container of pod {} is not running", pod.name))?;
+        Ok(ExecEnv { env, user: None })
+    }
+}
+
+impl ProcessRuntime {
+    /// Where a pod's stdout and stderr go.
+    pub fn log_path(&self, pod: &str) -> PathBuf {
+        self.inner.cfg.log_dir.join(format!("{pod}.log"))
+    }
 }
 
 impl PodRuntime for ProcessRuntime {

@@ -133,9 +133,15 @@ impl Kubectl {
 
     /// Runs kubectl with `args`; the cache dir is private so discovery is never stale.
     pub async fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, None).await
+    }
+
+    /// Runs kubectl with `args`, `input` as its stdin (none: an empty stdin).
+    pub async fn run_with_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        use tokio::io::AsyncWriteExt;
         let kubeconfig = self.dir.path().join("kubeconfig");
         let cache = self.dir.path().join("cache");
-        tokio::process::Command::new("kubectl")
+        let mut child = tokio::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--context")
@@ -144,9 +150,18 @@ impl Kubectl {
             .arg(&cache)
             .args(args)
             .env("HOME", self.dir.path())
-            .output()
-            .await
-            .expect("kubectl must be installed (Debian package kubernetes-client or kubectl)")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl must be installed (Debian package kubernetes-client or kubectl)");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.unwrap_or_default().to_vec();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+        child.wait_with_output().await.expect("kubectl ran")
     }
 
     /// Runs kubectl and returns stdout, panicking with stderr on failure.

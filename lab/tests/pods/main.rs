@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lab::kube_api::{PodRuntime, PodStarted};
@@ -15,20 +14,9 @@ use lab::{KubeDouble, KubeDoubleConfig};
 use serde_json::{json, Value};
 use test_support::{eventually, TestDb};
 
-fn bin_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("debug");
-    for b in ["frontend-api", "business-logic", "data-ingest"] {
-        assert!(
-            dir.join(b).exists(),
-            "{} missing: run `cargo build -p frontend-api -p business-logic -p data-ingest` (./dev test does)",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
+#[path = "../common/bins.rs"]
+mod bins;
+use bins::bin_dir;
 
 fn deployment(name: &str, port: u16, env: Value) -> Value {
     json!({

@@ -1,0 +1,538 @@
+//! `pods/{name}/exec`: the remote-command protocol kubectl 1.32 speaks, over WebSocket.
+//!
+//! kubectl offers only `v5.channel.k8s.io` (kube-rs also offers `v4.channel.k8s.io`); the double
+//! answers with the first of those it finds. Binary messages carry a channel byte first: 0 stdin
+//! (to the server), 1 stdout, 2 stderr, 3 the status, 4 terminal resizes (to the server). In v5
+//! the client ends stdin with `[0xFF, 0x00]`. When the command has exited and its output is
+//! sent, the status goes on channel 3 (`Success`, or `NonZeroExitCode` with the code in
+//! `details.causes[0].message`, which kubectl turns into its own exit code), then a Close with
+//! code 1000: anything else loses the exit code on the client side.
+//!
+//! The command runs as a real process in the pod's environment, from [`PodIo::exec_env`]: for
+//! the PostgreSQL pod the node's (its OS user, `PGHOST` its socket directory, the server
+//! binaries on `PATH`), for a service pod the service's environment. Each container has a
+//! root directory of its own holding `/tmp`: absolute paths in the command under it are mapped
+//! there, so `kubectl cp` (`tar` over exec) and a later `psql -f /tmp/...` see the same files,
+//! and two pods never share a `/tmp`. A new pod (a restart) starts with an empty one.
+//! `-t` gets no pseudo-terminal: stderr joins stdout (as a TTY merges them) and resizes are
+//! read and ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use poem::http::{header, StatusCode};
+use poem::{Request, Response};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::controller::PodInfo;
+use super::error::ApiError;
+use super::server::Ctx;
+
+/// The subprotocols served, preferred first.
+const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const STATUS: u8 = 3;
+/// v5: the client closed this channel (the next byte names it).
+const CLOSE: u8 = 0xFF;
+
+/// How a command runs inside a pod: its environment and OS user.
+#[derive(Debug, Clone, Default)]
+pub struct ExecEnv {
+    /// The whole environment (`PATH` included).
+    pub env: Vec<(String, String)>,
+    /// The uid and gid to run as; `None` for this process's own.
+    pub user: Option<(u32, u32)>,
+}
+
+impl ExecEnv {
+    /// A generic container: the literal `env` values of the pod's first container on a
+    /// standard `PATH`, as this process's user.
+    pub fn from_spec(pod: &PodInfo) -> Self {
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            ),
+            ("HOSTNAME".to_string(), pod.name.clone()),
+        ];
+        for e in pod
+            .object
+            .pointer("/spec/containers/0/env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        ExecEnv { env, user: None }
+    }
+}
+
+/// The containers' root directories (`/tmp` of each), by pod uid and container.
+#[derive(Default)]
+pub(crate) struct Containers {
+    roots: Mutex<HashMap<(String, String), tempfile::TempDir>>,
+}
+
+impl Containers {
+    /// The root of `container` in the pod `uid`, created (with a world-writable `/tmp`, as in
+    /// an image) on first use.
+    pub(crate) fn root(&self, uid: &str, container: &str) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut roots = self.roots.lock().expect("containers lock");
+        let key = (uid.to_string(), container.to_string());
+        if let Some(d) = roots.get(&key) {
+            return Ok(d.path().to_path_buf());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("drd-lab-container-")
+            .tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
+        let path = dir.path().to_path_buf();
+        roots.insert(key, dir);
+        Ok(path)
+    }
+
+    /// Forgets the containers of pods that no longer exist (their files go with them).
+    pub(crate) fn retain(&self, live_uids: &[String]) {
+        self.roots
+            .lock()
+            .expect("containers lock")
+            .retain(|(uid, _), _| live_uids.contains(uid));
+    }
+}
+
+/// `/tmp/x` -> `<root>/tmp/x` when the path's first directory exists in the container's root.
+fn map_path(root: &Path, arg: &str) -> Option<String> {
+    let rest = arg.strip_prefix('/')?;
+    let first = rest.split('/').next().filter(|f| !f.is_empty())?;
+    if first == ".." || !root.join(first).is_dir() {
+        return None;
+    }
+    let clean: Vec<&str> = rest
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+        .collect();
+    Some(root.join(clean.join("/")).to_string_lossy().into_owned())
+}
+
+/// The command as it runs on this machine: container paths mapped under the root. `tar c`
+/// of absolute paths archives them relative to the root, so the member names are the
+/// container's (`tmp/foo`), as kubectl cp expects.
+pub(crate) fn host_command(root: &Path, command: &[String]) -> Vec<String> {
+    let is_tar_create = command
+        .first()
+        .is_some_and(|c| c == "tar" || c == "/bin/tar")
+        && command
+            .get(1)
+            .is_some_and(|f| !f.starts_with("--") && f.trim_start_matches('-').contains('c'));
+    if is_tar_create {
+        let mut out = vec![command[0].clone(), command[1].clone()];
+        let mut args = command[2..].iter();
+        if command[1].contains('f') {
+            if let Some(archive) = args.next() {
+                out.push(archive.clone());
+            }
+        }
+        out.push("-C".into());
+        out.push(root.to_string_lossy().into_owned());
+        for a in args {
+            match a.strip_prefix('/') {
+                Some(rel) if map_path(root, a).is_some() => out.push(rel.to_string()),
+                _ => out.push(a.clone()),
+            }
+        }
+        return out;
+    }
+    command
+        .iter()
+        .map(|a| map_path(root, a).unwrap_or_else(|| a.clone()))
+        .collect()
+}
+
+/// What the request asks for.
+struct ExecRequest {
+    command: Vec<String>,
+    container: String,
+    stdin: bool,
+    tty: bool,
+}
+
+fn parse_request(pod: &PodInfo, raw_query: &str) -> Result<ExecRequest, ApiError> {
+    let mut command = Vec::new();
+    let mut container = None;
+    let mut flags: HashMap<String, bool> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        match k.as_ref() {
+            "command" => command.push(v.into_owned()),
+            "container" => container = Some(v.into_owned()),
+            "stdin" | "stdout" | "stderr" | "tty" => {
+                flags.insert(k.into_owned(), matches!(v.as_ref(), "true" | "1"));
+            }
+            _ => {}
+        }
+    }
+    let names: Vec<String> = pod
+        .object
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
+    let container = match container {
+        Some(c) if names.contains(&c) => c,
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {}",
+                pod.name
+            )))
+        }
+        None if names.len() == 1 => names[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {}, choose one of: [{}]",
+                pod.name,
+                names.join(" ")
+            )))
+        }
+    };
+    if command.is_empty() {
+        return Err(ApiError::bad_request("you must specify at least 1 command"));
+    }
+    let flag = |k: &str| flags.get(k).copied().unwrap_or(false);
+    Ok(ExecRequest {
+        command,
+        container,
+        stdin: flag("stdin"),
+        tty: flag("tty"),
+    })
+}
+
+/// The 101 answer to a WebSocket upgrade with `protocol` selected.
+pub(crate) fn upgrade_response(key: &str, protocol: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
+        .finish()
+}
+
+pub(crate) fn header_of(req: &Request, name: header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Serves one exec request: checks it, then upgrades and runs the command.
+pub(crate) fn exec(
+    ctx: &Ctx,
+    req: &Request,
+    pod: &PodInfo,
+    raw_query: &str,
+) -> Result<Response, ApiError> {
+    super::portforward::require_running(pod)?;
+    let request = parse_request(pod, raw_query)?;
+    let offered = header_of(req, header::SEC_WEBSOCKET_PROTOCOL);
+    let protocol = PROTOCOLS
+        .into_iter()
+        .find(|p| offered.split(',').any(|o| o.trim() == *p));
+    let Some(protocol) =
+        protocol.filter(|_| header_of(req, header::UPGRADE).eq_ignore_ascii_case("websocket"))
+    else {
+        return Err(ApiError::bad_request(format!(
+            "the lab's API double serves exec over WebSocket ({}) only; SPDY is not implemented \
+             (upgrade {:?}, subprotocols {offered:?})",
+            PROTOCOLS.join(", "),
+            header_of(req, header::UPGRADE)
+        )));
+    };
+    let env = ctx.pod_io.exec_env(pod).map_err(|e| {
+        ApiError::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {e}"),
+        )
+    })?;
+    let pods = super::resources::lookup("pods").expect("pods are served");
+    let live: Vec<String> = ctx
+        .store
+        .list(pods, None)
+        .0
+        .iter()
+        .filter_map(|p| p["metadata"]["uid"].as_str().map(String::from))
+        .collect();
+    ctx.containers.retain(&live);
+    let root = ctx
+        .containers
+        .root(&pod.uid, &request.container)
+        .map_err(|e| {
+            ApiError::new(
+                500,
+                "InternalError",
+                format!("Internal error occurred: {e}"),
+            )
+        })?;
+    let key = header_of(req, header::SEC_WEBSOCKET_KEY);
+    let on_upgrade = req
+        .take_upgrade()
+        .map_err(|e| ApiError::bad_request(format!("cannot upgrade the connection: {e}")))?;
+    let v5 = protocol == PROTOCOLS[0];
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+        run(ws, request, env, root, v5).await;
+    });
+    Ok(upgrade_response(&key, protocol))
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+/// The status kubectl reads on channel 3 (kubelet `cri/streaming/remotecommand/exec.go`).
+fn exit_status(status: &ExitStatus) -> Value {
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+        "message": format!("command terminated with non-zero exit code: error executing command [{code}], exit code {code}"),
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+fn internal_error(message: &str) -> Value {
+    json!({
+        "metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
+        "message": format!("Internal error occurred: error executing command in container: {message}"),
+        "details": {"causes": [{"message": format!("error executing command in container: {message}")}]},
+    })
+}
+
+/// Copies `from` into `tx` as `(tag, Some(bytes))`, then `(tag, None)` at its end.
+pub(crate) fn spawn_reader<R, T>(
+    mut from: R,
+    tag: T,
+    tx: tokio::sync::mpsc::Sender<(T, Option<Vec<u8>>)>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    T: Copy + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send((tag, None)).await;
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send((tag, Some(buf[..n].to_vec()))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Ends the session as the kubelet does: the status, then a normal close, read to its end.
+async fn finish<S>(mut ws: WebSocketStream<S>, status: &Value)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let body = serde_json::to_vec(status).unwrap_or_default();
+    if ws.send(frame(STATUS, &body)).await.is_err() {
+        return;
+    }
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    if ws.close(Some(close)).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    request: ExecRequest,
+    env: ExecEnv,
+    root: PathBuf,
+    v5: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let argv = host_command(&root, &request.command);
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.env.iter().cloned())
+        .current_dir(&root)
+        .stdin(if request.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = env.user {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "exec: {:?}: executable file not found in $PATH",
+                    request.command[0]
+                )
+            } else {
+                format!("exec: {:?}: {e}", request.command[0])
+            };
+            finish(ws, &internal_error(&msg)).await;
+            return;
+        }
+    };
+    tracing::debug!(command = ?request.command, "exec started");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let out = child.stdout.take().expect("piped stdout");
+    let err = child.stderr.take().expect("piped stderr");
+    spawn_reader(out, STDOUT, tx.clone());
+    // A TTY merges stderr into stdout.
+    spawn_reader(err, if request.tty { STDOUT } else { STDERR }, tx);
+    let mut stdin = child.stdin.take();
+    let mut open = 2;
+    let mut exited: Option<ExitStatus> = None;
+    while open > 0 || exited.is_none() {
+        tokio::select! {
+            status = child.wait(), if exited.is_none() => {
+                match status {
+                    Ok(s) => exited = Some(s),
+                    Err(e) => {
+                        finish(ws, &internal_error(&e.to_string())).await;
+                        return;
+                    }
+                }
+            }
+            got = rx.recv(), if open > 0 => match got {
+                Some((ch, Some(data))) => {
+                    if ws.send(frame(ch, &data)).await.is_err() {
+                        return;
+                    }
+                }
+                Some((_, None)) => open -= 1,
+                None => open = 0,
+            },
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Binary(data))) => match data.first() {
+                    Some(&STDIN) => {
+                        if let Some(w) = stdin.as_mut() {
+                            if w.write_all(&data[1..]).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
+                        // Dropping the pipe is the process's end of input.
+                        stdin = None;
+                    }
+                    _ => {} // resize (4) and anything else: no terminal here
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // The client went away: so does the command.
+                    let _ = child.kill().await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let status = exited.expect("the loop ends after the exit");
+    finish(ws, &exit_status(&status)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn container_paths_map_under_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("tmp")).unwrap();
+        let r = root.path().display().to_string();
+        assert_eq!(
+            host_command(root.path(), &strings(&["psql", "-f", "/tmp/init-db.sql"])),
+            strings(&["psql", "-f", &format!("{r}/tmp/init-db.sql")])
+        );
+        // Paths outside the container's own directories are the image's (the host's).
+        assert_eq!(
+            host_command(
+                root.path(),
+                &strings(&["/usr/bin/test", "-d", "/etc/../tmp"])
+            ),
+            strings(&["/usr/bin/test", "-d", "/etc/../tmp"])
+        );
+        assert_eq!(
+            host_command(root.path(), &strings(&["cat", "/tmp/../../etc/passwd"])),
+            strings(&["cat", &format!("{r}/tmp/etc/passwd")])
+        );
+        assert_eq!(
+            host_command(root.path(), &strings(&["tar", "-xmf", "-", "-C", "/tmp"])),
+            strings(&["tar", "-xmf", "-", "-C", &format!("{r}/tmp")])
+        );
+        assert_eq!(
+            host_command(root.path(), &strings(&["tar", "cf", "-", "/tmp/dir"])),
+            strings(&["tar", "cf", "-", "-C", &r, "tmp/dir"])
+        );
+    }
+}
