@@ -361,6 +361,25 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Reads what is left of a body that is refused for load and drops it (up to `limit` bytes,
+/// until `deadline`), so a client that writes its whole body before reading gets the 503
+/// instead of a broken pipe. Nothing is kept.
+async fn discard_body(req: &mut Request, limit: usize, deadline: tokio::time::Instant) {
+    discard(&mut req.take_body().into(), limit, deadline).await
+}
+
+type RawBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+async fn discard(body: &mut RawBody, limit: usize, deadline: tokio::time::Instant) {
+    let mut seen = 0usize;
+    while seen <= limit {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
 /// Reads the whole body under the size limit, the shared byte budget and the deadline. The
 /// permits returned hold the body's share of the budget until the request is answered.
 async fn read_body(
@@ -399,17 +418,16 @@ async fn read_body(
         return Err(too_large());
     }
     let mut permit = match declared {
-        Some(n) => Some(
-            state
-                .body_bytes
-                .clone()
-                .try_acquire_many_owned(n as u32)
-                .map_err(|_| busy())?,
-        ),
+        Some(n) => match state.body_bytes.clone().try_acquire_many_owned(n as u32) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                discard_body(req, limit, deadline).await;
+                return Err(busy());
+            }
+        },
         None => None,
     };
-    let mut body: http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error> =
-        req.take_body().into();
+    let mut body: RawBody = req.take_body().into();
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
     let timed_out = || {
         ApiError::new(
@@ -439,11 +457,15 @@ async fn read_body(
             return Err(too_large());
         }
         if declared.is_none() {
-            let more = state
+            let Ok(more) = state
                 .body_bytes
                 .clone()
                 .try_acquire_many_owned(data.len() as u32)
-                .map_err(|_| busy())?;
+            else {
+                drop(buf);
+                discard(&mut body, limit, deadline).await;
+                return Err(busy());
+            };
             match permit.as_mut() {
                 Some(p) => p.merge(more),
                 None => permit = Some(more),
@@ -511,6 +533,9 @@ async fn handle<E: Endpoint>(
         };
         if slot.is_none() && !exempt(&path) {
             close = true;
+            if req.header("content-length").is_some() || req.header("transfer-encoding").is_some() {
+                discard_body(&mut req, state.config.max_body_bytes, deadline).await;
+            }
             retry_later(
                 ApiError::unavailable(
                     "overloaded",

@@ -106,14 +106,17 @@ async fn attack_bodies(db_url: &str) {
             let (http, body) = (http.clone(), body.clone());
             tokio::spawn(async move {
                 let t = Instant::now();
-                let r = http
+                let status = match http
                     .post(format!("http://{addr}/api/v1/ingest"))
                     .header("content-type", "application/json")
                     .body(body)
                     .send()
                     .await
-                    .unwrap();
-                (r.status().as_u16(), t.elapsed())
+                {
+                    Ok(r) => r.status().to_string(),
+                    Err(e) => format!("error {e}"),
+                };
+                (status, t.elapsed())
             })
         })
         .collect();
