@@ -108,7 +108,10 @@ async fn who_is_active(
         _ => crate::exit::UNKNOWN,
     };
     let mut text = match &active {
-        Active::Agreed(r) => format!("active region: {r} (databases, app roles and DNS agree)\n"),
+        Active::Agreed(r) => format!(
+            "active region: {r} (databases, app roles{} agree)\n",
+            if snapshot.dns.as_ref().is_some_and(|d| d.error.is_none()) { " and DNS" } else { "" }
+        ),
         Active::SplitBrain => format!(
             "SPLIT BRAIN: two writable databases: primary is {}, dr is {}. Decide whose writes to discard: drdctl failover --to REGION --discard-writes-of OTHER\n",
             snapshot.primary.db.describe(),
@@ -122,6 +125,9 @@ async fn who_is_active(
         ),
         Active::Unknown => "active region: UNKNOWN: no writable database can be reached\n".to_string(),
     };
+    if let Some(e) = snapshot.dns.as_ref().and_then(|d| d.error.as_ref()) {
+        text.push_str(&format!("  DNS record unreadable (not counted): {e}\n"));
+    }
     for r in [&snapshot.primary, &snapshot.dr] {
         text.push_str(&format!(
             "  {:<8} database {}; pod starts as {}; app role {}{}\n",

@@ -10,7 +10,7 @@ use drd_kube::KubeCluster;
 use crate::cli::Region;
 use crate::config::Config;
 use crate::engine::journal::{FileStore, Run};
-use crate::engine::plan::{Decision, Intent, Plan, RunKind, Snapshot};
+use crate::engine::plan::{Decision, Intent, Plan, RunKind, Snapshot, Step};
 use crate::engine::ports::{
     AppShape, AzureDnsPort, KillPoints, LeaseLock, Ports, RegionPorts, SystemClock,
 };
@@ -44,10 +44,13 @@ pub async fn ports(config: &Config, state_dir: &Path) -> anyhow::Result<Ports> {
             db: Arc::new(db),
         })
     };
+    // A DNS configuration error stops here; missing Azure credentials do not: `status` still
+    // shows the rest, and a failover's preflight refuses with the reason.
     let dns: Option<Arc<dyn engine::ports::Dns>> = match &config.dns {
-        Some(_) => Some(Arc::new(AzureDnsPort(drd_dns::DnsOps::from_env(
-            &super::dns::dns_config(config)?,
-        )?))),
+        Some(_) => match drd_dns::DnsOps::from_env(&super::dns::dns_config(config)?) {
+            Ok(ops) => Some(Arc::new(AzureDnsPort(ops))),
+            Err(e) => Some(Arc::new(engine::ports::UnavailableDns(e.to_string()))),
+        },
         None => None,
     };
     Ok(Ports {
@@ -81,6 +84,39 @@ struct Terminal {
     kind: RunKind,
     yes: bool,
     interrupted: Arc<AtomicBool>,
+    /// Live progress on a TTY (stderr); `None`: plain lines.
+    live: Option<Live>,
+}
+
+/// One spinner per running step, with its elapsed time and the latest news from inside it.
+struct Live {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<std::collections::HashMap<Step, indicatif::ProgressBar>>,
+}
+
+/// Lines fit in this many columns on a terminal.
+const COLUMNS: usize = 100;
+
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        line.to_string()
+    } else {
+        let mut s: String = line.chars().take(width.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
+
+impl Live {
+    fn new() -> Option<Live> {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal().then(|| Live {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            bars: Default::default(),
+        })
+    }
 }
 
 impl Terminal {
@@ -142,7 +178,44 @@ impl Operator for Terminal {
     }
 
     fn say(&self, line: &str) {
-        eprintln!("{line}");
+        match &self.live {
+            Some(l) => {
+                let _ = l.multi.println(fit(line, COLUMNS));
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn step_started(&self, step: Step, what: &str) {
+        let Some(l) = &self.live else { return };
+        let bar = l.multi.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix:<20} {elapsed:>4} {wide_msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_prefix(step.name());
+        bar.set_message(fit(what, COLUMNS - 30));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        l.bars.lock().expect("not poisoned").insert(step, bar);
+    }
+
+    fn step_progress(&self, step: Step, detail: &str) {
+        if let Some(l) = &self.live {
+            if let Some(b) = l.bars.lock().expect("not poisoned").get(&step) {
+                b.set_message(fit(detail, COLUMNS - 30));
+            }
+        }
+    }
+
+    fn step_ended(&self, step: Step, line: &str) {
+        if let Some(l) = &self.live {
+            if let Some(b) = l.bars.lock().expect("not poisoned").remove(&step) {
+                b.finish_and_clear();
+            }
+        }
+        self.say(line);
     }
 }
 
@@ -252,12 +325,17 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         kind: args.kind,
         yes: args.yes,
         interrupted: interrupted.clone(),
+        live: if args.plan { None } else { Live::new() },
     };
+    let started = std::time::Instant::now();
     if !args.plan {
         eprintln!("{} to {}", args.kind.name(), args.to);
     }
     let outcome = engine::drive(&ports, &intent, &opts, &operator, &interrupted).await?;
     let code = exit::of_outcome(&outcome);
+    if matches!(outcome, Outcome::Done { .. } | Outcome::Stopped { .. }) {
+        eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(code);
@@ -323,10 +401,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
                 ),
                 (false, None) => "none (no promotion in this run)".into(),
             };
+            println!("done: {} is active ({})", args.to, run.id);
+            println!("  acknowledged writes lost: {lost}");
             println!(
-                "done: {} is active ({}); acknowledged writes lost: {lost}; writes unavailable for {:.1}s{}",
-                args.to,
-                run.id,
+                "  writes unavailable for {:.1}s{}",
                 evidence.write_unavailability_secs.unwrap_or_default(),
                 evidence
                     .dns_old_ttl_secs

@@ -65,6 +65,14 @@ pub trait Operator: Send + Sync {
     fn confirm(&self, plan: &Plan, snapshot: &Snapshot, resuming: Option<&Run>) -> bool;
     /// A progress line.
     fn say(&self, line: &str);
+    /// A step starts (`what`: the plan's one-line summary of it).
+    fn step_started(&self, _step: plan::Step, _what: &str) {}
+    /// News from inside a long step (replay position, rollout state).
+    fn step_progress(&self, _step: plan::Step, _detail: &str) {}
+    /// A step ended; `line` is its one-line outcome.
+    fn step_ended(&self, _step: plan::Step, line: &str) {
+        self.say(line)
+    }
 }
 
 /// The options of one command.
@@ -216,10 +224,7 @@ pub async fn drive(
         },
     )?;
     let fresh = !journal.run.changed_anything();
-    let result = run::execute(ports, &planned2, &mut journal, interrupted, &|l| {
-        operator.say(l)
-    })
-    .await;
+    let result = run::execute(ports, &planned2, &mut journal, interrupted, operator).await;
     let released = ports.lock.release(&me).await;
     if let Err(e) = released {
         operator.say(&format!(

@@ -178,7 +178,12 @@ impl Snapshot {
             .into_iter()
             .filter(|r| self.region(*r).app_role.as_deref() == Some("active"))
             .collect();
-        let dns = self.dns.as_ref().map(|d| d.points_to);
+        // An unreadable record (no Azure login) is no vote either way.
+        let dns = self
+            .dns
+            .as_ref()
+            .filter(|d| d.error.is_none())
+            .map(|d| d.points_to);
         match db {
             Some(r) if apps == [r] && dns.is_none_or(|d| d == Some(r)) => Active::Agreed(r),
             Some(r) => Active::Disagree {
@@ -818,6 +823,11 @@ fn preflight(s: &Snapshot, intent: &Intent, emergency: bool) -> Decision {
     if let Some(e) = &tgt.api_error {
         return refuse(format!(
             "{to}'s Kubernetes API is unreachable ({e}): a run needs the region it makes active"
+        ));
+    }
+    if let Some(e) = s.dns.as_ref().and_then(|d| d.error.as_ref()) {
+        return refuse(format!(
+            "the DNS record cannot be read ({e}): the run would stop at switch-dns; fix the Azure credentials first (drdctl dns show)"
         ));
     }
     if s.split_brain() {

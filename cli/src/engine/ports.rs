@@ -186,6 +186,20 @@ impl Dns for AzureDnsPort {
     }
 }
 
+/// DNS that cannot be used (its client could not be set up, e.g. no Azure login): every call
+/// fails with the reason.
+pub struct UnavailableDns(pub String);
+
+#[async_trait]
+impl Dns for UnavailableDns {
+    async fn active(&self) -> anyhow::Result<(Option<Region>, u32)> {
+        anyhow::bail!("{}", self.0)
+    }
+    async fn switch(&self, _: Region) -> anyhow::Result<(String, u32)> {
+        anyhow::bail!("{}", self.0)
+    }
+}
+
 /// The real lock: the Lease `drdctl-switchover` in the DR region's namespace.
 pub struct LeaseLock {
     pub cluster: drd_kube::KubeCluster,

@@ -193,9 +193,6 @@ impl std::fmt::Display for Stopped {
     }
 }
 
-/// Progress lines (the commands print them; the simulation drops them).
-pub type Say<'a> = &'a (dyn Fn(&str) + Send + Sync);
-
 /// Runs the plan's changes, step by step. Steps the plan shows as already so, skipped or
 /// deferred change nothing (they are journaled as such). `warm-target-app` and `fence-source`
 /// run together. Before each step the lock is renewed; between steps an interrupt stops the
@@ -205,7 +202,7 @@ pub async fn execute(
     plan: &Plan,
     journal: &mut Journal,
     interrupted: &AtomicBool,
-    say: Say<'_>,
+    ui: &dyn super::Operator,
 ) -> Result<Evidence, Stopped> {
     let mut ev = Evidence::default();
     let mut fence_started: Option<Instant> = None;
@@ -235,15 +232,15 @@ pub async fn execute(
         if together {
             fence_started = Some(Instant::now());
             let (a, b) = (&steps[i], &steps[i + 1]);
-            begin(ports, journal, a.step, &a.decision)?;
-            begin(ports, journal, b.step, &b.decision)?;
+            begin(ports, journal, a.step, &a.decision, ui)?;
+            begin(ports, journal, b.step, &b.decision, ui)?;
             let (mut ea, mut eb) = (Evidence::default(), Evidence::default());
             let (ra, rb) = tokio::join!(
-                run_step(ports, a.step, &a.decision, &mut ea),
-                run_step(ports, b.step, &b.decision, &mut eb)
+                run_step(ports, a.step, &a.decision, &mut ea, ui),
+                run_step(ports, b.step, &b.decision, &mut eb, ui)
             );
-            let ra = end(ports, journal, a.step, &a.decision, ra, say);
-            let rb = end(ports, journal, b.step, &b.decision, rb, say);
+            let ra = end(ports, journal, a.step, &a.decision, ra, ui);
+            let rb = end(ports, journal, b.step, &b.decision, rb, ui);
             ra?;
             rb?;
             i += 2;
@@ -252,9 +249,9 @@ pub async fn execute(
         if step == Step::FenceSource {
             fence_started = Some(Instant::now());
         }
-        begin(ports, journal, step, &steps[i].decision)?;
-        let r = run_step(ports, step, &steps[i].decision, &mut ev).await;
-        end(ports, journal, step, &steps[i].decision, r, say)?;
+        begin(ports, journal, step, &steps[i].decision, ui)?;
+        let r = run_step(ports, step, &steps[i].decision, &mut ev, ui).await;
+        end(ports, journal, step, &steps[i].decision, r, ui)?;
         if step == Step::SwitchDns || (step == Step::ActivateTargetApp && ports.dns.is_none()) {
             if let Some(t) = fence_started {
                 ev.write_unavailability_secs = Some(t.elapsed().as_secs_f64());
@@ -270,8 +267,20 @@ fn begin(
     journal: &mut Journal,
     step: Step,
     decision: &Decision,
+    ui: &dyn super::Operator,
 ) -> Result<(), Stopped> {
-    let _ = decision;
+    if let Decision::Act { changes, why } = decision {
+        let what = if changes.is_empty() {
+            why.clone()
+        } else {
+            changes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        ui.step_started(step, &what);
+    }
     journal
         .begin(step.name(), ports.clock.now())
         .map_err(|error| Stopped::Failed { step, error })?;
@@ -285,12 +294,12 @@ fn end(
     step: Step,
     decision: &Decision,
     outcome: anyhow::Result<String>,
-    say: Say<'_>,
+    ui: &dyn super::Operator,
 ) -> Result<(), Stopped> {
     let now = ports.clock.now();
     let (state, detail) = match (decision, outcome) {
         (_, Err(error)) => {
-            say(&format!("  {:<20} FAILED: {error:#}", step.name()));
+            ui.step_ended(step, &format!("  {:<20} FAILED: {error:#}", step.name()));
             let _ = journal.end(step.name(), StepState::Failed, format!("{error:#}"), now);
             return Err(Stopped::Failed { step, error });
         }
@@ -307,7 +316,7 @@ fn end(
         StepState::Deferred => "DEFERRED:",
         _ => "",
     };
-    say(&format!("  {:<20} {label} {detail}", step.name()));
+    ui.step_ended(step, &format!("  {:<20} {label} {detail}", step.name()));
     journal
         .end(step.name(), state, detail, now)
         .map_err(|error| Stopped::Failed { step, error })?;
@@ -323,10 +332,14 @@ async fn run_step(
     step: Step,
     decision: &Decision,
     ev: &mut Evidence,
+    ui: &dyn super::Operator,
 ) -> anyhow::Result<String> {
-    let Decision::Act { changes, .. } = decision else {
+    let Decision::Act { changes, why } = decision else {
         return Ok(String::new());
     };
+    if changes.is_empty() {
+        return Ok(why.clone());
+    }
     let t0 = Instant::now();
     let mut did = Vec::new();
     let mut k = 0;
@@ -341,9 +354,9 @@ async fn run_step(
                 j += 1;
             }
         }
-        let outs =
-            futures_util::future::try_join_all(changes[k..j].iter().map(|c| apply(ports, c)))
-                .await?;
+        let work =
+            futures_util::future::try_join_all(changes[k..j].iter().map(|c| apply(ports, c)));
+        let outs = watch(ports, step, &changes[k], ui, work).await?;
         for (c, out) in changes[k..j].iter().zip(outs) {
             if let Some(e) = out.evidence {
                 merge(ev, e);
@@ -352,12 +365,61 @@ async fn run_step(
         }
         k = j;
     }
-    let _ = step;
     Ok(format!(
         "{} ({:.1}s)",
         did.join("; "),
         t0.elapsed().as_secs_f64()
     ))
+}
+
+/// Runs `work`; meanwhile, for the long changes (replay, rejoin, rollouts), reports what the
+/// regions say every 500 ms (replay position against the target, rollout state).
+async fn watch<T>(
+    ports: &Ports,
+    step: Step,
+    change: &Change,
+    ui: &dyn super::Operator,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let probe = async {
+        loop {
+            ports.clock.sleep(Duration::from_millis(500)).await;
+            let detail = match change {
+                Change::WaitReplay { region, of } | Change::RejoinDb { region, follow: of } => {
+                    let (a, b) = tokio::join!(
+                        ports.region(*region).db.status(),
+                        ports.region(*of).db.status()
+                    );
+                    match (a, b) {
+                        (Ok(a), Ok(b)) => format!(
+                            "{region} {} at {}; {of} at {}",
+                            a.role,
+                            a.position().map_or("-".into(), |l| l.to_string()),
+                            b.position().map_or("-".into(), |l| l.to_string())
+                        ),
+                        (Err(_), _) => format!("{region}'s database is not answering yet"),
+                        (_, Err(e)) => format!("{of}: {e}"),
+                    }
+                }
+                Change::WaitAppReady { region } => {
+                    let rp = ports.region(*region);
+                    let mut parts = Vec::new();
+                    for d in &ports.app.deployments {
+                        if let Ok(r) = rp.cluster.rollout(RolloutKind::Deployment, d).await {
+                            parts.push(format!("{d} {}/{}", r.ready, r.desired));
+                        }
+                    }
+                    parts.join(", ")
+                }
+                _ => continue,
+            };
+            ui.step_progress(step, &detail);
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        () = probe => unreachable!("the probe never ends"),
+    }
 }
 
 fn merge(ev: &mut Evidence, e: Evidence) {
