@@ -10,6 +10,7 @@ mod exec;
 mod faults;
 mod fields;
 mod kubeconfig;
+mod logs;
 mod patch;
 mod portforward;
 mod protobuf;

@@ -47,6 +47,11 @@ pub trait PodIo: Send + Sync + 'static {
         None
     }
 
+    /// The file the pod's log is written to, when there is one (`kubectl logs -f` follows it).
+    fn log_path(&self, _pod: &PodInfo) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// How `kubectl exec` runs a command in `pod`; by default a generic container
     /// ([`ExecEnv::from_spec`]).
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
@@ -122,7 +127,7 @@ pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
             .filter(|(k, _)| !k.is_empty())
             .collect();
     Some(match *sub {
-        "log" => logs(ctx, &info, &query),
+        "log" => super::logs::serve(ctx, &info, &query),
         "exec" => super::exec::exec(ctx, req, &info, req.uri().query().unwrap_or_default())
             .unwrap_or_else(|e| status_response(&e)),
         _ => match port_forward(ctx, req, &info, &query) {
@@ -130,16 +135,6 @@ pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
             Err(e) => status_response(&e),
         },
     })
-}
-
-fn logs(ctx: &Ctx, pod: &PodInfo, query: &BTreeMap<String, String>) -> Response {
-    let mut text = ctx.pod_io.logs(pod).unwrap_or_default();
-    if let Some(n) = query.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(n);
-        text = lines[start..].iter().map(|l| format!("{l}\n")).collect();
-    }
-    Response::builder().content_type("text/plain").body(text)
 }
 
 /// Streams (exec, port-forward) need a running pod.

@@ -345,6 +345,12 @@ impl PgNode {
         std::fs::read_to_string(self.log_path(n)).unwrap_or_default()
     }
 
+    /// The file of the current (or last) start's log, if the node was ever started.
+    pub fn current_log_path(&self) -> Option<PathBuf> {
+        let n = *self.starts.lock().expect("starts lock");
+        (n > 0).then(|| self.log_path(n))
+    }
+
     fn log_path(&self, n: u32) -> PathBuf {
         self.dir.join("logs").join(format!("start-{n}.log"))
     }

@@ -282,6 +282,13 @@ impl PodIo for PgPodRuntime {
         Some(self.inner.node.current_log())
     }
 
+    fn log_path(&self, pod: &PodInfo) -> Option<std::path::PathBuf> {
+        if !self.inner.is_postgresql(pod) {
+            return self.inner.fallback_io.log_path(pod);
+        }
+        self.inner.node.current_log_path()
+    }
+
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.exec_env(pod);

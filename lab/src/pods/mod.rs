@@ -343,8 +343,8 @@ pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
 /// Logs are the pods' files under the log directory; `kubectl exec` runs in the service's
 /// environment (its variables, as resolved at the pod's start).
 impl PodIo for ProcessRuntime {
-    fn logs(&self, pod: &PodInfo) -> Option<String> {
-        std::fs::read_to_string(self.log_path(&pod.name)).ok()
+    fn log_path(&self, pod: &PodInfo) -> Option<PathBuf> {
+        Some(self.log_file(&pod.name))
     }
 
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
@@ -362,7 +362,7 @@ impl PodIo for ProcessRuntime {
 
 impl ProcessRuntime {
     /// Where a pod's stdout and stderr go.
-    pub fn log_path(&self, pod: &str) -> PathBuf {
+    pub fn log_file(&self, pod: &str) -> PathBuf {
         self.inner.cfg.log_dir.join(format!("{pod}.log"))
     }
 }

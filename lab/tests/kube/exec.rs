@@ -2,18 +2,13 @@
 //! the WebSocket remote-command protocol (v5.channel.k8s.io), stdout / stderr / stdin, the exit
 //! code in the status, and each container's own `/tmp`.
 
-use crate::support::{deployment, double, rolled_out, seed, Kubectl};
+use crate::support::{deployment, double, pod_names, rolled_out, seed, Kubectl};
 
 /// The deployment's pods, by name.
 async fn pods_of(d: &lab::KubeDouble, app: &str, n: usize) -> Vec<String> {
     seed(d, deployment(app, n as i64));
     rolled_out(d, app).await;
-    let mut pods: Vec<String> = d
-        .list("pods", Some("default"))
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
-        .collect();
-    pods.sort();
+    let pods = pod_names(d);
     assert_eq!(pods.len(), n);
     pods
 }

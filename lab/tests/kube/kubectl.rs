@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::support::{
-    config_map, deployment, double, eventually, rolled_out, seed, service, Kubectl,
+    config_map, deployment, double, eventually, pod_names, rolled_out, seed, service, Kubectl,
 };
 
 #[tokio::test]
@@ -112,13 +112,6 @@ async fn rollout_restart_replaces_pods() {
         after.iter().all(|p| !before.contains(p)),
         "old pods replaced: {before:?} -> {after:?}"
     );
-}
-
-fn pod_names(d: &lab::KubeDouble) -> Vec<String> {
-    d.list("pods", Some("default"))
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test]

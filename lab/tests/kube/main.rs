@@ -5,5 +5,6 @@ mod exec;
 mod faults;
 mod kube_rs;
 mod kubectl;
+mod logs;
 mod runtime;
 mod support;

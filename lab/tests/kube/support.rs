@@ -136,6 +136,24 @@ impl Kubectl {
         self.run_with_stdin(args, None).await
     }
 
+    /// Starts kubectl with `args` (stdout piped, stdin empty), for commands that stream.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .arg("--context")
+            .arg(&self.context)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kubectl must be installed")
+    }
+
     /// Runs kubectl with `args`, `input` as its stdin (none: an empty stdin).
     pub async fn run_with_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Output {
         use tokio::io::AsyncWriteExt;
@@ -175,4 +193,15 @@ impl Kubectl {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// The names of the pods in `default`, sorted.
+pub fn pod_names(d: &KubeDouble) -> Vec<String> {
+    let mut names: Vec<String> = d
+        .list("pods", Some("default"))
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    names.sort();
+    names
 }
