@@ -290,7 +290,10 @@ async fn run(cli: Cli) -> ExitCode {
             return code_of(commands::failover::run(&config, args).await);
         }
         Command::Abandon { yes, state_dir } => {
-            return code_of(commands::failover::abandon(&config, &state_dir, yes).await);
+            return code_of(
+                commands::failover::abandon(&config, &state_dir, yes, output == cli::Output::Json)
+                    .await,
+            );
         }
         Command::Lab { .. } | Command::Completions { .. } | Command::Docs { .. } => {
             unreachable!("handled above")

@@ -417,13 +417,22 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
 }
 
 /// `drdctl abandon`: shows the unfinished run and the live state, asks, closes the run.
-pub async fn abandon(config: &Config, state_dir: &Path, yes: bool) -> anyhow::Result<u8> {
+pub async fn abandon(
+    config: &Config,
+    state_dir: &Path,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
     let ports = ports(config, state_dir).await?;
     let Some(run) = ports.journal.load()?.filter(|r| r.unfinished()) else {
-        println!(
-            "no unfinished run in {}: nothing to abandon",
-            state_dir.display()
-        );
+        if json {
+            println!("{}", serde_json::json!({"abandoned": null}));
+        } else {
+            println!(
+                "no unfinished run in {}: nothing to abandon",
+                state_dir.display()
+            );
+        }
         return Ok(exit::OK);
     };
     let now = engine::run::observe(&ports).await;
@@ -452,8 +461,15 @@ pub async fn abandon(config: &Config, state_dir: &Path, yes: bool) -> anyhow::Re
         eprintln!("{e:#}");
         return Ok(exit::FAILED);
     }
-    engine::abandon(&ports)?;
+    let closed = engine::abandon(&ports)?;
     let _ = ports.lock.release(&run.holder).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"abandoned": closed}))?
+        );
+        return Ok(exit::OK);
+    }
     println!(
         "abandoned {}; run `drdctl status`, then `drdctl failover --to REGION` or `drdctl failback` to converge from the live state",
         run.id

@@ -397,3 +397,63 @@ async fn ctrl_c_stops_between_steps_releases_the_lock_and_the_run_resumes() {
     assert_eq!(in_recovery(&pg.dr).await, "f");
     assert_eq!(lab.dns_values(), [DR_INGRESS]);
 }
+
+/// Every command that reads the lab speaks JSON with `-o json` (one document on stdout), and
+/// every command ends quietly when its stdout is closed before it writes (no panic).
+#[tokio::test]
+async fn every_command_speaks_json_and_survives_a_closed_pipe() {
+    let lab = Lab::ready(true).await;
+    let state = lab.dir.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let init = repo_root().join("init-db.sql");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status", "--state-dir", state_arg],
+        vec!["verify"],
+        vec!["dns", "show"],
+        vec!["dns", "switch", "--to", "dr", "--plan"],
+        vec!["dns", "prepare", "--ttl", "60", "--plan"],
+        vec!["dns", "restore", "--ttl", "300", "--plan"],
+        vec!["failover", "--to", "dr", "--plan"],
+        vec![
+            "failover",
+            "--to",
+            "primary",
+            "--yes",
+            "--state-dir",
+            state_arg,
+        ],
+        vec!["failback", "--plan"],
+        vec!["deploy", "--dry-run", "--region", "dr"],
+        vec!["init-db", "--dry-run", "--file", init.to_str().unwrap()],
+        vec!["abandon", "--yes", "--state-dir", state_arg],
+    ];
+    for args in &commands {
+        let mut with_json = vec!["-o", "json"];
+        with_json.extend(args.iter().copied());
+        let out = lab.drdctl(&with_json).await;
+        let t = text(&out);
+        let doc: Result<Value, _> = serde_json::from_slice(&out.stdout);
+        assert!(
+            doc.is_ok(),
+            "{args:?} printed no JSON document on stdout: {t}"
+        );
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{args:?}: {t}");
+
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = lab
+            .drdctl_command(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.code().is_some_and(|c| c == 141 || c <= 1),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
