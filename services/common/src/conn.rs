@@ -149,6 +149,9 @@ struct Lingering {
     /// A rewritten rejection being written: the bytes, how many are written, and how many
     /// bytes of hyper's own answer it stands for.
     pending: Option<(Vec<u8>, usize, usize)>,
+    /// Whether anything was ever written: a connection that never got an answer (half-open,
+    /// slow head) is closed at once, so the descriptor is free for the next client.
+    wrote: bool,
 }
 
 impl Lingering {
@@ -157,6 +160,7 @@ impl Lingering {
             stream: Some(stream),
             conn,
             pending: None,
+            wrote: false,
         }
     }
 }
@@ -165,7 +169,9 @@ impl Drop for Lingering {
     fn drop(&mut self) {
         if let (Some(stream), Ok(rt)) = (self.stream.take(), tokio::runtime::Handle::try_current())
         {
-            rt.spawn(linger(stream));
+            if self.wrote {
+                rt.spawn(linger(stream));
+            }
         }
     }
 }
@@ -241,6 +247,7 @@ impl AsyncRead for Lingering {
 impl AsyncWrite for Lingering {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.wrote = true;
         if this.pending.is_none() {
             let idle = this
                 .conn
