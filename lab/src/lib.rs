@@ -10,6 +10,7 @@ pub mod kube_api;
 pub mod pg;
 pub mod pods;
 pub mod traffic;
+pub mod wan;
 pub mod world;
 
 pub use azure::AzureDouble;
