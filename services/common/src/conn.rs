@@ -372,28 +372,29 @@ where
     let cap = connection_cap(limits.max_connections);
     let local = listener.local_addr()?;
     let mut tasks = JoinSet::new();
+    let admit = |tasks: &mut JoinSet<()>, sock: TcpStream, peer: SocketAddr| {
+        let _ = sock.set_nodelay(true);
+        if table.open() >= cap && !table.evict_one() {
+            tasks.spawn(async move {
+                let mut sock = Lingering::new(sock, None);
+                let _ = tokio::time::timeout(LINGER, sock.write_all(&refusal())).await;
+            });
+            return;
+        }
+        let (id, state) = table.insert();
+        let (ep, table, limits) = (ep.clone(), table.clone(), limits.clone());
+        tasks.spawn(async move {
+            connection(sock, local, peer, ep, state, &limits).await;
+            table.remove(id);
+        });
+    };
     loop {
         tokio::select! {
             biased;
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    if table.open() >= cap && !table.evict_one() {
-                        tasks.spawn(async move {
-                            let mut sock = Lingering::new(sock, None);
-                            let _ = tokio::time::timeout(LINGER, sock.write_all(&refusal())).await;
-                        });
-                        continue;
-                    }
-                    let (id, state) = table.insert();
-                    let (ep, table, limits) = (ep.clone(), table.clone(), limits.clone());
-                    tasks.spawn(async move {
-                        connection(sock, local, peer, ep, state, &limits).await;
-                        table.remove(id);
-                    });
-                }
+                Ok((sock, peer)) => admit(&mut tasks, sock, peer),
                 Err(e) => {
                     // Out of descriptors (EMFILE) and the like: wait a little instead of spinning.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -401,6 +402,13 @@ where
                 }
             }
         }
+    }
+    // Connections the kernel completed but nobody accepted yet would be reset when the
+    // listener closes: take them in first (they are served, then closed).
+    while let Poll::Ready(Ok((sock, peer))) =
+        std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await
+    {
+        admit(&mut tasks, sock, peer);
     }
     drop(listener);
     table.close_idle();
