@@ -302,6 +302,18 @@ pub enum Command {
         #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
         state_dir: PathBuf,
     },
+    /// Who changed what, when: every mutating run (deploy, init-db, failover, failback,
+    /// abandon, dns switch/prepare/restore), newest first, with its steps.
+    ///
+    /// The history lives in the DR cluster (ConfigMaps labelled drdctl.io/history=true,
+    /// append-only); each run also records an Event on app-config in the regions it touched
+    /// (kubectl get events). Nothing secret is in it.
+    #[command(after_help = EX_HISTORY)]
+    History {
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Close an unfinished failover or failback without resuming it (after showing the state).
     ///
     /// Changes nothing in the clusters: the next `failover` or `failback` decides from the live
@@ -470,6 +482,7 @@ pub enum DnsAction {
     },
 }
 
+const EX_HISTORY: &str = "Examples:\n  drdctl history\n  drdctl history --limit 5\n  drdctl -o json history | jq '.[0].steps'\n  kubectl --context dr get events --field-selector reason=DrdctlFailover";
 // The EXAMPLES section of each command's help.
 const EX_BUILD_PUSH: &str = "Examples:\n  drdctl build-push --registry myacr.azurecr.io --image-version 1.4.0\n  drdctl build-push --service data-ingest --image-version 1.4.1\n  drdctl -o json build-push                  # digests as JSON";
 const EX_DEPLOY: &str = "Examples:\n  drdctl deploy                              # both regions, then wait for the rollouts\n  drdctl deploy --region dr --dry-run        # validate against the server, change nothing\n  drdctl deploy --registry myacr.azurecr.io --image-version 1.4.0";

@@ -3,6 +3,7 @@
 //! `main` parses, loads the config, runs one command from [`commands`], and maps the outcome
 //! to an exit code from [`exit`].
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -288,6 +289,9 @@ async fn run(cli: Cli) -> ExitCode {
                 discard_writes_of,
             };
             return code_of(commands::failover::run(&config, args).await);
+        }
+        Command::History { limit } => {
+            audit::history(&config, output == cli::Output::Json, limit).await
         }
         Command::Abandon { yes, state_dir } => {
             return code_of(

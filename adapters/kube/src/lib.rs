@@ -10,6 +10,7 @@
 //!
 //! Every error names the context and the object, and says what to do.
 
+mod audit;
 mod error;
 mod lease;
 mod rollout;
@@ -110,6 +111,8 @@ pub struct KubeCluster {
     target: Target,
     client: Client,
     server: String,
+    /// The kubeconfig user of the context (who drdctl acts as, for the audit trail).
+    user: Option<String>,
     resources: Mutex<HashMap<String, (ApiResource, ApiCapabilities)>>,
 }
 
@@ -136,6 +139,12 @@ impl KubeCluster {
         let path = kubeconfig_path(&target.kubeconfig);
         let kubeconfig = read_kubeconfig(&path)?;
         let names: Vec<String> = kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
+        let user = kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == target.context)
+            .and_then(|c| c.context.as_ref())
+            .and_then(|c| c.user.clone());
         if !names.contains(&target.context) {
             return Err(KubeError::UnknownContext {
                 region: target.region.clone(),
@@ -168,12 +177,18 @@ impl KubeCluster {
             target,
             client,
             server,
+            user,
             resources: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The kubeconfig user of the context (`None`: none named).
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The API server URL of the context.

@@ -74,8 +74,18 @@ pub async fn init_db_output(
             elapsed.as_secs_f64()
         )),
     };
+    let started = chrono::Utc::now();
     let outcome = db.init_db(&opts, &on_progress).await;
     line.finish_and_clear();
+    if !args.dry_run {
+        let mut record = crate::audit::Record::new("init-db", started);
+        record.result = match &outcome {
+            Ok(o) => o.to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        record.exit_code = if outcome.is_ok() { 0 } else { 1 };
+        crate::audit::write_or_warn(config, record).await;
+    }
     let outcome = outcome?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),

@@ -76,11 +76,31 @@ pub async fn run_with_output(
     output: crate::cli::Output,
 ) -> anyhow::Result<()> {
     let mut applied = Vec::new();
+    let started = chrono::Utc::now();
+    let mut result = Ok(());
     for region in &args.regions {
-        deploy_region(config, region, &args, output, &mut applied)
+        result = deploy_region(config, region, &args, output, &mut applied)
             .await
-            .with_context(|| format!("deploying region {region}"))?;
+            .with_context(|| format!("deploying region {region}"));
+        if result.is_err() {
+            break;
+        }
     }
+    if !args.dry_run {
+        let mut record = crate::audit::Record::new("deploy", started);
+        record.plan = applied
+            .iter()
+            .filter(|a| a.outcome != "unchanged")
+            .map(|a| format!("{} {} {}", a.region, a.object, a.outcome))
+            .collect();
+        record.result = match &result {
+            Ok(()) => format!("done: {} object(s) changed", record.plan.len()),
+            Err(e) => format!("failed: {}", crate::chain(e)),
+        };
+        record.exit_code = if result.is_ok() { 0 } else { 1 };
+        crate::audit::write_or_warn(config, record).await;
+    }
+    result?;
     if output == crate::cli::Output::Json {
         println!(
             "{}",

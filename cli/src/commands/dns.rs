@@ -58,6 +58,7 @@ pub async fn run(config: &Config, action: DnsAction, output: Output) -> anyhow::
                 return Ok(());
             }
             ui::confirm_typed(region, yes, &format!("{planned}"))?;
+            let started = chrono::Utc::now();
             let report = ops
                 .switch(
                     region,
@@ -67,11 +68,47 @@ pub async fn run(config: &Config, action: DnsAction, output: Output) -> anyhow::
                         confirm: true,
                     },
                 )
-                .await?;
-            print(&report, output);
+                .await;
+            let mut record = crate::audit::Record::new("dns-switch", started);
+            record.result = match &report {
+                Ok(r) => r.summary(),
+                Err(e) => format!("failed: {e}"),
+            };
+            record.exit_code = if report.is_ok() { 0 } else { 1 };
+            crate::audit::write_or_warn(config, record).await;
+            print(&report?, output);
         }
-        DnsAction::Prepare { ttl, plan } => print(&ops.prepare_ttl(ttl, plan).await?, output),
-        DnsAction::Restore { ttl, plan } => print(&ops.restore_ttl(ttl, plan).await?, output),
+        DnsAction::Prepare { ttl, plan } => {
+            let started = chrono::Utc::now();
+            let report = ops.prepare_ttl(ttl, plan).await;
+            if !plan {
+                audit_ttl(config, "dns-prepare", started, &report).await;
+            }
+            print(&report?, output)
+        }
+        DnsAction::Restore { ttl, plan } => {
+            let started = chrono::Utc::now();
+            let report = ops.restore_ttl(ttl, plan).await;
+            if !plan {
+                audit_ttl(config, "dns-restore", started, &report).await;
+            }
+            print(&report?, output)
+        }
     }
     Ok(())
+}
+
+async fn audit_ttl(
+    config: &Config,
+    kind: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    report: &Result<drd_dns::TtlReport, drd_dns::DnsError>,
+) {
+    let mut record = crate::audit::Record::new(kind, started);
+    record.result = match report {
+        Ok(r) => r.to_string().lines().next().unwrap_or_default().to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    record.exit_code = if report.is_ok() { 0 } else { 1 };
+    crate::audit::write_or_warn(config, record).await;
 }

@@ -331,8 +331,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
     if !args.plan {
         eprintln!("{} to {}", args.kind.name(), args.to);
     }
+    let run_started = chrono::Utc::now();
     let outcome = engine::drive(&ports, &intent, &opts, &operator, &interrupted).await?;
     let code = exit::of_outcome(&outcome);
+    audit_run(config, args.kind, run_started, &outcome, code).await;
     if matches!(outcome, Outcome::Done { .. } | Outcome::Stopped { .. }) {
         eprintln!("total {:.1}s", started.elapsed().as_secs_f64());
     }
@@ -461,7 +463,11 @@ pub async fn abandon(
         eprintln!("{e:#}");
         return Ok(exit::FAILED);
     }
+    let started = chrono::Utc::now();
     let closed = engine::abandon(&ports)?;
+    let mut record = crate::audit::Record::new("abandon", started);
+    record.result = format!("abandoned {}", run.id);
+    crate::audit::write_or_warn(config, record).await;
     let _ = ports.lock.release(&run.holder).await;
     if json {
         println!(
@@ -481,4 +487,44 @@ pub async fn abandon(
 pub fn unfinished(state_dir: &Path) -> anyhow::Result<Option<Run>> {
     use crate::engine::ports::JournalStore;
     Ok(FileStore::new(state_dir).load()?.filter(|r| r.unfinished()))
+}
+
+/// The audit record of a failover or failback that ran (done, stopped, or failed at its first
+/// change); refusals and no-ops change nothing and are not recorded.
+async fn audit_run(
+    config: &Config,
+    kind: RunKind,
+    started: chrono::DateTime<chrono::Utc>,
+    outcome: &Outcome,
+    code: u8,
+) {
+    let (run, result) = match outcome {
+        Outcome::Done { run, .. } => (Some(run), "done".to_string()),
+        Outcome::Stopped { run, why, .. } => (Some(run), format!("stopped midway: {why}")),
+        Outcome::FailedUnchanged { why, .. } => (None, format!("failed, nothing changed: {why}")),
+        _ => return,
+    };
+    let mut record = crate::audit::Record::new(kind.name(), started);
+    if let Some(run) = run {
+        record.id = run.id.clone();
+        record.steps = run
+            .steps
+            .iter()
+            .map(|s| crate::audit::Step {
+                name: s.name.clone(),
+                state: format!("{:?}", s.state).to_lowercase(),
+                detail: s.detail.clone(),
+            })
+            .collect();
+        record.plan = run
+            .steps
+            .iter()
+            .filter(|s| s.state == crate::engine::journal::StepState::Done)
+            .map(|s| s.name.clone())
+            .collect();
+    }
+    record.result = result;
+    record.exit_code = code;
+    record.finished = chrono::Utc::now();
+    crate::audit::write_or_warn(config, record).await;
 }

@@ -153,6 +153,54 @@ fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_beh
             assert!(t.contains(d), "{ctx}: {t}");
         }
     }
+    // ... drdctl history lists the drill's failover and failback, newest first, with their
+    // steps, and nothing secret ...
+    let out = drdctl(&[
+        "--config",
+        dir.join("drdctl.toml").to_str().unwrap(),
+        "-o",
+        "json",
+        "history",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        !t.contains(lab_password()),
+        "the password is in the history"
+    );
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    let (fb, fo) = (
+        kinds
+            .iter()
+            .position(|k| *k == "failback")
+            .expect("failback recorded"),
+        kinds
+            .iter()
+            .position(|k| *k == "failover")
+            .expect("failover recorded"),
+    );
+    assert!(fb < fo, "newest first: {kinds:?}");
+    for i in [fb, fo] {
+        let r = &history[i];
+        assert_eq!(r["result"], "done", "{r:#}");
+        assert!(r["steps"].as_array().unwrap().len() >= 8, "{r:#}");
+        assert!(
+            r["local_user"].is_string() && r["kube_user"]["dr"].is_string(),
+            "{r:#}"
+        );
+    }
+    let out = drdctl(&[
+        "--config",
+        dir.join("drdctl.toml").to_str().unwrap(),
+        "history",
+    ]);
+    assert!(text(&out).contains("promote-target"), "{}", text(&out));
     // ... the lab's name server answers with the primary ingress again ...
     let cfg = std::fs::read_to_string(dir.join("drdctl.toml")).unwrap();
     let ns: std::net::SocketAddr = cfg
