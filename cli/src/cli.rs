@@ -420,6 +420,7 @@ pub enum Command {
     /// times, write-unavailability, requests sent / acknowledged / failed, acknowledged writes
     /// missing afterwards) and a timeline picture (SVG) in --out; the lab is torn down unless
     /// --keep. Exit 0 when everything passed and no acknowledged write is missing.
+    #[cfg(feature = "lab")]
     #[command(after_help = EX_LAB)]
     Lab {
         #[arg(value_parser = ["up", "drill", "status", "down", "serve"])]
@@ -493,6 +494,7 @@ const EX_ABANDON: &str = "Examples:\n  drdctl abandon                           
 const EX_FAILOVER: &str = "Examples:\n  drdctl failover --to dr --plan             # every step and what it would change\n  drdctl -o json failover --to dr --plan     # the same plan as JSON\n  drdctl failover --to dr                    # type \"dr\" to confirm\n  drdctl failover --to dr --rejoin --yes     # unattended; old primary rewound into a standby\n  drdctl failover --to dr --allow-data-loss  # the primary region is gone (emergency)\n  drdctl failover --to dr --discard-writes-of primary   # resolve a split brain";
 const EX_FAILBACK: &str = "Examples:\n  drdctl failback --plan\n  drdctl failback                            # type \"primary\" to confirm";
 const EX_DNS: &str = "Examples:\n  drdctl dns show\n  drdctl dns prepare --ttl 60                # a day ahead of a planned failover\n  drdctl dns switch --to dr --plan\n  drdctl dns restore";
+#[cfg(feature = "lab")]
 const EX_LAB: &str = "Examples:\n  drdctl lab drill                           # the whole exercise, with a report\n  drdctl lab up && drdctl lab status\n  drdctl lab down";
 const EX_SHOW: &str = "Examples:\n  drdctl dns show\n  drdctl -o json dns show";
 const EX_SWITCH: &str =

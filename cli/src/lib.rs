@@ -96,6 +96,7 @@ async fn run(cli: Cli) -> ExitCode {
         }
         _ => {}
     }
+    #[cfg(feature = "lab")]
     if let Command::Lab {
         action,
         dir,
@@ -299,9 +300,9 @@ async fn run(cli: Cli) -> ExitCode {
                     .await,
             );
         }
-        Command::Lab { .. } | Command::Completions { .. } | Command::Docs { .. } => {
-            unreachable!("handled above")
-        }
+        #[cfg(feature = "lab")]
+        Command::Lab { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Docs { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

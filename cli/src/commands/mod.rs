@@ -5,7 +5,9 @@ pub mod db;
 pub mod deploy;
 pub mod dns;
 pub mod docs;
+#[cfg(feature = "lab")]
 pub mod drill;
 pub mod failover;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod verify;

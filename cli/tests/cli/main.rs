@@ -9,4 +9,5 @@ mod lab;
 mod offpath;
 mod support;
 mod surface;
+mod tidy;
 mod verify;
