@@ -109,13 +109,24 @@ async fn validate_user() {
         .collect();
     assert_eq!(fields, ["username", "email"]);
 
-    for bad in [
-        r#"{"username":"abc"}"#,
-        r#"{"username":5,"email":"a@b.co"}"#,
-        "{",
-        "[]",
+    // Whatever is wrong, the 400 is the documented shape: valid false and every problem.
+    for (bad, field) in [
+        (r#"{"username":"abc"}"#, "email"),
+        (r#"{"username":5,"email":"a@b.co"}"#, "username"),
+        ("{", "body"),
+        ("[]", "body"),
+        ("", "body"),
+        (
+            r#"{"username":"abc","email":"a@b.co","is_admin":true}"#,
+            "body",
+        ),
     ] {
-        error_of(app.post_raw("/api/v1/validate/user", bad).await, 400).await;
+        let r = app.post_raw("/api/v1/validate/user", bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["valid"], false, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "validation_failed", "{bad}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{bad}: {body}");
     }
 }
 
