@@ -528,3 +528,100 @@ async fn audit_run(
     record.finished = chrono::Utc::now();
     crate::audit::write_or_warn(config, record).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::{plan, DbView, DeploymentView, DnsView, RegionView};
+    use drd_db::DbRole;
+
+    fn region(r: Region, primary: bool) -> RegionView {
+        RegionView {
+            region: r,
+            api_error: None,
+            db: DbView::Up {
+                role: if primary {
+                    DbRole::Primary
+                } else {
+                    DbRole::Standby
+                },
+                fenced: false,
+                timeline: 1,
+                lsn: 0x3051DB8,
+                received: (!primary).then_some(0x3051DB8),
+                streaming: !primary,
+            },
+            db_desired: Some(if primary { "primary" } else { "standby" }.into()),
+            app_role: Some(if primary { "active" } else { "standby" }.into()),
+            deployments: ["frontend-api", "business-logic", "data-ingest"]
+                .iter()
+                .map(|d| DeploymentView {
+                    name: d.to_string(),
+                    desired: if primary { 3 } else { 1 },
+                    rolled_out: true,
+                    mark: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn initial() -> Snapshot {
+        Snapshot {
+            primary: region(Region::Primary, true),
+            dr: region(Region::Dr, false),
+            dns: Some(DnsView {
+                points_to: Some(Region::Primary),
+                ttl: Some(60),
+                error: None,
+            }),
+        }
+    }
+
+    fn intent(kind: RunKind, to: Region) -> Intent {
+        Intent {
+            kind,
+            to,
+            rejoin: kind == RunKind::Failback,
+            allow_data_loss: false,
+            discard_writes_of: None,
+            lag_bound_bytes: 16 << 20,
+            active_replicas: 3,
+            standby_replicas: 1,
+            deployments: vec![
+                "frontend-api".into(),
+                "business-logic".into(),
+                "data-ingest".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_plan_of_a_planned_failover_as_the_operator_reads_it() {
+        let p = plan(&initial(), &intent(RunKind::Failover, Region::Dr));
+        insta::assert_snapshot!(render_plan(&p));
+        insta::assert_snapshot!("confirmation", summary(&p, &initial()));
+    }
+
+    #[test]
+    fn a_no_op_failback_says_nothing_to_do() {
+        let p = plan(&initial(), &intent(RunKind::Failback, Region::Primary));
+        assert!(p.nothing_to_do());
+        insta::assert_snapshot!(render_plan(&p));
+    }
+
+    #[test]
+    fn split_brain_is_refused_naming_both_databases() {
+        let mut s = initial();
+        s.dr.db = DbView::Up {
+            role: DbRole::Primary,
+            fenced: false,
+            timeline: 2,
+            lsn: 0x3052000,
+            received: None,
+            streaming: false,
+        };
+        let p = plan(&s, &intent(RunKind::Failover, Region::Dr));
+        assert!(p.refusal().is_some());
+        insta::assert_snapshot!(render_plan(&p));
+    }
+}
