@@ -5,6 +5,7 @@
 //! [`world`] puts them together as two regions; [`traffic`] is the drill's load generator.
 
 pub mod azure;
+pub mod control;
 pub mod dns_server;
 pub mod kube_api;
 pub mod pg;

@@ -3,6 +3,13 @@
 //! Services in front of them and the region's ingress; the Azure DNS double and its
 //! authoritative name server; and the files a user points tools at (kubeconfig, drdctl.toml,
 //! overlays that give each region's role ConfigMap the lab's addresses).
+//!
+//! Every path that crosses regions goes through a WAN relay ([`crate::wan`]): replication and
+//! the split-brain guard's peer checks between the databases, the operator to each region's
+//! API (port-forwards included) and to Azure, the clients to each region's ingress. The
+//! relays' latency and bandwidth are set at start ([`WorldConfig::wan`]) and, like partitions
+//! and the loss of a region, changed through the control API ([`crate::control`]) while the
+//! world runs.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,9 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::azure::{RecordSet, ZoneId};
+use crate::control::{ControlServer, Controls, RegionHandle, CONTROL_FILE};
 use crate::kube_api::write_kubeconfig;
 use crate::pg::{PgPair, PgPairConfig, PgPodRuntime};
 use crate::pods::{Endpoints, ProcessRuntime, ProcessRuntimeConfig, ServiceProxy};
+use crate::wan::{Link, Party, Relay, Wan, WanSettings};
 use crate::{AzureDouble, DnsServer, KubeDouble, KubeDoubleConfig};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -34,12 +43,19 @@ pub struct WorldConfig {
     pub ingress_port: u16,
 }
 
+/// The file in the lab's directory holding the WAN settings to start with (JSON
+/// [`WanSettings`]; written by `drdctl lab up --wan-rtt ... --wan-mbit ...`).
+pub const WAN_FILE: &str = "wan.json";
+
 pub struct Region {
     pub name: String,
     pub ip: IpAddr,
-    pub kube: KubeDouble,
+    pub kube: Arc<KubeDouble>,
     pub runtime: ProcessRuntime,
-    pub ingress: ServiceProxy,
+    /// The region's ingress as the clients reach it (through the WAN).
+    pub ingress: Relay,
+    /// The region's API as the operator reaches it (through the WAN).
+    pub api: Relay,
     _proxies: Vec<ServiceProxy>,
 }
 
@@ -50,6 +66,14 @@ pub struct World {
     pub azure: AzureDouble,
     pub dns: DnsServer,
     pub cfg: WorldConfig,
+    /// The distance and the cuts between the parties.
+    pub wan: Wan,
+    /// Azure's API as the operator reaches it.
+    pub azure_api: Relay,
+    /// Each region's way to the other's database (replication, peer checks).
+    pub replication: Vec<Relay>,
+    /// The control API (its URL is in `<dir>/control`).
+    pub control: Option<ControlServer>,
 }
 
 async fn region(
@@ -58,17 +82,14 @@ async fn region(
     node: crate::pg::SharedNode,
     cfg: &WorldConfig,
     pod_net: u8,
+    wan: &Wan,
 ) -> std::io::Result<Region> {
     let endpoints = Endpoints::default();
     let bl =
         ServiceProxy::start(SocketAddr::new(ip, 0), "business-logic", endpoints.clone()).await?;
     let di = ServiceProxy::start(SocketAddr::new(ip, 0), "data-ingest", endpoints.clone()).await?;
-    let ingress = ServiceProxy::start(
-        SocketAddr::new(ip, cfg.ingress_port),
-        "frontend-api",
-        endpoints.clone(),
-    )
-    .await?;
+    let ingress =
+        ServiceProxy::start(SocketAddr::new(ip, 0), "frontend-api", endpoints.clone()).await?;
     let runtime = ProcessRuntime::new(
         ProcessRuntimeConfig {
             region: name.into(),
@@ -96,26 +117,54 @@ async fn region(
     .await?;
     pg_rt.bind(&kube);
     runtime.attach(kube.store().clone());
+    let me = Party::Region(name.to_string());
+    let api = Relay::start(
+        wan,
+        Link(Party::Operator, me.clone()),
+        "127.0.0.1:0".parse().expect("literal"),
+        kube.addr(),
+    )
+    .await?;
+    let ingress_relay = Relay::start(
+        wan,
+        Link(Party::Clients, me),
+        SocketAddr::new(ip, cfg.ingress_port),
+        ingress.addr,
+    )
+    .await?;
     Ok(Region {
         name: name.into(),
         ip,
-        kube,
+        kube: Arc::new(kube),
         runtime,
-        ingress,
-        _proxies: vec![bl, di],
+        ingress: ingress_relay,
+        api,
+        _proxies: vec![bl, di, ingress],
     })
 }
 
+type StartResult = Result<World, Box<dyn std::error::Error + Send + Sync>>;
+
 impl World {
-    pub async fn start(
-        cfg: WorldConfig,
-    ) -> Result<World, Box<dyn std::error::Error + Send + Sync>> {
+    /// Starts the world with the WAN settings of `<dir>/wan.json` (none: no added distance).
+    pub async fn start(cfg: WorldConfig) -> StartResult {
+        let wan = match std::fs::read(cfg.dir.join(WAN_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => WanSettings::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Self::start_with(cfg, wan).await
+    }
+
+    /// Starts the world with these WAN settings.
+    pub async fn start_with(cfg: WorldConfig, wan: WanSettings) -> StartResult {
         std::fs::create_dir_all(&cfg.dir)?;
         let cfg = WorldConfig {
             dir: std::fs::canonicalize(&cfg.dir)?,
             repo_root: std::fs::canonicalize(&cfg.repo_root)?,
             ..cfg
         };
+        let wan = Wan::new(wan);
         let pg = PgPair::new(PgPairConfig::new(&cfg.password))?;
         let primary = region(
             "primary",
@@ -123,10 +172,34 @@ impl World {
             pg.primary.clone(),
             &cfg,
             10,
+            &wan,
         )
         .await?;
-        let dr = region("dr", "127.0.0.3".parse()?, pg.dr.clone(), &cfg, 20).await?;
+        let dr = region("dr", "127.0.0.3".parse()?, pg.dr.clone(), &cfg, 20, &wan).await?;
+        let between = || Link(Party::Region("primary".into()), Party::Region("dr".into()));
+        // Each side's way to the other's database: on its own address, across the WAN.
+        let primary_from_dr = Relay::start(
+            &wan,
+            between(),
+            SocketAddr::new(dr.ip, 0),
+            pg.primary.addr(),
+        )
+        .await?;
+        let dr_from_primary = Relay::start(
+            &wan,
+            between(),
+            SocketAddr::new(primary.ip, 0),
+            pg.dr.addr(),
+        )
+        .await?;
         let azure = AzureDouble::start().await?;
+        let azure_api = Relay::start(
+            &wan,
+            Link(Party::Operator, Party::Azure),
+            "127.0.0.1:0".parse()?,
+            azure.addr(),
+        )
+        .await?;
         let dns = DnsServer::start(azure.store().clone()).await?;
         let zone = ZoneId::new(SUBSCRIPTION, "rg-drd-lab", "example.com");
         azure.register_client_secret(TENANT, CLIENT_ID, &cfg.password);
@@ -139,8 +212,18 @@ impl World {
             azure,
             dns,
             cfg,
+            wan,
+            azure_api,
+            replication: vec![primary_from_dr, dr_from_primary],
+            control: None,
         };
         world.write_files()?;
+        let control = ControlServer::start(world.controls()).await?;
+        std::fs::write(world.cfg.dir.join(CONTROL_FILE), control.url())?;
+        let world = World {
+            control: Some(control),
+            ..world
+        };
         Ok(world)
     }
 
@@ -162,11 +245,13 @@ impl World {
         write_kubeconfig(
             &self.kubeconfig(),
             &[
-                ("primary", &self.primary.kube.url()),
-                ("dr", &self.dr.kube.url()),
+                ("primary", &format!("http://{}", self.primary.api.addr)),
+                ("dr", &format!("http://{}", self.dr.api.addr)),
             ],
         )?;
-        let (p_role, d_role) = self.pg.initial_roles();
+        let (p_role, d_role) = self
+            .pg
+            .roles_via(self.replication[0].addr, self.replication[1].addr);
         for (region, role) in [("primary", &p_role), ("dr", &d_role)] {
             let overlay = dir.join("overlays").join(region);
             std::fs::create_dir_all(&overlay)?;
@@ -188,7 +273,7 @@ impl World {
                 ),
             )?;
         }
-        let ingress = |r: &Region| format!("{}:{}", r.ip, r.ingress.addr.port());
+        let ingress = |r: &Region| r.ingress.addr.to_string();
         std::fs::write(
             self.config(),
             format!(
@@ -230,7 +315,7 @@ dr = "{dip}"
                 pi = ingress(&self.primary),
                 di = ingress(&self.dr),
                 ns = self.dns.addr(),
-                arm = self.azure.url(),
+                arm = format!("http://{}", self.azure_api.addr),
                 pip = self.primary.ip,
                 dip = self.dr.ip,
             ),
@@ -245,6 +330,36 @@ dr = "{dip}"
         Ok(())
     }
 
+    /// The region called `name`.
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        [&self.primary, &self.dr]
+            .into_iter()
+            .find(|r| r.name == name)
+    }
+
+    /// What the control API acts on.
+    pub fn controls(&self) -> Controls {
+        let handle = |r: &Region, node: &crate::pg::SharedNode| RegionHandle {
+            name: r.name.clone(),
+            runtime: r.runtime.clone(),
+            node: node.clone(),
+            kube: r.kube.clone(),
+        };
+        Controls {
+            wan: self.wan.clone(),
+            regions: vec![
+                handle(&self.primary, &self.pg.primary),
+                handle(&self.dr, &self.pg.dr),
+            ],
+        }
+    }
+
+    /// Loses a region at once: SIGKILL to its service processes and its PostgreSQL, its API
+    /// gone, every path to it refused.
+    pub async fn kill_region(&self, name: &str) -> Result<(), String> {
+        self.controls().kill_region(name).await
+    }
+
     /// Stops every process the world started.
     pub async fn stop(self) {
         for r in [&self.primary, &self.dr] {
@@ -252,6 +367,7 @@ dr = "{dip}"
         }
         let _ = self.pg.primary.stop().await;
         let _ = self.pg.dr.stop().await;
+        let _ = std::fs::remove_file(self.cfg.dir.join(CONTROL_FILE));
     }
 }
 

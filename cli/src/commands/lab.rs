@@ -59,12 +59,24 @@ pub async fn serve(dir: &Path, repo_root: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn up(dir: &Path, repo_root: &Path) -> anyhow::Result<()> {
+    up_with_wan(dir, repo_root, lab::wan::WanSettings::default()).await
+}
+
+/// `drdctl lab up --wan-rtt 40ms --wan-mbit 200`: the lab with every path between the regions
+/// (and from the operator and the clients to each) `wan` apart.
+pub async fn up_with_wan(
+    dir: &Path,
+    repo_root: &Path,
+    wan: lab::wan::WanSettings,
+) -> anyhow::Result<()> {
     if let Some(pid) = read_pid(dir).filter(|p| pid_alive(*p)) {
         println!("the lab is already up (pid {pid}); drdctl lab down stops it");
         return Ok(());
     }
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
+    // The lab process starts its relays with these (lab::world::World::start reads them).
+    std::fs::write(dir.join(lab::world::WAN_FILE), serde_json::to_vec(&wan)?)?;
     let log = std::fs::File::create(dir.join("serve.log"))?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(["lab", "serve", "--dir"])
@@ -208,4 +220,148 @@ pub fn repo_root() -> anyhow::Result<PathBuf> {
                 start.display()
             )
         })
+}
+
+/// `--wan-rtt 40ms` (also `0.04s`, or a bare number of milliseconds) in milliseconds.
+pub fn parse_rtt(s: &str) -> anyhow::Result<f64> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration (40ms, 0.04s)"))?;
+    if !v.is_finite() || v < 0.0 {
+        bail!("{s:?}: a round-trip time is 0 or more");
+    }
+    Ok(v * scale)
+}
+
+fn print_state(state: &serde_json::Value) {
+    let s = &state["settings"];
+    println!(
+        "WAN: rtt {} ms, {} Mbit/s per link and direction",
+        s["rtt_ms"],
+        if s["mbit"].as_f64() == Some(0.0) {
+            "unlimited".to_string()
+        } else {
+            s["mbit"].to_string()
+        }
+    );
+    let cuts = state["cuts"].as_array().cloned().unwrap_or_default();
+    if cuts.is_empty() {
+        println!("no link cut");
+    }
+    for c in cuts {
+        println!(
+            "cut: {} ({})",
+            c["link"].as_str().unwrap_or("?"),
+            c["mode"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+async fn control(
+    dir: &Path,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    lab::control::call(dir, method, path, body)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `drdctl lab wan [--rtt 40ms] [--mbit 200]`: changes the distance while the lab runs
+/// (open connections included); without options shows it and the cuts.
+pub async fn wan(dir: &Path, rtt_ms: Option<f64>, mbit: Option<f64>) -> anyhow::Result<()> {
+    let mut state = control(dir, "GET", "/wan", None).await?;
+    if rtt_ms.is_some() || mbit.is_some() {
+        let cur = &state["settings"];
+        let body = serde_json::json!({
+            "rtt_ms": rtt_ms.or(cur["rtt_ms"].as_f64()).unwrap_or(0.0),
+            "mbit": mbit.or(cur["mbit"].as_f64()).unwrap_or(0.0),
+        });
+        state = control(dir, "PUT", "/wan", Some(body)).await?;
+    }
+    print_state(&state);
+    Ok(())
+}
+
+/// `drdctl lab partition --region primary --from operator,dr [--refuse]`: cuts the region off
+/// from those parties (`operator`, `clients`, `azure`, the other region): blackholed (connections
+/// hang, as in a network fault) or, with `refuse`, refused.
+pub async fn partition(
+    dir: &Path,
+    region: &str,
+    parties: &[String],
+    refuse: bool,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "region": region,
+        "parties": parties,
+        "mode": if refuse { "refuse" } else { "blackhole" },
+    });
+    let out = control(dir, "POST", "/partition", Some(body)).await?;
+    for l in out["cut"].as_array().into_iter().flatten() {
+        println!(
+            "cut ({}): {}",
+            if refuse { "refused" } else { "blackholed" },
+            l.as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `drdctl lab heal [--region primary]`: opens the region's links again (all links without).
+pub async fn heal(dir: &Path, region: Option<&str>) -> anyhow::Result<()> {
+    let out = control(
+        dir,
+        "POST",
+        "/heal",
+        Some(serde_json::json!({ "region": region })),
+    )
+    .await?;
+    let healed = out["healed"].as_array().cloned().unwrap_or_default();
+    if healed.is_empty() {
+        println!("nothing was cut");
+    }
+    for l in healed {
+        println!("healed: {}", l.as_str().unwrap_or("?"));
+    }
+    Ok(())
+}
+
+/// `drdctl lab kill-region primary`: SIGKILL to everything of the region (its service pods and
+/// PostgreSQL), its API gone and every path to it refused. Not undone by `heal`: `lab down`
+/// and `lab up` start a new lab.
+pub async fn kill_region(dir: &Path, region: &str) -> anyhow::Result<()> {
+    control(
+        dir,
+        "POST",
+        "/kill-region",
+        Some(serde_json::json!({ "region": region })),
+    )
+    .await?;
+    println!("region {region} killed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_times() {
+        assert_eq!(parse_rtt("40ms").unwrap(), 40.0);
+        assert_eq!(parse_rtt("0.04s").unwrap(), 40.0);
+        assert_eq!(parse_rtt("12.5").unwrap(), 12.5);
+        assert!(parse_rtt("-1ms").is_err());
+        assert!(parse_rtt("fast").is_err());
+    }
 }

@@ -69,6 +69,20 @@ impl PgPair {
         )
     }
 
+    /// The roles the overlays give when each region reaches the other's database at an
+    /// address of its own (a WAN relay): the primary's peer is `dr_from_primary`, DR streams
+    /// from `primary_from_dr`.
+    pub fn roles_via(
+        &self,
+        primary_from_dr: std::net::SocketAddr,
+        dr_from_primary: std::net::SocketAddr,
+    ) -> (RoleFiles, RoleFiles) {
+        (
+            RoleFiles::primary(dr_from_primary),
+            RoleFiles::standby_of(primary_from_dr),
+        )
+    }
+
     /// The node of `region` (`primary` or `dr`).
     pub fn region(&self, region: &str) -> Option<&SharedNode> {
         match region {

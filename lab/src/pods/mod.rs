@@ -62,7 +62,6 @@ pub struct ProcessRuntime {
 struct Inner {
     cfg: ProcessRuntimeConfig,
     store: OnceLock<Arc<Store>>,
-    next_ip: AtomicU32,
     children: Mutex<HashMap<String, Child>>,
     /// Each running pod's environment (what `kubectl exec` runs commands in).
     envs: Mutex<HashMap<String, Vec<(String, String)>>>,
@@ -78,7 +77,6 @@ impl ProcessRuntime {
                 watchdog: Watchdog::start()?,
                 cfg,
                 store: OnceLock::new(),
-                next_ip: AtomicU32::new(1),
                 children: Mutex::new(HashMap::new()),
                 envs: Mutex::new(HashMap::new()),
                 endpoints,
@@ -105,24 +103,33 @@ impl ProcessRuntime {
         pods
     }
 
+    /// SIGKILLs every process at once (a region lost), waiting until each is gone.
+    pub async fn kill_all(&self) {
+        for mut child in self.take_children() {
+            let _ = child.kill().await;
+        }
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop_all(&self, grace: Duration) {
-        let children: Vec<(String, Child)> = self
-            .inner
-            .children
-            .lock()
-            .expect("not poisoned")
-            .drain()
-            .collect();
-        for (_, child) in children {
+        for child in self.take_children() {
             terminate(child, grace).await;
         }
+    }
+
+    fn take_children(&self) -> Vec<Child> {
+        let mut children = self.inner.children.lock().expect("not poisoned");
+        children.drain().map(|(_, c)| c).collect()
     }
 }
 
 impl Inner {
     fn pod_ip(&self) -> Ipv4Addr {
-        let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
+        // One counter for every runtime of this process (two worlds in one test binary must
+        // not hand out the same pod IP), started at a place of its own per process.
+        static NEXT_IP: OnceLock<AtomicU32> = OnceLock::new();
+        let next = NEXT_IP.get_or_init(|| AtomicU32::new((std::process::id() % 250) * 256 + 1));
+        let n = next.fetch_add(1, Ordering::SeqCst) % 65_000 + 1;
         Ipv4Addr::new(127, self.cfg.pod_net, (n >> 8) as u8, (n & 0xff) as u8)
     }
 

@@ -8,3 +8,4 @@
 mod bins;
 mod seed;
 mod support;
+mod wan;

@@ -7,77 +7,11 @@
 //! overlays with the lab's PostgreSQL addresses) for `kubernetes/microservices/<region>/` and
 //! the secret's value.
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use test_support::eventually;
 
-use crate::support::{kubectl, ok, repo_root, Lab, PASSWORD};
-
-const APPS: [&str; 3] = ["frontend-api", "business-logic", "data-ingest"];
-
-/// Splits a command line as sh does for these commands (words, '...' and "..." quoting).
-fn words(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut any = false;
-    for c in line.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => cur.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                any = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if any || !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (None, c) => cur.push(c),
-        }
-    }
-    if any || !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-struct Operator {
-    kubeconfig: PathBuf,
-    home: PathBuf,
-    cwd: PathBuf,
-}
-
-impl Operator {
-    /// Runs one README line (`kubectl ...`).
-    async fn line(&self, line: &str) -> Output {
-        let w = words(line);
-        assert_eq!(w[0], "kubectl", "{line}");
-        let args: Vec<&str> = w[1..].iter().map(String::as_str).collect();
-        kubectl(&self.kubeconfig, &self.home, &self.cwd, &args).await
-    }
-
-    /// Runs one README line, which must succeed; its stdout.
-    async fn ok(&self, line: &str) -> String {
-        ok(&[line], &self.line(line).await)
-    }
-
-    /// One value from psql in `context`'s PostgreSQL pod, through kubectl exec.
-    async fn sql(&self, context: &str, sql: &str) -> Option<String> {
-        let out = self
-            .line(&format!(
-                "kubectl --context {context} exec postgresql-0 -- psql -U postgres -d appdb -Atc \"{sql}\""
-            ))
-            .await;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-}
+use crate::support::{ok, words, Lab, APPS};
 
 async fn create_user(ingress: std::net::SocketAddr, name: &str) -> Option<u16> {
     let resp = reqwest::Client::new()
@@ -114,38 +48,10 @@ fn command_lines_split_as_sh_does() {
 #[tokio::test]
 async fn the_seed_readme_deploy_init_and_manual_failover_verbatim() {
     let lab = Lab::start().await;
-    let op = Operator {
-        kubeconfig: lab.seed_kubeconfig(),
-        home: lab.dir.path().to_path_buf(),
-        cwd: repo_root(),
-    };
-    let overlays = lab.world.cfg.dir.join("overlays");
+    let op = lab.operator();
 
     // Deploy to each region (README "Deploy to Primary Region" / "Deploy to DR Region").
-    for (context, region) in [("primary-aks-cluster", "primary"), ("dr-aks-cluster", "dr")] {
-        op.ok(&format!("kubectl config use-context {context}"))
-            .await;
-        op.ok(&format!(
-            "kubectl create secret generic postgresql-secret \
-             --from-literal=password='{PASSWORD}' --namespace=default"
-        ))
-        .await;
-        let out = op
-            .ok(&format!(
-                "kubectl apply -k {}/",
-                overlays.join(region).display()
-            ))
-            .await;
-        assert!(out.contains("statefulset.apps/postgresql created"), "{out}");
-        op.ok("kubectl rollout status statefulset/postgresql --timeout=120s")
-            .await;
-        for d in APPS {
-            op.ok(&format!(
-                "kubectl rollout status deployment/{d} --timeout=120s"
-            ))
-            .await;
-        }
-    }
+    op.deploy_both(&lab).await;
 
     // Initialize Database, on the primary.
     op.ok("kubectl config use-context primary-aks-cluster")
