@@ -123,8 +123,11 @@ pub struct ServiceConfig {
 /// What one instance accepts at most, and how long it waits for a client.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// A request head (and an idle keep-alive connection) must arrive within this.
+    /// A request head must arrive within this from its first byte.
     pub header_read_timeout: Duration,
+    /// A keep-alive connection is closed after this long without a request. Above the 60 s
+    /// a proxy (nginx ingress) keeps its pooled upstream connections, so the proxy closes first.
+    pub idle_timeout: Duration,
     /// A whole request (body included) must be answered within this.
     pub request_timeout: Duration,
     /// Open connections; past it the oldest idle connection is closed, or the new one gets 503.
@@ -256,6 +259,7 @@ impl ServiceConfig {
         };
         let limits = Limits {
             header_read_timeout: ms("HEADER_READ_TIMEOUT_MS", 10_000)?,
+            idle_timeout: ms("IDLE_TIMEOUT_MS", 75_000)?,
             request_timeout: ms("REQUEST_TIMEOUT_MS", 30_000)?,
             max_connections: count("MAX_CONNECTIONS", 1024)?,
             max_requests_in_flight: count("MAX_REQUESTS_IN_FLIGHT", 256)?,

@@ -1,7 +1,9 @@
 //! The HTTP/1.1 connection loop: hyper with the timeouts and limits poem's `Server` lacks.
 //!
-//! - A request head must arrive within the header-read timeout, and that timer also runs on
-//!   an idle keep-alive connection: slow or half-open connections are closed, not held forever.
+//! - A request head must arrive within the header-read timeout from its first byte, and a
+//!   keep-alive connection may stay idle for the idle timeout (longer, so that a proxy's
+//!   pooled connections are not closed under it): slow, idle or half-open connections are
+//!   closed, not held forever.
 //! - At most `max_connections` are open. Past it, the oldest connection that has no request in
 //!   progress is closed to make room (half-open ones first); when every connection is busy the
 //!   new one is answered 503 with `Retry-After` and closed.
@@ -50,6 +52,37 @@ struct ConnState {
     /// Close now: there is no request in progress (a half-sent head at most).
     evict: Notify,
     evicted: AtomicBool,
+    /// When the request head now arriving began (ms after `opened`, at least 1); 0 while
+    /// the connection is idle or a request is with the service.
+    head_since: AtomicU64,
+    head_began: Notify,
+    opened: tokio::time::Instant,
+}
+
+impl ConnState {
+    /// Bytes arrived while no request is with the service: a head has begun (if not already).
+    fn bytes_read(&self) {
+        if self.busy.load(Ordering::Acquire) == 0 && self.head_since.load(Ordering::Acquire) == 0 {
+            let ms = self.opened.elapsed().as_millis() as u64 + 1;
+            self.head_since.store(ms, Ordering::Release);
+            self.head_began.notify_one();
+        }
+    }
+
+    /// Resolves when a request head has been arriving for longer than `limit`.
+    async fn head_overdue(&self, limit: Duration) {
+        loop {
+            let began = self.head_since.load(Ordering::Acquire);
+            if began == 0 {
+                self.head_began.notified().await;
+                continue;
+            }
+            tokio::time::sleep_until(self.opened + Duration::from_millis(began - 1) + limit).await;
+            if self.head_since.load(Ordering::Acquire) == began {
+                return;
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -84,6 +117,9 @@ impl Table {
             close: Notify::new(),
             evict: Notify::new(),
             evicted: AtomicBool::new(false),
+            head_since: AtomicU64::new(0),
+            head_began: Notify::new(),
+            opened: tokio::time::Instant::now(),
         });
         if let Ok(mut c) = self.conns.lock() {
             c.insert(id, state.clone());
@@ -240,7 +276,15 @@ impl AsyncRead for Lingering {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get().poll_read(cx, buf)
+        let before = buf.filled().len();
+        let conn = self.conn.clone();
+        let polled = self.get().poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(c)) = (&polled, conn) {
+            if buf.filled().len() > before {
+                c.bytes_read();
+            }
+        }
+        polled
     }
 }
 
@@ -451,6 +495,8 @@ async fn connection<E>(
         let state = svc_state.clone();
         async move {
             state.busy.fetch_add(1, Ordering::AcqRel);
+            // The head is complete: its timer stops.
+            state.head_since.store(0, Ordering::Release);
             let done = Done(state);
             let req: poem::Request = (
                 req,
@@ -466,7 +512,9 @@ async fn connection<E>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // hyper's timer runs from the end of one answer to the end of the next head: the idle
+        // keep-alive timeout. The head's own, shorter timeout runs from its first byte.
+        .header_read_timeout(limits.idle_timeout)
         .max_buf_size(MAX_BUF)
         .max_headers(200)
         .serve_connection(TokioIo::new(Lingering::new(sock, Some(state.clone()))), svc);
@@ -483,6 +531,12 @@ async fn connection<E>(
             _ = state.close.notified(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            _ = state.head_overdue(limits.header_read_timeout), if !closing => {
+                if state.busy.load(Ordering::Acquire) == 0 {
+                    tracing::debug!(remote = %peer, "request head too slow: closing");
+                    break;
+                }
             }
             _ = state.evict.notified() => {
                 if state.busy.load(Ordering::Acquire) == 0 {

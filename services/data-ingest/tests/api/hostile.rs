@@ -187,18 +187,25 @@ async fn bytes_and_requests_in_flight_are_limited_with_503_and_retry_after() {
 async fn slow_and_idle_connections_are_closed() {
     let app = spawn_with(&[
         ("HEADER_READ_TIMEOUT_MS", "300"),
+        ("IDLE_TIMEOUT_MS", "2000"),
         ("REQUEST_TIMEOUT_MS", "500"),
     ])
     .await;
     let addr = app.running.addr;
-    // Half a request head, then nothing.
+    // Half a request head, then nothing: closed by the head's timeout, not the idle one.
     let mut half = TcpStream::connect(addr).await.unwrap();
     half.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    assert!(closed_within(&mut half, Duration::from_secs(5)).await);
-    // A keep-alive connection left idle after one request.
+    assert!(closed_within(&mut half, Duration::from_millis(1500)).await);
+    // A keep-alive connection left idle after one request: kept for the idle timeout (so a
+    // proxy's pooled connection is not closed under it), then closed.
     let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut idle).await.unwrap().status, 200);
+    assert!(!closed_within(&mut idle, Duration::from_millis(800)).await);
     idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
