@@ -146,11 +146,13 @@ async fn region(
 type StartResult = Result<World, Box<dyn std::error::Error + Send + Sync>>;
 
 impl World {
-    /// Starts the world with the WAN settings of `<dir>/wan.json` (none: no added distance).
+    /// Starts the world with the WAN settings of `<dir>/wan.json`, else of the environment
+    /// (`DRDCTL_LAB_WAN_RTT_MS`, `DRDCTL_LAB_WAN_MBIT`: how a benchmark that runs `drdctl lab
+    /// up` puts distance between the regions), else none.
     pub async fn start(cfg: WorldConfig) -> StartResult {
         let wan = match std::fs::read(cfg.dir.join(WAN_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => WanSettings::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => wan_from_env()?,
             Err(e) => return Err(e.into()),
         };
         Self::start_with(cfg, wan).await
@@ -369,6 +371,22 @@ dr = "{dip}"
         let _ = self.pg.dr.stop().await;
         let _ = std::fs::remove_file(self.cfg.dir.join(CONTROL_FILE));
     }
+}
+
+fn wan_from_env() -> Result<WanSettings, Box<dyn std::error::Error + Send + Sync>> {
+    let var = |k: &str| -> Result<f64, Box<dyn std::error::Error + Send + Sync>> {
+        match std::env::var(k) {
+            Ok(v) => Ok(v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{k}={v:?} is not a number"))?),
+            Err(_) => Ok(0.0),
+        }
+    };
+    Ok(WanSettings {
+        rtt_ms: var("DRDCTL_LAB_WAN_RTT_MS")?,
+        mbit: var("DRDCTL_LAB_WAN_MBIT")?,
+    })
 }
 
 /// `target` as a path relative to the directory `from` (both absolute): kustomize (kubectl

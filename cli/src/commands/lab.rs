@@ -76,7 +76,9 @@ pub async fn up_with_wan(
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     // The lab process starts its relays with these (lab::world::World::start reads them).
-    std::fs::write(dir.join(lab::world::WAN_FILE), serde_json::to_vec(&wan)?)?;
+    if wan != lab::wan::WanSettings::default() {
+        std::fs::write(dir.join(lab::world::WAN_FILE), serde_json::to_vec(&wan)?)?;
+    }
     let log = std::fs::File::create(dir.join("serve.log"))?;
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.args(["lab", "serve", "--dir"])

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::AbortHandle;
 
+use super::events::{self, Emit, EventType as Kind};
 use super::resources::{self, ResourceDef};
 use super::store::{now_rfc3339, EventType, Store, WriteOpts};
 
@@ -224,6 +225,63 @@ pub(crate) struct Controller {
     rollouts: Rollouts,
     starting: HashMap<String, AbortHandle>,
     started: HashSet<String>,
+    /// Each Deployment's replicas as last seen (for ScalingReplicaSet events).
+    scales: HashMap<String, i64>,
+}
+
+/// The controller event about a pod of `pod`'s owner: the ReplicaSet's (named by the pod's
+/// `generateName`) for a Deployment, the StatefulSet's otherwise.
+fn owner_event(store: &Store, pod: &Value, created: bool) {
+    let Some(owner) = pod.pointer("/metadata/ownerReferences/0") else {
+        return;
+    };
+    let ns = s(&pod["metadata"]["namespace"]);
+    let name = s(&pod["metadata"]["name"]);
+    let (reason, verb) = if created {
+        ("SuccessfulCreate", "Created")
+    } else {
+        ("SuccessfulDelete", "Deleted")
+    };
+    if s(&owner["kind"]) == "Deployment" {
+        let rs = s(&pod["metadata"]["generateName"]).trim_end_matches('-');
+        let object = json!({"metadata": {"name": rs, "namespace": ns}});
+        events::record(
+            store,
+            Emit {
+                object: &object,
+                kind: "ReplicaSet",
+                api_version: "apps/v1",
+                field_path: None,
+                event_type: Kind::Normal,
+                reason,
+                message: format!("{verb} pod: {name}"),
+                component: "replicaset-controller",
+                host: None,
+            },
+        );
+    } else {
+        let object =
+            json!({"metadata": {"name": owner["name"], "namespace": ns, "uid": owner["uid"]}});
+        events::record(
+            store,
+            Emit {
+                object: &object,
+                kind: s(&owner["kind"]),
+                api_version: s(&owner["apiVersion"]),
+                field_path: None,
+                event_type: Kind::Normal,
+                reason,
+                message: format!(
+                    "{} Pod {name} in {} {} successful",
+                    if created { "create" } else { "delete" },
+                    s(&owner["kind"]),
+                    s(&owner["name"])
+                ),
+                component: "statefulset-controller",
+                host: None,
+            },
+        );
+    }
 }
 
 impl Controller {
@@ -234,6 +292,7 @@ impl Controller {
             rollouts: Rollouts::default(),
             starting: HashMap::new(),
             started: HashSet::new(),
+            scales: HashMap::new(),
         }
     }
 
@@ -268,7 +327,16 @@ impl Controller {
             if let Some(h) = self.starting.remove(&uid) {
                 h.abort();
             }
-            self.started.remove(&uid);
+            if self.started.remove(&uid) {
+                let c = s(&ev.object["spec"]["containers"][0]["name"]).to_string();
+                events::pod_event(
+                    &self.store,
+                    &ev.object,
+                    Kind::Normal,
+                    "Killing",
+                    format!("Stopping container {c}"),
+                );
+            }
             let info = PodInfo::from_pod(&self.cfg.region, &ev.object);
             let stop = self.cfg.runtime.stop(info);
             tokio::spawn(stop);
@@ -309,6 +377,23 @@ impl Controller {
             let store = self.store.clone();
             let handle = tokio::spawn(async move {
                 let outcome = start.await;
+                if let Some(pod) = store.get(res("pods"), &ns, &name) {
+                    let c = s(&containers[0]["name"]).to_string();
+                    match &outcome {
+                        Ok(_) => events::pod_event(
+                            &store,
+                            &pod,
+                            Kind::Normal,
+                            "Started",
+                            format!("Started container {c}"),
+                        ),
+                        Err(e) => {
+                            events::pod_event(&store, &pod, Kind::Warning, "Failed", e.clone());
+                            events::pod_event(&store, &pod, Kind::Warning, "BackOff",
+                                format!("Back-off restarting failed container {c} in pod {name}_{ns}({uid})"));
+                        }
+                    }
+                }
                 let status = pod_status(&containers, &outcome);
                 let write = store.update(res("pods"), &ns, &name, WriteOpts::status(), |old| {
                     if s(&old["metadata"]["uid"]) != uid {
@@ -404,19 +489,23 @@ impl Controller {
     }
 
     fn create_pod(&self, pod: Value) {
-        if let Err(e) = self.store.create(res("pods"), pod, WriteOpts::default()) {
-            tracing::warn!(error = %e, "controller could not create a pod");
+        match self.store.create(res("pods"), pod, WriteOpts::default()) {
+            Ok(created) => owner_event(&self.store, &created, true),
+            Err(e) => tracing::warn!(error = %e, "controller could not create a pod"),
         }
     }
 
     fn delete_pod(&self, pod: &Value) {
         let meta = &pod["metadata"];
-        let _ = self.store.delete(
+        let deleted = self.store.delete(
             res("pods"),
             s(&meta["namespace"]),
             s(&meta["name"]),
             WriteOpts::default(),
         );
+        if deleted.is_ok() {
+            owner_event(&self.store, pod, false);
+        }
     }
 
     fn write_status(&self, r: &'static ResourceDef, obj: &Value, status: Value) {
@@ -449,6 +538,29 @@ impl Controller {
         let generation = meta["generation"].as_i64().unwrap_or(1);
         let hash = template_hash(&spec["template"]);
         let rs_name = format!("{name}-{hash}");
+        let before = self.scales.insert(uid.to_string(), desired);
+        if before != Some(desired) && !(before.is_none() && desired == 0) {
+            let dir = if desired > before.unwrap_or(0) {
+                "up"
+            } else {
+                "down"
+            };
+            let tail = before.map(|f| format!(" from {f}")).unwrap_or_default();
+            events::record(
+                &self.store,
+                Emit {
+                    object: d,
+                    kind: "Deployment",
+                    api_version: "apps/v1",
+                    field_path: None,
+                    event_type: Kind::Normal,
+                    reason: "ScalingReplicaSet",
+                    message: format!("Scaled {dir} replica set {rs_name} to {desired}{tail}"),
+                    component: "deployment-controller",
+                    host: None,
+                },
+            );
+        }
 
         // Revision bookkeeping: a new template hash is a new rollout.
         let annotated_rev: u64 = meta

@@ -6,6 +6,7 @@
 mod controller;
 mod discovery;
 mod error;
+mod events;
 mod exec;
 mod faults;
 mod fields;
@@ -281,6 +282,17 @@ impl KubeDouble {
     pub fn set_pod_ready(&self, namespace: &str, name: &str, ready: bool) -> ApiResult<Value> {
         let res = resources::lookup("pods").expect("pods are served");
         let flag = if ready { "True" } else { "False" };
+        if !ready {
+            if let Some(pod) = self.ctx.store.get(res, namespace, name) {
+                events::pod_event(
+                    &self.ctx.store,
+                    &pod,
+                    events::EventType::Warning,
+                    "Unhealthy",
+                    "Readiness probe failed: HTTP probe failed with statuscode: 503".into(),
+                );
+            }
+        }
         self.ctx
             .store
             .update(res, namespace, name, WriteOpts::status(), |old| {

@@ -146,6 +146,30 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!(
         "",
         "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        &[],
+        &[],
+        false
+    ),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+        &[],
+        &[],
+        false
+    ),
+    res!(
+        "",
+        "v1",
         "namespaces",
         "namespace",
         "Namespace",

@@ -166,6 +166,31 @@ pub struct FieldSelector {
     reqs: Vec<(String, bool, String)>,
 }
 
+/// The fields a selector may name: every resource's name and namespace, the fields events
+/// are selected by (`kubectl describe` lists a pod's events by `involvedObject.*`), and the
+/// pod fields kubectl asks about.
+const SELECTABLE_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "regarding.kind",
+    "regarding.namespace",
+    "regarding.name",
+    "regarding.uid",
+    "reason",
+    "type",
+    "source",
+    "reportingComponent",
+    "spec.nodeName",
+    "status.phase",
+];
+
 impl FieldSelector {
     /// Parses `metadata.name=x,metadata.namespace!=y`; other fields are a 400 as on a real server.
     pub fn parse(s: &str) -> ApiResult<Self> {
@@ -183,7 +208,7 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
+            if !SELECTABLE_FIELDS.contains(&field) {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
                 )));
@@ -196,12 +221,15 @@ impl FieldSelector {
     /// Whether `obj` satisfies every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(field, eq, value)| {
-            let ptr = if field == "metadata.name" {
-                "/metadata/name"
+            let ptr = if field == "source" {
+                "/source/component".to_string()
             } else {
-                "/metadata/namespace"
+                format!("/{}", field.replace('.', "/"))
             };
-            let actual = obj.pointer(ptr).and_then(Value::as_str).unwrap_or_default();
+            let actual = obj
+                .pointer(&ptr)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             (actual == value) == *eq
         })
     }
@@ -254,7 +282,7 @@ mod tests {
     fn bad_selectors_are_rejected() {
         assert_eq!(LabelSelector::parse("app in web").unwrap_err().code, 400);
         assert_eq!(
-            FieldSelector::parse("spec.nodeName=x").unwrap_err().code,
+            FieldSelector::parse("spec.replicas=x").unwrap_err().code,
             400
         );
     }

@@ -383,7 +383,10 @@ fn get(c: &Call<'_>) -> ApiResult<Response> {
         .get(c.res, c.ns(), name_of(c))
         .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))?;
     if table::wants_table(&c.accept) {
-        return Ok(json_response(200, &table::render(c.res, &[obj], None)));
+        return Ok(json_response(
+            200,
+            &table::render(c.res, &[obj], None, c.q("includeObject") == Some("Object")),
+        ));
     }
     Ok(json_response(200, &obj))
 }
@@ -422,7 +425,15 @@ fn list_body(c: &Call<'_>, items: Vec<Value>, rv: u64) -> Value {
 fn list(c: &Call<'_>) -> ApiResult<Response> {
     let (items, rv) = selected(c)?;
     if table::wants_table(&c.accept) {
-        return Ok(json_response(200, &table::render(c.res, &items, Some(rv))));
+        return Ok(json_response(
+            200,
+            &table::render(
+                c.res,
+                &items,
+                Some(rv),
+                c.q("includeObject") == Some("Object"),
+            ),
+        ));
     }
     Ok(json_response(200, &list_body(c, items, rv)))
 }

@@ -88,6 +88,18 @@ fn columns(res: &ResourceDef) -> Vec<Value> {
             ("Age", "string", 0),
             ("Selector", "string", 1),
         ],
+        "events" => &[
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
+            ("Message", "string", 0),
+            ("First Seen", "string", 1),
+            ("Count", "string", 1),
+            ("Name", "string", 1),
+        ],
         "configmaps" => &[
             ("Name", "string", 0),
             ("Data", "integer", 0),
@@ -118,6 +130,44 @@ fn cells(res: &ResourceDef, o: &Value) -> Vec<Value> {
     ));
     let st = &o["status"];
     match res.plural {
+        "events" => {
+            // Core and events.k8s.io field names (printEvent).
+            let pick = |a: &str, b: &str| {
+                let v = &o[a];
+                if v.is_null() {
+                    o[b].clone()
+                } else {
+                    v.clone()
+                }
+            };
+            let seen = |v: Value| json!(v.as_str().map_or("<unknown>".to_string(), human_age));
+            let last = pick("lastTimestamp", "deprecatedLastTimestamp");
+            let last = if last.is_null() {
+                o["eventTime"].clone()
+            } else {
+                last
+            };
+            let first = pick("firstTimestamp", "deprecatedFirstTimestamp");
+            let obj = pick("involvedObject", "regarding");
+            let source = pick("source", "deprecatedSource");
+            let count = pick("count", "deprecatedCount");
+            vec![
+                seen(last),
+                o["type"].clone(),
+                o["reason"].clone(),
+                json!(format!(
+                    "{}/{}",
+                    obj["kind"].as_str().unwrap_or_default().to_lowercase(),
+                    obj["name"].as_str().unwrap_or_default()
+                )),
+                json!(obj["fieldPath"].as_str().unwrap_or_default()),
+                json!(source["component"].as_str().unwrap_or_default()),
+                pick("message", "note"),
+                seen(first),
+                json!(count.as_i64().unwrap_or(1).to_string()),
+                name,
+            ]
+        }
         "pods" => {
             let total = o
                 .pointer("/spec/containers")
@@ -231,14 +281,26 @@ fn cells(res: &ResourceDef, o: &Value) -> Vec<Value> {
 }
 
 /// The Table for `items` (`list_rv` is set for lists, None for a single object).
-pub fn render(res: &ResourceDef, items: &[Value], list_rv: Option<u64>) -> Value {
+/// With `full_objects` (`includeObject=Object`, what `kubectl get --sort-by` asks for) each
+/// row carries the whole object, else its metadata only.
+pub fn render(
+    res: &ResourceDef,
+    items: &[Value],
+    list_rv: Option<u64>,
+    full_objects: bool,
+) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            json!({
-                "cells": cells(res, o),
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
-            })
+            let object = if full_objects {
+                let mut full = o.clone();
+                full["apiVersion"] = json!(res.api_version());
+                full["kind"] = json!(res.kind);
+                full
+            } else {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+            };
+            json!({"cells": cells(res, o), "object": object})
         })
         .collect();
     let mut meta = json!({});

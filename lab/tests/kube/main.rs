@@ -1,6 +1,7 @@
 //! Integration tests of the Kubernetes API double: one test binary (see the style guide), each
 //! test starting its own double on 127.0.0.1:0 so they run in parallel.
 
+mod events;
 mod exec;
 mod faults;
 mod kube_rs;
