@@ -397,6 +397,70 @@ impl PgDatabase {
         done
     }
 
+    /// The half of the fence that holds against a session's own `SET transaction_read_only =
+    /// off` (which `default_transaction_read_only` does not): every login role that is neither
+    /// a superuser nor a replication role loses LOGIN, marked so that only drdctl's unfence or
+    /// promotion gives it back. Returns the roles it fenced.
+    async fn deny_logins(&self, c: &mut PgConnection) -> DbResult<Vec<String>> {
+        // This session may already default to read-only (the fence's other half, reloaded):
+        // the operator's own session lifts that for itself.
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut *c)
+            .await
+            .map_err(self.sql_err("SET default_transaction_read_only"))?;
+        let roles: Vec<String> = sqlx::query_scalar(
+            "SELECT rolname FROM pg_roles
+             WHERE rolcanlogin AND NOT rolsuper AND NOT rolreplication AND rolname !~ '^pg_'",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(self.sql_err("listing the login roles to fence"))?;
+        for r in &roles {
+            let q = quote_ident(r);
+            sqlx::query(&format!("ALTER ROLE {q} NOLOGIN"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("ALTER ROLE ... NOLOGIN"))?;
+            sqlx::query(&format!("COMMENT ON ROLE {q} IS '{FENCE_MARK}'"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("marking a fenced role"))?;
+        }
+        Ok(roles)
+    }
+
+    /// Gives LOGIN back to the roles [`Self::deny_logins`] fenced. Role changes replicate, so a
+    /// promoted standby inherits them from its fenced primary: promotion calls this too.
+    async fn restore_logins(&self, c: &mut PgConnection) -> DbResult<u64> {
+        // This session may already default to read-only (the fence's other half, reloaded):
+        // the operator's own session lifts that for itself.
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut *c)
+            .await
+            .map_err(self.sql_err("SET default_transaction_read_only"))?;
+        let roles: Vec<String> = sqlx::query_scalar(
+            "SELECT r.rolname FROM pg_roles r
+             JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+             WHERE d.description = $1",
+        )
+        .bind(FENCE_MARK)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(self.sql_err("listing the fenced roles"))?;
+        for r in &roles {
+            let q = quote_ident(r);
+            sqlx::query(&format!("ALTER ROLE {q} LOGIN"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("ALTER ROLE ... LOGIN"))?;
+            sqlx::query(&format!("COMMENT ON ROLE {q} IS NULL"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("unmarking a fenced role"))?;
+        }
+        Ok(roles.len() as u64)
+    }
+
     /// [`Self::set_read_only`] on an open session (the check still uses new sessions).
     async fn set_read_only_on(&self, c: &mut PgConnection, on: bool) -> DbResult<()> {
         let sql = if on {
@@ -525,6 +589,10 @@ fn apply_error(region: String, path: PathBuf) -> impl FnOnce(sqlx::Error) -> DbE
     }
 }
 
+/// The comment on a role whose LOGIN drdctl's fence took away.
+const FENCE_MARK: &str =
+    "drdctl: fenced (LOGIN taken by the fence; unfence or promotion gives it back)";
+
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -616,6 +684,11 @@ impl Database for PgDatabase {
         let mut c = self.connect("postgres").await?;
         let before = self.status_on(&mut c).await?;
         if before.role == DbRole::Primary {
+            // A primary that is not fenced is the promoted one: logins it inherited fenced
+            // (a run killed right after pg_promote) come back. A fenced one stays fenced.
+            if !before.fenced {
+                self.restore_logins(&mut c).await?;
+            }
             let _ = c.close().await;
             return Ok(PromoteOutcome {
                 region: self.region_name(),
@@ -681,6 +754,8 @@ impl Database for PgDatabase {
         if unfenced {
             self.set_read_only(false).await?;
         }
+        // The role half of the fence replicated from the old primary: lift it here.
+        self.restore_logins(&mut c).await?;
         // Keep WAL from the fork on for the former primary, so that it can rejoin by rewind.
         let slot = self.ensure_slot(&mut c, &self.cfg.slot, false).await?;
         let _ = c.close().await;
@@ -702,8 +777,12 @@ impl Database for PgDatabase {
         if !before.fenced {
             self.set_read_only_on(&mut c, true).await?;
         }
+        // Then no application role can log in (that holds even against a session's own
+        // `SET transaction_read_only = off`), then every client session ends (waiting up to
+        // 5 s for each to exit, so an open transaction cannot commit afterwards).
+        self.deny_logins(&mut c).await?;
         let terminated: i64 = sqlx::query_scalar(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
         )
         .fetch_one(&mut c)
@@ -718,7 +797,14 @@ impl Database for PgDatabase {
     }
 
     async fn unfence(&self) -> DbResult<()> {
-        self.set_read_only(false).await
+        let mut c = self.connect("postgres").await?;
+        let done = async {
+            self.restore_logins(&mut c).await?;
+            self.set_read_only_on(&mut c, false).await
+        }
+        .await;
+        let _ = c.close().await;
+        done
     }
 
     async fn wait_replayed(&self, target: Lsn, timeout: Duration) -> DbResult<Lsn> {

@@ -825,10 +825,15 @@ fn preflight(s: &Snapshot, intent: &Intent, emergency: bool) -> Decision {
             "{to}'s Kubernetes API is unreachable ({e}): a run needs the region it makes active"
         ));
     }
+    // Before the promotion, an unreadable DNS record stops the run from starting: it would
+    // stop at switch-dns with the target promoted. Past it (a resume), the run goes on and
+    // stops there, naming the step.
     if let Some(e) = s.dns.as_ref().and_then(|d| d.error.as_ref()) {
-        return refuse(format!(
-            "the DNS record cannot be read ({e}): the run would stop at switch-dns; fix the Azure credentials first (drdctl dns show)"
-        ));
+        if !tgt.db.is_primary() {
+            return refuse(format!(
+                "the DNS record cannot be read ({e}): fix that first (drdctl dns show), or the run would stop at switch-dns after the promotion"
+            ));
+        }
     }
     if s.split_brain() {
         let both = format!(

@@ -72,6 +72,15 @@ async fn fencing_blocks_writes_and_unfencing_restores_them() {
         .unwrap_or_default();
     assert_eq!(code, "25006", "{err}"); // read_only_sql_transaction
     assert!(p.status().await.unwrap().fenced);
+    // The fence holds against a session that lifts its own read-only default: the
+    // application's role cannot log in at all (only a superuser, the operator, is exempt).
+    let err = app_session(&lab.primary)
+        .await
+        .expect_err("the app role logs in while fenced");
+    assert!(
+        format!("{err}").contains("not permitted to log in"),
+        "{err}"
+    );
     assert!(p.fence().await.unwrap().already_fenced);
 
     p.unfence().await.expect("unfence");
@@ -79,6 +88,27 @@ async fn fencing_blocks_writes_and_unfencing_restores_them() {
         .exec("INSERT INTO t VALUES (3, 'unfenced')")
         .await;
     assert!(!p.status().await.unwrap().fenced);
+    let mut app = app_session(&lab.primary)
+        .await
+        .expect("the app role logs in again");
+    sqlx::query("SET transaction_read_only = off")
+        .execute(&mut app)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(&mut app).await.unwrap();
+}
+
+/// A session as the application's role (`appuser`), as the services open them.
+async fn app_session(node: &crate::support::Region) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    let addr = node.node.addr();
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(&addr.ip().to_string())
+        .port(addr.port())
+        .username("appuser")
+        .password(crate::support::PASSWORD)
+        .database("appdb");
+    sqlx::PgConnection::connect_with(&opts).await
 }
 
 /// Writes on both sides of an emergency promotion; returns the old primary's last LSN.
