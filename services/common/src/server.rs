@@ -110,11 +110,6 @@ impl AppState {
         }
     }
 
-    /// The pool whatever the probe says (for the probe itself and shutdown).
-    pub fn pool(&self) -> &PgPool {
-        &self.db
-    }
-
     /// Asks the database every second (every 250 ms while it is down) and records the answer.
     async fn probe_db(self) {
         loop {

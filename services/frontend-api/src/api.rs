@@ -237,12 +237,9 @@ impl Api {
                 req.header("authorization"),
             )
             .await?;
-        let answer = crate::upstream::Answer {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or_default(),
-        };
-        match answer.status {
-            StatusCode::OK if answer.body["valid"] == json!(true) => {}
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        match status {
+            StatusCode::OK if answer["valid"] == json!(true) => {}
             StatusCode::PAYLOAD_TOO_LARGE => {
                 return Ok(CreateUserResponse::TooLarge(Json(ErrorEnvelope {
                     error: ErrorDetail {
@@ -251,8 +248,7 @@ impl Api {
                     },
                 })))
             }
-            StatusCode::BAD_REQUEST if answer.body["valid"] == json!(false) => {
-                let bytes = serde_json::to_vec(&answer.body).unwrap_or_default();
+            StatusCode::BAD_REQUEST if answer["valid"] == json!(false) => {
                 return Ok(CreateUserResponse::Invalid(RawJson::new(
                     StatusCode::BAD_REQUEST,
                     bytes,
@@ -266,7 +262,7 @@ impl Api {
                 .into())
             }
             other => {
-                tracing::warn!(status = %other, body = %answer.body, "unexpected answer from business-logic");
+                tracing::warn!(status = %other, body = %answer, "unexpected answer from business-logic");
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",

@@ -7,19 +7,12 @@
 
 use common::ApiError;
 use poem::http::StatusCode;
-use serde_json::Value;
 
 #[derive(Clone)]
 pub struct Upstreams {
     http: reqwest::Client,
     pub business_logic: String,
     pub data_ingest: String,
-}
-
-/// A backend's answer: its status and JSON body.
-pub struct Answer {
-    pub status: StatusCode,
-    pub body: Value,
 }
 
 impl Upstreams {
@@ -34,30 +27,6 @@ impl Upstreams {
             business_logic: config.business_logic_url.clone(),
             data_ingest: config.data_ingest_url.clone(),
         })
-    }
-
-    /// POSTs JSON to `base + path`, passing the request id on.
-    pub async fn post(
-        &self,
-        name: &str,
-        base: &str,
-        path: &str,
-        body: &Value,
-        request_id: &str,
-    ) -> Result<Answer, ApiError> {
-        let bytes = serde_json::to_vec(body).unwrap_or_default();
-        let (status, bytes) = self
-            .post_bytes(name, base, path, bytes, request_id, None)
-            .await?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            tracing::warn!(upstream = name, %status, "the upstream answer is not JSON");
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                format!("{name} answered {status} with a body that is not JSON"),
-            )
-        })?;
-        Ok(Answer { status, body })
     }
 
     /// POSTs JSON bytes as they are (numbers keep every digit) and returns the answer's bytes.
