@@ -348,6 +348,29 @@ async fn metrics_openapi_and_docs_are_served() {
             "{path} missing from the OpenAPI document"
         );
     }
+    // What the layers answer is documented too; optional fields answered null are nullable;
+    // unknown keys are refused, and so not allowed by the schemas.
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(schemas["Ingested"]["properties"]["id"]["nullable"], true);
+    assert_eq!(
+        schemas["Stats"]["properties"]["last_ingested_at"]["nullable"],
+        true
+    );
+    assert_eq!(schemas["Record"]["additionalProperties"], false);
+    let post = &spec["paths"]["/ingest"]["post"]["responses"];
+    for status in ["201", "400", "408", "413", "414", "415", "431", "503"] {
+        assert!(
+            post.get(status).is_some(),
+            "POST /ingest does not document {status}"
+        );
+    }
+    assert!(spec["paths"]["/ingest/recent"]["get"]["responses"]
+        .get("400")
+        .is_some());
+    assert!(
+        schemas["Record"]["example"].is_object(),
+        "no example record"
+    );
     let docs = app.get("/docs").await;
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
