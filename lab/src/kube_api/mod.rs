@@ -12,6 +12,7 @@ mod faults;
 mod fields;
 mod kubeconfig;
 mod logs;
+mod metrics;
 mod patch;
 mod portforward;
 mod protobuf;
@@ -39,6 +40,7 @@ pub use error::{ApiError, ApiResult, Cause};
 pub use exec::ExecEnv;
 pub use faults::{Faults, RecordedRequest, RequestLog};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
+pub use metrics::process_group;
 pub use portforward::{pod_ip_target, PodIo, PodIpIo};
 pub use resources::{lookup as resource, ResourceDef, Subresource, RESOURCES};
 pub use selector::{FieldSelector, LabelSelector};
@@ -157,6 +159,7 @@ impl KubeDouble {
             region: cfg.region.clone(),
             pod_io: cfg.pod_io.clone(),
             containers: Default::default(),
+            cpu_samples: Default::default(),
         });
         let controller = controller::Controller::new(
             store,

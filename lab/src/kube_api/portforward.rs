@@ -52,6 +52,11 @@ pub trait PodIo: Send + Sync + 'static {
         None
     }
 
+    /// The pod's processes (`kubectl top pods` reads their CPU and memory); none by default.
+    fn processes(&self, _pod: &PodInfo) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// How `kubectl exec` runs a command in `pod`; by default a generic container
     /// ([`ExecEnv::from_spec`]).
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
@@ -78,7 +83,7 @@ pub fn pod_ip_target(pod: &PodInfo, port: u16) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(ip, port))
 }
 
-fn pod_info(region: &str, pod: &Value) -> PodInfo {
+pub(crate) fn pod_info(region: &str, pod: &Value) -> PodInfo {
     let meta = &pod["metadata"];
     let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
     PodInfo {

@@ -347,6 +347,20 @@ pub static RESOURCES: &[ResourceDef] = &[
         &[],
         false
     ),
+    // metrics-server's PodMetrics (read-only, computed: see metrics.rs); last, so that
+    // `pods` alone names the core resource.
+    res!(
+        "metrics.k8s.io",
+        "v1beta1",
+        "pods",
+        "",
+        "PodMetrics",
+        true,
+        &[],
+        &[],
+        &[],
+        false
+    ),
 ];
 
 /// The served API groups, in the order discovery lists them (core group excluded).

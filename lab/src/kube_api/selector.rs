@@ -166,34 +166,40 @@ pub struct FieldSelector {
     reqs: Vec<(String, bool, String)>,
 }
 
-/// The fields a selector may name: every resource's name and namespace, the fields events
-/// are selected by (`kubectl describe` lists a pod's events by `involvedObject.*`), and the
-/// pod fields kubectl asks about.
-const SELECTABLE_FIELDS: &[&str] = &[
-    "metadata.name",
-    "metadata.namespace",
-    "involvedObject.kind",
-    "involvedObject.namespace",
-    "involvedObject.name",
-    "involvedObject.uid",
-    "involvedObject.apiVersion",
-    "involvedObject.resourceVersion",
-    "involvedObject.fieldPath",
-    "regarding.kind",
-    "regarding.namespace",
-    "regarding.name",
-    "regarding.uid",
-    "reason",
-    "type",
-    "source",
-    "reportingComponent",
-    "spec.nodeName",
-    "status.phase",
-];
+/// The fields a selector may name besides `metadata.name` and `metadata.namespace`, per
+/// resource, as the real server registers them: the event fields (`kubectl describe` lists an
+/// object's events by `involvedObject.*`) and the pod fields kubectl asks about.
+fn selectable(plural: &str, field: &str) -> bool {
+    const EVENT: &[&str] = &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "reason",
+        "type",
+        "source",
+        "reportingComponent",
+    ];
+    matches!(field, "metadata.name" | "metadata.namespace")
+        || (plural == "events" && EVENT.contains(&field))
+        || (plural == "pods" && matches!(field, "spec.nodeName" | "status.phase"))
+}
 
 impl FieldSelector {
     /// Parses `metadata.name=x,metadata.namespace!=y`; other fields are a 400 as on a real server.
     pub fn parse(s: &str) -> ApiResult<Self> {
+        Self::parse_for("", s)
+    }
+
+    /// Parses a selector on `plural` (which may also name that resource's own fields).
+    pub fn parse_for(plural: &str, s: &str) -> ApiResult<Self> {
         let mut reqs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
@@ -208,7 +214,7 @@ impl FieldSelector {
                 )));
             };
             let field = field.trim();
-            if !SELECTABLE_FIELDS.contains(&field) {
+            if !selectable(plural, field) {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
                 )));

@@ -35,6 +35,7 @@ pub(crate) struct Ctx {
     pub region: String,
     pub pod_io: Arc<dyn super::portforward::PodIo>,
     pub containers: super::exec::Containers,
+    pub cpu_samples: super::metrics::CpuSamples,
 }
 
 /// The Poem endpoint serving the whole API.
@@ -165,6 +166,9 @@ async fn handle(ctx: &Ctx, mut req: Request) -> Response {
     let Some((res, ns, name, sub)) = parse_target(group, version, rest) else {
         return page_not_found();
     };
+    if res.group == "metrics.k8s.io" {
+        return metrics(ctx, &method, ns.as_deref(), name.as_deref(), &query);
+    }
     let call = Call {
         ctx,
         res,
@@ -182,6 +186,47 @@ async fn handle(ctx: &Ctx, mut req: Request) -> Response {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
+}
+
+/// `metrics.k8s.io`: computed, read-only.
+fn metrics(
+    ctx: &Ctx,
+    method: &Method,
+    ns: Option<&str>,
+    name: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Response {
+    if method != Method::GET {
+        return error_response(&ApiError::method_not_allowed(method.as_str()));
+    }
+    let pods = resources::lookup("pods").expect("pods are served");
+    let info = |p: &Value| super::portforward::pod_info(&ctx.region, p);
+    if let Some(name) = name {
+        return match ctx.store.get(pods, ns.unwrap_or_default(), name) {
+            Some(p) => json_response(200, &super::metrics::pod_metrics(ctx, &info(&p))),
+            None => error_response(&ApiError::new(
+                404,
+                "NotFound",
+                format!("podmetrics.metrics.k8s.io \"{name}\" not found"),
+            )),
+        };
+    }
+    let labels = match LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str)) {
+        Ok(l) => l,
+        Err(e) => return error_response(&e),
+    };
+    let items: Vec<Value> = ctx
+        .store
+        .list(pods, ns)
+        .0
+        .iter()
+        .filter(|p| labels.matches(p) && p.pointer("/status/phase") == Some(&json!("Running")))
+        .map(|p| super::metrics::pod_metrics(ctx, &info(p)))
+        .collect();
+    json_response(
+        200,
+        &json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
+    )
 }
 
 type Target = (
@@ -393,7 +438,7 @@ fn get(c: &Call<'_>) -> ApiResult<Response> {
 
 fn selected(c: &Call<'_>) -> ApiResult<(Vec<Value>, u64)> {
     let labels = LabelSelector::parse(c.q("labelSelector").unwrap_or_default())?;
-    let fields = FieldSelector::parse(c.q("fieldSelector").unwrap_or_default())?;
+    let fields = FieldSelector::parse_for(c.res.plural, c.q("fieldSelector").unwrap_or_default())?;
     let (items, rv) = c.ctx.store.list(c.res, c.ns.as_deref());
     let items = items
         .into_iter()
@@ -454,7 +499,7 @@ fn watch(c: &Call<'_>) -> ApiResult<Response> {
         res: c.res,
         namespace: c.ns.clone(),
         labels: LabelSelector::parse(c.q("labelSelector").unwrap_or_default())?,
-        fields: FieldSelector::parse(c.q("fieldSelector").unwrap_or_default())?,
+        fields: FieldSelector::parse_for(c.res.plural, c.q("fieldSelector").unwrap_or_default())?,
         since,
         timeout,
         bookmarks: c.q("allowWatchBookmarks") == Some("true"),

@@ -336,6 +336,24 @@ impl PgNode {
             .is_some_and(|r| r.exited.borrow().is_none())
     }
 
+    /// The node's processes: start.sh's process group and the postmaster's (with its
+    /// backends), when running.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        if let Some(run) = self.running.lock().expect("running lock").as_ref() {
+            pids.extend(crate::kube_api::process_group(run.pid.as_raw() as u32));
+        }
+        if let Some(pm) = postmaster_pid(&self.pgdata()) {
+            let pgid = nix::unistd::getpgid(Some(pm)).map_or(pm.as_raw(), |g| g.as_raw());
+            for p in crate::kube_api::process_group(pgid as u32) {
+                if !pids.contains(&p) {
+                    pids.push(p);
+                }
+            }
+        }
+        pids
+    }
+
     /// The log of the current (or last) start.
     pub fn current_log(&self) -> String {
         let n = *self.starts.lock().expect("starts lock");

@@ -289,6 +289,13 @@ impl PodIo for PgPodRuntime {
         self.inner.node.current_log_path()
     }
 
+    fn processes(&self, pod: &PodInfo) -> Vec<u32> {
+        if !self.inner.is_postgresql(pod) {
+            return self.inner.fallback_io.processes(pod);
+        }
+        self.inner.node.processes()
+    }
+
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.exec_env(pod);

@@ -354,6 +354,15 @@ impl PodIo for ProcessRuntime {
         Some(self.log_file(&pod.name))
     }
 
+    fn processes(&self, pod: &PodInfo) -> Vec<u32> {
+        let children = self.inner.children.lock().expect("not poisoned");
+        children
+            .get(&pod.name)
+            .and_then(Child::id)
+            .into_iter()
+            .collect()
+    }
+
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
         let env = self
             .inner

@@ -9,3 +9,4 @@ mod kubectl;
 mod logs;
 mod runtime;
 mod support;
+mod top;

@@ -53,6 +53,30 @@ async fn the_seed_readme_deploy_init_and_manual_failover_verbatim() {
     // Deploy to each region (README "Deploy to Primary Region" / "Deploy to DR Region").
     op.deploy_both(&lab).await;
 
+    // Monitoring: "kubectl top pods", the pods' real usage (PostgreSQL: its process group).
+    let top = op
+        .ok("kubectl --context primary-aks-cluster top pods")
+        .await;
+    let pg = top
+        .lines()
+        .find(|l| l.starts_with("postgresql-0 "))
+        .unwrap_or_else(|| panic!("no postgresql-0 in\n{top}"));
+    let mem: u64 = pg
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches("Mi")
+        .parse()
+        .unwrap();
+    assert!(mem >= 10, "PostgreSQL uses more than {mem}Mi:\n{top}");
+    assert_eq!(
+        top.lines()
+            .filter(|l| l.starts_with("frontend-api-"))
+            .count(),
+        3,
+        "{top}"
+    );
+
     // Initialize Database, on the primary.
     op.ok("kubectl config use-context primary-aks-cluster")
         .await;
