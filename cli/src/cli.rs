@@ -425,9 +425,14 @@ pub enum Command {
     Lab {
         #[arg(value_parser = ["up", "drill", "status", "down", "serve"])]
         action: String,
-        /// Where the lab keeps its files (default .drdctl/lab).
-        #[arg(long)]
+        /// Where the lab keeps its files (default .drdctl/lab; `status` and `down` find the
+        /// running lab without it).
+        #[arg(long, env = "DRDCTL_LAB_DIR")]
         dir: Option<PathBuf>,
+        /// A drdctl checkout whose manifests/ and init-db.sql the lab deploys (default: the
+        /// current directory's repository, else the copy built into drdctl).
+        #[arg(long)]
+        repo: Option<PathBuf>,
         /// drill: where the report and the picture go.
         #[arg(long, default_value = ".drdctl/drill")]
         out: PathBuf,

@@ -100,12 +100,14 @@ async fn run(cli: Cli) -> ExitCode {
     if let Command::Lab {
         action,
         dir,
+        repo,
         out,
         keep,
     } = &cli.command
     {
-        let dir = commands::lab::dir_of(dir.clone());
-        let root = match commands::lab::repo_root() {
+        // (DRDCTL_LAB_DIR is read by clap into `dir`.)
+        let dir = commands::lab_home::dir(dir.clone(), action, None);
+        let root = match commands::lab_home::repo(repo.as_deref(), &dir) {
             Ok(r) => r,
             Err(e) => return usage_error(e),
         };
@@ -124,10 +126,20 @@ async fn run(cli: Cli) -> ExitCode {
             };
         }
         let result = match action.as_str() {
-            "up" => commands::lab::up(&dir, &root).await,
+            "up" => {
+                let r = commands::lab::up(&dir, &root).await;
+                if r.is_ok() {
+                    commands::lab_home::remember(&dir);
+                }
+                r
+            }
             "serve" => commands::lab::serve(&dir, &root).await,
             "status" => commands::lab::status(&dir).await,
-            _ => commands::lab::down(&dir).await,
+            _ => {
+                let r = commands::lab::down(&dir).await;
+                commands::lab_home::forget(&dir);
+                r
+            }
         };
         return match result {
             Ok(()) => ExitCode::from(exit::OK),

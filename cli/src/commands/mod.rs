@@ -10,4 +10,6 @@ pub mod drill;
 pub mod failover;
 #[cfg(feature = "lab")]
 pub mod lab;
+#[cfg(feature = "lab")]
+pub mod lab_home;
 pub mod verify;

@@ -180,7 +180,10 @@ fn every_path_and_link_in_the_docs_exists() {
             }
         }
     }
-    assert!(checked > 40, "only {checked} paths found: the extraction is broken");
+    assert!(
+        checked > 40,
+        "only {checked} paths found: the extraction is broken"
+    );
     assert!(
         missing.is_empty(),
         "paths named in the docs that do not exist:\n{}",
