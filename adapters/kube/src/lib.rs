@@ -258,6 +258,61 @@ impl KubeCluster {
     fn configmaps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), &self.target.namespace)
     }
+
+    /// A Deployment or StatefulSet: its rollout state and pod template (`None`: no such
+    /// workload). The one place that tells the two kinds apart for reads.
+    async fn workload(
+        &self,
+        kind: RolloutKind,
+        name: &str,
+    ) -> Result<Option<(Rollout, k8s_openapi::api::core::v1::PodTemplateSpec)>> {
+        let what = || format!("reading {kind}/{name}");
+        Ok(match kind {
+            RolloutKind::Deployment => self
+                .deployments()
+                .get_opt(name)
+                .await
+                .map_err(|e| self.err(what(), e))?
+                .map(|d| (Rollout::of_deployment(&d), d.spec.template)),
+            RolloutKind::StatefulSet => self
+                .statefulsets()
+                .get_opt(name)
+                .await
+                .map_err(|e| self.err(what(), e))?
+                .map(|s| (Rollout::of_statefulset(&s), s.spec.template)),
+        })
+    }
+
+    /// A patch on a Deployment or StatefulSet (`scale`: on its scale subresource): the one
+    /// place that tells the two kinds apart for writes.
+    async fn patch_workload(
+        &self,
+        kind: RolloutKind,
+        name: &str,
+        patch: &Patch<Value>,
+        scale: bool,
+    ) -> std::result::Result<(), kube::Error> {
+        async fn on<K>(
+            api: Api<K>,
+            name: &str,
+            patch: &Patch<Value>,
+            scale: bool,
+        ) -> kube::Result<()>
+        where
+            K: Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+        {
+            let params = PatchParams::default();
+            if scale {
+                api.patch_scale(name, &params, patch).await.map(drop)
+            } else {
+                api.patch(name, &params, patch).await.map(drop)
+            }
+        }
+        match kind {
+            RolloutKind::Deployment => on(self.deployments(), name, patch, scale).await,
+            RolloutKind::StatefulSet => on(self.statefulsets(), name, patch, scale).await,
+        }
+    }
 }
 
 fn read_kubeconfig(path: &Path) -> Result<Kubeconfig> {
@@ -300,22 +355,11 @@ impl Cluster for KubeCluster {
     }
 
     async fn images(&self, kind: RolloutKind, name: &str) -> Result<Option<Vec<String>>> {
-        let what = format!("reading {kind}/{name}");
-        let spec = match kind {
-            RolloutKind::Deployment => self
-                .deployments()
-                .get_opt(name)
-                .await
-                .map_err(|e| self.err(what, e))?
-                .and_then(|d| d.spec.template.spec),
-            RolloutKind::StatefulSet => self
-                .statefulsets()
-                .get_opt(name)
-                .await
-                .map_err(|e| self.err(what, e))?
-                .and_then(|s| s.spec.template.spec),
-        };
-        Ok(spec.map(|s| s.containers.into_iter().filter_map(|c| c.image).collect()))
+        Ok(self.workload(kind, name).await?.map(|(_, t)| {
+            t.spec
+                .map(|s| s.containers.into_iter().filter_map(|c| c.image).collect())
+                .unwrap_or_default()
+        }))
     }
 
     async fn failing_pods(&self) -> Result<Vec<(String, String)>> {
@@ -455,39 +499,24 @@ impl Cluster for KubeCluster {
     }
 
     async fn rollout(&self, kind: RolloutKind, name: &str) -> Result<Rollout> {
-        let what = format!("{kind}/{name}");
-        match kind {
-            RolloutKind::Deployment => self
-                .deployments()
-                .get(name)
-                .await
-                .map(|d| Rollout::of_deployment(&d))
-                .map_err(|e| self.err(format!("reading {what}"), e)),
-            RolloutKind::StatefulSet => self
-                .statefulsets()
-                .get(name)
-                .await
-                .map(|s| Rollout::of_statefulset(&s))
-                .map_err(|e| self.err(format!("reading {what}"), e)),
+        match self.workload(kind, name).await? {
+            Some((r, _)) => Ok(r),
+            // As the API server says it (and as `get` did).
+            None => Err(KubeError::Api {
+                context: self.target.context.clone(),
+                what: format!("reading {kind}/{name}"),
+                code: 404,
+                reason: "NotFound".into(),
+                message: format!("{kind}s.apps \"{name}\" not found"),
+            }),
         }
     }
 
     async fn scale(&self, kind: RolloutKind, name: &str, replicas: i32) -> Result<()> {
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-        let params = PatchParams::default();
-        let done = match kind {
-            RolloutKind::Deployment => self
-                .deployments()
-                .patch_scale(name, &params, &patch)
-                .await
-                .map(drop),
-            RolloutKind::StatefulSet => self
-                .statefulsets()
-                .patch_scale(name, &params, &patch)
-                .await
-                .map(drop),
-        };
-        done.map_err(|e| self.err(format!("scaling {kind}/{name} to {replicas}"), e))
+        self.patch_workload(kind, name, &patch, true)
+            .await
+            .map_err(|e| self.err(format!("scaling {kind}/{name} to {replicas}"), e))
     }
 
     async fn restart(&self, kind: RolloutKind, name: &str, mark: (&str, &str)) -> Result<()> {
@@ -496,20 +525,9 @@ impl Cluster for KubeCluster {
             "kubectl.kubernetes.io/restartedAt": now,
             mark.0: mark.1,
         }}}}}));
-        let params = PatchParams::default();
-        let done = match kind {
-            RolloutKind::Deployment => self
-                .deployments()
-                .patch(name, &params, &patch)
-                .await
-                .map(drop),
-            RolloutKind::StatefulSet => self
-                .statefulsets()
-                .patch(name, &params, &patch)
-                .await
-                .map(drop),
-        };
-        done.map_err(|e| self.err(format!("restarting {kind}/{name}"), e))
+        self.patch_workload(kind, name, &patch, false)
+            .await
+            .map_err(|e| self.err(format!("restarting {kind}/{name}"), e))
     }
 
     async fn template_annotation(
@@ -518,22 +536,10 @@ impl Cluster for KubeCluster {
         name: &str,
         key: &str,
     ) -> Result<Option<String>> {
-        let what = format!("reading {kind}/{name}");
-        let template = match kind {
-            RolloutKind::Deployment => self
-                .deployments()
-                .get_opt(name)
-                .await
-                .map(|d| d.map(|d| d.spec.template)),
-            RolloutKind::StatefulSet => self
-                .statefulsets()
-                .get_opt(name)
-                .await
-                .map(|d| d.map(|d| d.spec.template)),
-        }
-        .map_err(|e| self.err(what, e))?;
-        Ok(template
-            .and_then(|t| t.metadata)
+        Ok(self
+            .workload(kind, name)
+            .await?
+            .and_then(|(_, t)| t.metadata)
             .and_then(|m| m.annotations)
             .and_then(|mut a| a.remove(key)))
     }
