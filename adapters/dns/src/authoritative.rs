@@ -12,8 +12,8 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::config::RecordType;
-use crate::model::normalise;
+use crate::types::normalise;
+use crate::types::RecordType;
 
 /// Parses `host`, `host:port`, `ip`, `ip:port`, `[v6]:port` into host and port (53 default).
 pub(crate) fn parse_server(s: &str) -> Option<(String, u16)> {
@@ -31,7 +31,7 @@ pub(crate) fn parse_server(s: &str) -> Option<(String, u16)> {
         Some((h, p)) => (h.trim_end_matches('.'), p.parse::<u16>().ok()?),
         None => (s, 53),
     };
-    crate::config::is_host_name(host).then(|| (host.to_string(), port))
+    crate::types::is_host_name(host).then(|| (host.to_string(), port))
 }
 
 /// One name server to ask, as configured and as resolved.

@@ -10,32 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The record types drdctl switches. A switch never turns one into the other (that would need
-/// a delete, and clients would cache the NXDOMAIN).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RecordType {
-    /// IPv4 address records (each region's value: one or more ingress IPs).
-    #[default]
-    A,
-    /// A canonical name (each region's value: one host name).
-    CNAME,
-}
-
-impl RecordType {
-    /// The ARM path segment and DNS type name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordType::A => "A",
-            RecordType::CNAME => "CNAME",
-        }
-    }
-}
-
-impl fmt::Display for RecordType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::types::RecordType;
+use crate::types::{is_host_name, normalise};
 
 /// How drdctl gets an Azure token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,21 +186,6 @@ fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
-}
-
-/// Whether `s` is a DNS host name (labels of letters, digits, `-`, `_`; at most 253 chars).
-pub(crate) fn is_host_name(s: &str) -> bool {
-    let s = s.trim_end_matches('.');
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        })
 }
 
 impl DnsConfig {
@@ -423,12 +384,12 @@ impl DnsConfig {
     pub fn target_values(&self, region: &str) -> Option<Vec<String>> {
         self.targets
             .get(region)
-            .map(|t| crate::model::normalise(self.record_type, &t.0))
+            .map(|t| normalise(self.record_type, &t.0))
     }
 
     /// Which region's target equals `values` (normalised comparison).
     pub fn region_of(&self, values: &[String]) -> Option<String> {
-        let v = crate::model::normalise(self.record_type, values);
+        let v = normalise(self.record_type, values);
         self.targets
             .keys()
             .find(|r| self.target_values(r).as_deref() == Some(&v[..]))

@@ -20,7 +20,9 @@ mod credential;
 mod error;
 mod model;
 mod ops;
+mod report;
 mod transport;
+mod types;
 
 use async_trait::async_trait;
 
@@ -30,11 +32,12 @@ pub use azure::AzureDns;
 pub use config::{AuthMethod, ConfigError, DnsConfig, RecordType, Target};
 pub use credential::{CredentialKind, Credentials, EnvLookup};
 pub use error::DnsError;
-pub use model::{normalise, RecordSet, ZoneInfo};
+pub use model::{RecordSet, ZoneInfo};
 pub use ops::{
     AuthoritativeReport, DnsOps, ShowReport, SwitchOptions, SwitchOutcome, SwitchReport, TtlAction,
     TtlReport, ORIGINAL_TTL_KEY,
 };
+pub use types::normalise;
 
 /// What a conditional update did.
 #[derive(Debug, Clone, PartialEq)]

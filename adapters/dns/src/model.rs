@@ -4,12 +4,11 @@
 //! put there (a PUT is a full replacement).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::config::RecordType;
+use crate::types::{normalise, RecordType};
 
 /// Properties ARM computes, never sent back on a PUT.
 const READ_ONLY: &[&str] = &["fqdn", "provisioningState", "targetResource"];
@@ -46,31 +45,6 @@ pub(crate) enum ParseError {
     Alias(String),
     /// Not the JSON drdctl expects.
     Invalid(String),
-}
-
-/// Normalises a value for comparison: sorted, de-duplicated IPv4 addresses for A; the lower
-/// case name without the trailing dot for CNAME. Unparseable entries are kept as given.
-pub fn normalise(record_type: RecordType, values: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = match record_type {
-        RecordType::A => values
-            .iter()
-            .map(|v| {
-                v.trim()
-                    .parse::<Ipv4Addr>()
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_else(|_| v.trim().to_string())
-            })
-            .collect(),
-        RecordType::CNAME => values
-            .iter()
-            .map(|v| v.trim().trim_end_matches('.').to_ascii_lowercase())
-            .collect(),
-    };
-    if record_type == RecordType::A {
-        out.sort_by_key(|v| v.parse::<Ipv4Addr>().map(u32::from).unwrap_or(u32::MAX));
-    }
-    out.dedup();
-    out
 }
 
 impl RecordSet {
