@@ -1,0 +1,146 @@
+//! The fence (read-only default, application logins taken, sessions ended) and its lifting.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
+
+use super::{quote_ident, PgDatabase, FENCE_MARK};
+use crate::error::DbResult;
+use crate::FenceOutcome;
+
+impl PgDatabase {
+    pub(super) async fn set_read_only(&self, on: bool) -> DbResult<()> {
+        let mut c = self.connect("postgres").await?;
+        let done = self.set_read_only_on(&mut c, on).await;
+        let _ = c.close().await;
+        done
+    }
+
+    /// The half of the fence that holds against a session's own `SET transaction_read_only =
+    /// off` (which `default_transaction_read_only` does not): every login role that is neither
+    /// a superuser nor a replication role loses LOGIN, marked so that only drdctl's unfence or
+    /// promotion gives it back. Returns the roles it fenced.
+    pub(super) async fn deny_logins(&self, c: &mut PgConnection) -> DbResult<Vec<String>> {
+        // This session may already default to read-only (the fence's other half, reloaded):
+        // the operator's own session lifts that for itself.
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut *c)
+            .await
+            .map_err(self.sql_err("SET default_transaction_read_only"))?;
+        let roles: Vec<String> = sqlx::query_scalar(
+            "SELECT rolname FROM pg_roles
+             WHERE rolcanlogin AND NOT rolsuper AND NOT rolreplication AND rolname !~ '^pg_'",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(self.sql_err("listing the login roles to fence"))?;
+        for r in &roles {
+            let q = quote_ident(r);
+            sqlx::query(&format!("ALTER ROLE {q} NOLOGIN"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("ALTER ROLE ... NOLOGIN"))?;
+            sqlx::query(&format!("COMMENT ON ROLE {q} IS '{FENCE_MARK}'"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("marking a fenced role"))?;
+        }
+        Ok(roles)
+    }
+
+    /// Gives LOGIN back to the roles [`Self::deny_logins`] fenced. Role changes replicate, so a
+    /// promoted standby inherits them from its fenced primary: promotion calls this too.
+    pub(super) async fn restore_logins(&self, c: &mut PgConnection) -> DbResult<u64> {
+        // This session may already default to read-only (the fence's other half, reloaded):
+        // the operator's own session lifts that for itself.
+        sqlx::query("SET default_transaction_read_only = off")
+            .execute(&mut *c)
+            .await
+            .map_err(self.sql_err("SET default_transaction_read_only"))?;
+        let roles: Vec<String> = sqlx::query_scalar(
+            "SELECT r.rolname FROM pg_roles r
+             JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+             WHERE d.description = $1",
+        )
+        .bind(FENCE_MARK)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(self.sql_err("listing the fenced roles"))?;
+        for r in &roles {
+            let q = quote_ident(r);
+            sqlx::query(&format!("ALTER ROLE {q} LOGIN"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("ALTER ROLE ... LOGIN"))?;
+            sqlx::query(&format!("COMMENT ON ROLE {q} IS NULL"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("unmarking a fenced role"))?;
+        }
+        Ok(roles.len() as u64)
+    }
+
+    /// [`Self::set_read_only`] on an open session (the check still uses new sessions).
+    pub(super) async fn set_read_only_on(&self, c: &mut PgConnection, on: bool) -> DbResult<()> {
+        let sql = if on {
+            "ALTER SYSTEM SET default_transaction_read_only = on"
+        } else {
+            "ALTER SYSTEM RESET default_transaction_read_only"
+        };
+        sqlx::query(sql)
+            .execute(&mut *c)
+            .await
+            .map_err(self.sql_err("changing default_transaction_read_only"))?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut *c)
+            .await
+            .map_err(self.sql_err("reloading the configuration"))?;
+        let what = if on {
+            "the fence to apply to new sessions"
+        } else {
+            "the fence to lift"
+        };
+        // The reload is asynchronous: wait until a new session sees the setting.
+        self.poll(what, Duration::from_secs(30), |s| {
+            (s.fenced == on).then_some(())
+        })
+        .await
+    }
+
+    pub(super) async fn fence_impl(&self) -> DbResult<FenceOutcome> {
+        let mut c = self.connect("postgres").await?;
+        let before = self.status_on(&mut c).await?;
+        if !before.fenced {
+            self.set_read_only_on(&mut c, true).await?;
+        }
+        // Then no application role can log in (that holds even against a session's own
+        // `SET transaction_read_only = off`), then every client session ends (waiting up to
+        // 5 s for each to exit, so an open transaction cannot commit afterwards).
+        self.deny_logins(&mut c).await?;
+        let terminated: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .map_err(self.sql_err("terminating application sessions"))?;
+        let _ = c.close().await;
+        Ok(FenceOutcome {
+            region: self.region_name(),
+            already_fenced: before.fenced,
+            sessions_terminated: terminated.max(0) as u64,
+        })
+    }
+
+    pub(super) async fn unfence_impl(&self) -> DbResult<()> {
+        let mut c = self.connect("postgres").await?;
+        let done = async {
+            self.restore_logins(&mut c).await?;
+            self.set_read_only_on(&mut c, false).await
+        }
+        .await;
+        let _ = c.close().await;
+        done
+    }
+}
