@@ -11,7 +11,10 @@ use crate::support::{client, double};
 
 #[tokio::test]
 async fn api_down_refuses_connections_then_comes_back() {
-    let d = double().await;
+    // An address of its own: on 127.0.0.1 another test's double (or relay) may be given the
+    // port this one frees, and then the connection would not be refused.
+    let cfg = lab::KubeDoubleConfig::new("primary", "127.0.42.1:0".parse().unwrap());
+    let d = lab::KubeDouble::start_with(cfg).await.unwrap();
     let addr = d.addr();
     let api: Api<ConfigMap> = Api::default_namespaced(client(&d));
     assert!(api.get_opt("x").await.unwrap().is_none());
