@@ -15,14 +15,11 @@ use std::time::{Duration, Instant};
 use common::ServiceConfig;
 use serde_json::{json, Value};
 use sqlx::Connection;
-use test_support::{init_db_sql, service_env, PgCluster, PgOptions};
+use test_support::service_env;
 
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+#[path = "support/pgbench.rs"]
+mod support;
+use support::{durable_appdb, knob, pgbench};
 
 fn record() -> Value {
     json!({"type":"sensor","data":{"temperature":25.5,"humidity":60},"source":"api"})
@@ -98,52 +95,6 @@ async fn post_loop(addr: std::net::SocketAddr, connections: u64, run_for: Durati
     ok as f64 / elapsed
 }
 
-fn pgbench(cluster: &PgCluster, connections: u64, seconds: u64) -> f64 {
-    let script = cluster.dir().join("insert.sql");
-    std::fs::write(
-        &script,
-        "INSERT INTO ingested_data (data_type, source, payload) \
-         VALUES ('sensor', 'api', '{\"temperature\":25.5,\"humidity\":60}') RETURNING id;\n",
-    )
-    .unwrap();
-    // The cluster's directory belongs to its user; make the script readable to it.
-    let _ = std::process::Command::new("chmod")
-        .arg("644")
-        .arg(&script)
-        .status();
-    let c = connections.to_string();
-    let t = seconds.to_string();
-    let out = cluster
-        .tool(
-            "pgbench",
-            &[
-                "-n",
-                "-c",
-                &c,
-                "-j",
-                "2",
-                "-T",
-                &t,
-                "-f",
-                script.to_str().unwrap(),
-                "appdb",
-            ],
-        )
-        .output()
-        .expect("running pgbench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgbench failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in pgbench output: {text}"))
-}
-
 async fn batch_rows_per_sec(url: &str, batches: u64) -> f64 {
     let records: Vec<Value> = (0..10_000).map(|_| record()).collect();
     let body = serde_json::to_vec(&json!({ "records": records })).unwrap();
@@ -183,13 +134,7 @@ async fn main() {
     let connections = knob("BENCH_CONNECTIONS", 8);
     let seconds = knob("BENCH_SECONDS", 10);
     let batches = knob("BENCH_BATCHES", 20);
-    let cluster = PgCluster::start(PgOptions {
-        durable: true,
-        ..PgOptions::default()
-    })
-    .expect("starting a durable PostgreSQL cluster");
-    cluster.psql("postgres", "CREATE DATABASE appdb").unwrap();
-    cluster.apply_file("appdb", &init_db_sql()).unwrap();
+    let cluster = durable_appdb();
     let db_url = cluster.url("appdb");
     let pool = connections.to_string();
     let config = ServiceConfig::from_lookup(
