@@ -127,6 +127,16 @@ const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// The pod-template-hash of a template: FNV-1a (32 bit) of the template, safe-encoded.
 pub fn template_hash(template: &Value) -> String {
+    // `creationTimestamp: null` is how Go clients (kubectl rollout undo) write an unset time;
+    // the API server stores it as absent, so it does not make a template new.
+    let mut template = template.clone();
+    if let Some(m) = template
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .filter(|m| m.get("creationTimestamp") == Some(&Value::Null))
+    {
+        m.remove("creationTimestamp");
+    }
     let mut h: u32 = 2_166_136_261;
     for b in template.to_string().bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(16_777_619);
@@ -422,20 +432,22 @@ impl Controller {
             let (items, _) = self.store.list(res(r), None);
             owners.extend(items.iter().map(|o| s(&o["metadata"]["uid"]).to_string()));
         }
-        for pod in pods {
-            let orphaned = pod
-                .pointer("/metadata/ownerReferences")
+        let (replicasets, _) = self.store.list(res("replicasets"), None);
+        let orphaned = |o: &Value| {
+            o.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
                 .is_some_and(|refs| {
                     refs.iter().any(|r| {
                         matches!(s(&r["kind"]), "Deployment" | "StatefulSet")
                             && !owners.contains(s(&r["uid"]))
                     })
-                });
-            if orphaned {
-                let meta = &pod["metadata"];
+                })
+        };
+        for (r, objects) in [("replicasets", &replicasets[..]), ("pods", pods)] {
+            for o in objects.iter().filter(|o| orphaned(o)) {
+                let meta = &o["metadata"];
                 let _ = self.store.delete(
-                    res("pods"),
+                    res(r),
                     s(&meta["namespace"]),
                     s(&meta["name"]),
                     WriteOpts::default(),
@@ -530,6 +542,121 @@ impl Controller {
         }
     }
 
+    /// The Deployment's ReplicaSets, one per pod template it has had (what `kubectl rollout
+    /// history` and `undo` read): `<deployment>-<hash>`, controlled by the Deployment, its
+    /// template the Deployment's with the `pod-template-hash` label, the revision annotations
+    /// (a template used again gets the new number, its old one in `revision-history`), and
+    /// the counts of the pods of that template. The pods themselves stay the Deployment's.
+    fn sync_replicasets(&self, d: &Value, hash: &str, revision: u64, all_pods: &[Value]) {
+        let meta = &d["metadata"];
+        let (ns, name, uid) = (s(&meta["namespace"]), s(&meta["name"]), s(&meta["uid"]));
+        let rs_res = res("replicasets");
+        let rs_name = format!("{name}-{hash}");
+        let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let pods_of = |h: &str| -> Vec<&Value> {
+            owned_by(all_pods, uid)
+                .into_iter()
+                .filter(|p| s(&p["metadata"]["labels"]["pod-template-hash"]) == h)
+                .collect()
+        };
+        // Annotations a ReplicaSet copies from its Deployment (all but these).
+        const SKIP: &[&str] = &[
+            "kubectl.kubernetes.io/last-applied-configuration",
+            "deployment.kubernetes.io/revision",
+            "deployment.kubernetes.io/revision-history",
+            "deployment.kubernetes.io/desired-replicas",
+            "deployment.kubernetes.io/max-replicas",
+            "deprecated.deployment.rollback.to",
+        ];
+        let copied: serde_json::Map<String, Value> = meta["annotations"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !SKIP.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if self.store.get(rs_res, ns, &rs_name).is_none() {
+            let mut template = d["spec"]["template"].clone();
+            template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+            let mut selector = d["spec"]["selector"].clone();
+            selector["matchLabels"]["pod-template-hash"] = json!(hash);
+            let mut annotations = copied.clone();
+            annotations.insert(
+                "deployment.kubernetes.io/revision".into(),
+                json!(revision.to_string()),
+            );
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {
+                    "name": rs_name, "namespace": ns,
+                    "labels": template["metadata"]["labels"],
+                    "annotations": annotations,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
+                        "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+                },
+                "spec": {"replicas": desired, "selector": selector, "template": template},
+            });
+            if let Err(e) = self.store.create(rs_res, rs, WriteOpts::default()) {
+                tracing::debug!(error = %e, "replica set not created");
+            }
+        }
+        let (all_rs, _) = self.store.list(rs_res, Some(ns));
+        for rs in all_rs
+            .iter()
+            .filter(|r| r.pointer("/metadata/ownerReferences/0/uid") == Some(&json!(uid)))
+        {
+            let h = s(&rs["metadata"]["labels"]["pod-template-hash"]);
+            let current = h == hash;
+            let pods = pods_of(h);
+            let ready = pods.iter().filter(|p| is_ready(p)).count() as i64;
+            let mut want = rs.clone();
+            want["spec"]["replicas"] = json!(if current { desired } else { pods.len() as i64 });
+            let ann = &mut want["metadata"]["annotations"];
+            if current {
+                let rev = revision.to_string();
+                let had = ann["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if had != rev {
+                    if !had.is_empty() {
+                        let history =
+                            match ann["deployment.kubernetes.io/revision-history"].as_str() {
+                                Some(h) if !h.is_empty() => format!("{h},{had}"),
+                                _ => had,
+                            };
+                        ann["deployment.kubernetes.io/revision-history"] = json!(history);
+                    }
+                    ann["deployment.kubernetes.io/revision"] = json!(rev);
+                }
+                for (k, v) in &copied {
+                    ann[k] = v.clone();
+                }
+                ann["deployment.kubernetes.io/desired-replicas"] = json!(desired.to_string());
+            }
+            if want != *rs {
+                let _ = self.store.update(
+                    rs_res,
+                    ns,
+                    s(&rs["metadata"]["name"]),
+                    WriteOpts::default(),
+                    |_| Ok(want.clone()),
+                );
+            }
+            let mut status =
+                json!({"observedGeneration": rs["metadata"]["generation"], "replicas": pods.len()});
+            put_nonzero(&mut status, "readyReplicas", ready);
+            put_nonzero(&mut status, "availableReplicas", ready);
+            put_nonzero(&mut status, "fullyLabeledReplicas", pods.len() as i64);
+            let fresh = self.store.get(rs_res, ns, s(&rs["metadata"]["name"]));
+            if let Some(fresh) = fresh.filter(|f| f["status"] != status) {
+                self.write_status(rs_res, &fresh, status);
+            }
+        }
+    }
+
     fn sync_deployment(&mut self, d: &Value, all_pods: &[Value]) {
         let meta = &d["metadata"];
         let (ns, name, uid) = (s(&meta["namespace"]), s(&meta["name"]), s(&meta["uid"]));
@@ -590,6 +717,8 @@ impl Controller {
                     Ok(new)
                 });
         }
+
+        self.sync_replicasets(d, &hash, revision, all_pods);
 
         let pods = owned_by(all_pods, uid);
         let (mut new_pods, mut old_pods): (Vec<&Value>, Vec<&Value>) = pods

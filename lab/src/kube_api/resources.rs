@@ -254,6 +254,18 @@ pub static RESOURCES: &[ResourceDef] = &[
     res!(
         "apps",
         "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+        &["all"],
+        STATUS_SCALE,
+        true
+    ),
+    res!(
+        "apps",
+        "v1",
         "statefulsets",
         "statefulset",
         "StatefulSet",
