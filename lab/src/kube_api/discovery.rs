@@ -275,3 +275,81 @@ pub fn openapi_v3_doc(path: &str) -> Option<Value> {
         "components": {"schemas": schemas}
     }))
 }
+
+/// The media type kubectl up to 1.26 asks `/openapi/v2` for (a gnostic `openapi_v2.Document`).
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+fn pb_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    // Wire type 2 (length-delimited); field numbers and lengths as varints.
+    let varint = |mut v: u64, out: &mut Vec<u8>| loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    };
+    varint(u64::from(field << 3 | 2), out);
+    varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// `/openapi/v2` as kubectl 1.20 reads it: a Swagger 2.0 document with no definitions
+/// (validation then has no schema to check against, as for a CRD without one; `apply
+/// --server-side` and `diff` leave the checking to the server), and per resource the PATCH
+/// operation with its group-version-kind and `dryRun` parameter (what `diff` checks).
+/// `protobuf`: the gnostic `openapi_v2.Document` encoding; JSON otherwise (paths omitted).
+pub fn openapi_v2(protobuf: bool) -> (String, Vec<u8>) {
+    if !protobuf {
+        let doc = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
+            "paths": {}, "definitions": {}});
+        return (
+            "application/json".into(),
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        );
+    }
+    let mut info = Vec::new();
+    pb_field(&mut info, 1, b"Kubernetes");
+    pb_field(&mut info, 2, b"v1.32.0");
+    // Paths: each resource's PATCH operation with its group-version-kind and a `dryRun` query
+    // parameter, which kubectl 1.20's `diff` looks for before a server-side dry run.
+    let mut paths = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group != "metrics.k8s.io") {
+        let path = format!("{}/{{name}}", r.collection_path(Some("{namespace}")));
+        let mut query = Vec::new();
+        pb_field(&mut query, 2, b"query"); // in
+        pb_field(&mut query, 4, b"dryRun"); // name
+        let mut non_body = Vec::new();
+        pb_field(&mut non_body, 3, &query); // query_parameter_sub_schema
+        let mut parameter = Vec::new();
+        pb_field(&mut parameter, 2, &non_body); // non_body_parameter
+        let mut item = Vec::new();
+        pb_field(&mut item, 1, &parameter); // ParametersItem.parameter
+        let yaml = format!(
+            "group: \"{}\"\nversion: {}\nkind: {}\n",
+            r.group, r.version, r.kind
+        );
+        let mut any = Vec::new();
+        pb_field(&mut any, 2, yaml.as_bytes()); // Any.yaml
+        let mut ext = Vec::new();
+        pb_field(&mut ext, 1, b"x-kubernetes-group-version-kind");
+        pb_field(&mut ext, 2, &any);
+        let mut op = Vec::new();
+        pb_field(&mut op, 8, &item); // parameters
+        pb_field(&mut op, 13, &ext); // vendor_extension
+        let mut path_item = Vec::new();
+        pb_field(&mut path_item, 8, &op); // patch
+        let mut named = Vec::new();
+        pb_field(&mut named, 1, path.as_bytes());
+        pb_field(&mut named, 2, &path_item);
+        pb_field(&mut paths, 2, &named); // Paths.path
+    }
+    let mut doc = Vec::new();
+    pb_field(&mut doc, 1, b"2.0");
+    pb_field(&mut doc, 2, &info);
+    pb_field(&mut doc, 8, &paths);
+    // kube-openapi answers the protobuf form as an octet stream (Go's mime parser rejects the
+    // `@` of the requested media type).
+    ("application/octet-stream".into(), doc)
+}

@@ -146,6 +146,11 @@ async fn handle(ctx: &Ctx, mut req: Request) -> Response {
                 None => page_not_found(),
             }
         }
+        ["openapi", "v2"] => {
+            let (media, body) =
+                discovery::openapi_v2(accept.contains(discovery::OPENAPI_V2_PROTOBUF));
+            return Response::builder().content_type(media).body(body);
+        }
         ["openapi", "v3"] => return json_response(200, &discovery::openapi_v3_root()),
         ["openapi", "v3", rest @ ..] => {
             return match discovery::openapi_v3_doc(&rest.join("/")) {

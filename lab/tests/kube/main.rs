@@ -7,6 +7,7 @@ mod faults;
 mod kube_rs;
 mod kubectl;
 mod logs;
+mod openapi;
 mod rollout;
 mod runtime;
 mod support;
