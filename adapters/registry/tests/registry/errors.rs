@@ -4,13 +4,11 @@
 //!
 //! No release build here: these fail before binaries are read, or use small stand-ins.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use drd_registry::{
     build_push, Binaries, BuildPushOptions, Error, Progress, RegistryError, Service,
 };

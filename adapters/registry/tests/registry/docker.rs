@@ -2,11 +2,9 @@
 //! writes buildx's metadata file), and the messages when there is no daemon or no buildx, with
 //! the real docker CLI too when it is installed (this machine has the CLI and no daemon).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use drd_registry::docker::{check_docker, DockerError};
 use drd_registry::{build_push, read_images_file, BuildPushOptions, Builder, Error, Progress};
 

@@ -4,14 +4,12 @@
 //! an access token, and registry calls must carry that access token. It checks that
 //! `DRDCTL_REGISTRY_TOKEN` takes that path, and that a refused token says so.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use drd_registry::{build_push, Binaries, BuildPushOptions, Progress, RegistryError, Service};
 
 const ACR_TOKEN: &str = "acr-refresh-token";

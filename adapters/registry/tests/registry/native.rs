@@ -8,12 +8,10 @@
 //! (see `common::service_binaries`). `cargo build --release` itself, the step `build-push` runs
 //! first, is checked on a workspace of three one-line services, built in seconds.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 use drd_registry::{build_push, read_images_file, Progress, Service, SkipReason};
 use serde_json::Value;
 use test_support::registry::{require_tool, TestRegistry, TEST_PASSWORD, TEST_USER};
