@@ -118,6 +118,10 @@ pub struct ServiceConfig {
     pub auth_tokens_missing: Option<String>,
     /// When set, `/metrics` is served here only (not on the API port the ingress exposes).
     pub metrics_listen: Option<SocketAddr>,
+    /// Which answered requests the access log records (`ACCESS_LOG`): failures (4xx, 5xx)
+    /// always, and one success in this many; 1 (`all`, the default) logs every request,
+    /// 0 (`errors`) no success at all.
+    pub access_log_every: u64,
 }
 
 /// What one instance accepts at most, and how long it waits for a client.
@@ -322,7 +326,18 @@ impl ServiceConfig {
                 )
             })?),
         };
+        let access_log_every = match get("ACCESS_LOG").as_deref().map(str::trim) {
+            None | Some("all") => 1,
+            Some("errors") => 0,
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                invalid(
+                    "ACCESS_LOG",
+                    format!("{v:?} is not all, errors or a whole number N (one success in N)"),
+                )
+            })?,
+        };
         Ok(ServiceConfig {
+            access_log_every,
             limits,
             auth_tokens: auth_tokens.into_iter().map(SecretString::from).collect(),
             auth_tokens_missing,
@@ -381,6 +396,17 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
+        let e = load(&[("ACCESS_LOG", "some")]).unwrap_err();
+        assert_eq!(e.var, "ACCESS_LOG");
+        assert_eq!(load(&[]).unwrap().access_log_every, 1);
+        assert_eq!(
+            load(&[("ACCESS_LOG", "errors")]).unwrap().access_log_every,
+            0
+        );
+        assert_eq!(
+            load(&[("ACCESS_LOG", "100")]).unwrap().access_log_every,
+            100
+        );
         let e = load(&[("DATABASE_PORT", "abc")]).unwrap_err();
         assert_eq!(e.var, "DATABASE_PORT");
         assert!(e.to_string().contains("\"abc\""), "{e}");

@@ -88,3 +88,68 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
 pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
     sqlstate(err).as_deref() == Some("23503")
 }
+
+/// Connections for the hot write path, without sqlx's pool round trip: its pool tests every
+/// connection it takes back with a `Sync` to the server (one more round trip, and work for
+/// PostgreSQL, per request). Here a connection goes back to the shelf as it is after a query
+/// that completed, or after an error the server reported (the connection is still in step);
+/// any other error, or a request dropped mid-query (timeout, client gone), closes it. At most
+/// `max` are open; a caller waits up to the acquire timeout for one (then `PoolTimedOut`).
+pub struct Lanes {
+    options: sqlx::postgres::PgConnectOptions,
+    shelf: std::sync::Mutex<Vec<sqlx::PgConnection>>,
+    slots: tokio::sync::Semaphore,
+    acquire_timeout: Duration,
+}
+
+/// A connection taken from [`Lanes`]; [`Lane::done`] puts it back.
+pub struct Lane<'a> {
+    lanes: &'a Lanes,
+    pub conn: sqlx::PgConnection,
+    _slot: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Lanes {
+    pub fn new(cfg: &DbConfig) -> Result<Lanes, ConfigError> {
+        Ok(Lanes {
+            options: cfg.connect_options()?,
+            shelf: std::sync::Mutex::new(Vec::new()),
+            slots: tokio::sync::Semaphore::new(cfg.pool_max as usize),
+            acquire_timeout: cfg.acquire_timeout,
+        })
+    }
+
+    /// An open connection: one from the shelf, or a new one.
+    pub async fn take(&self) -> Result<Lane<'_>, sqlx::Error> {
+        let slot = tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.shelf.lock().ok().and_then(|mut s| s.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                use sqlx::ConnectOptions;
+                tokio::time::timeout(self.acquire_timeout, self.options.connect())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??
+            }
+        };
+        Ok(Lane {
+            lanes: self,
+            conn,
+            _slot: slot,
+        })
+    }
+}
+
+impl Lane<'_> {
+    /// Puts the connection back after `result`, or closes it when it may be out of step.
+    pub fn done<T>(self, result: &Result<T, sqlx::Error>) {
+        if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+            if let Ok(mut shelf) = self.lanes.shelf.lock() {
+                shelf.push(self.conn);
+            }
+        }
+    }
+}

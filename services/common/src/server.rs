@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,8 @@ pub struct AppState {
     db_health: Arc<DbHealth>,
     requests: Arc<Semaphore>,
     body_bytes: Arc<Semaphore>,
+    /// Successful answers seen, for the access log's one-in-N sampling.
+    access_seen: Arc<AtomicU64>,
 }
 
 /// The last answer of the database probe; `None` until the first probe has answered.
@@ -95,6 +97,7 @@ impl AppState {
             db,
             shutting_down: Arc::new(AtomicBool::new(false)),
             db_health: Arc::default(),
+            access_seen: Arc::default(),
         })
     }
 
@@ -123,6 +126,23 @@ impl AppState {
             self.db_health.set(answer);
             let pause = if up { 1000 } else { 250 };
             tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+
+    /// Whether the access log records this answer: failures always, successes as
+    /// `ACCESS_LOG` says (every one, one in N, or none). Health and metrics log at debug level.
+    fn access_logged(&self, status: StatusCode, exempt: bool) -> bool {
+        if exempt {
+            return tracing::enabled!(tracing::Level::DEBUG);
+        }
+        match self.config.access_log_every {
+            _ if status.as_u16() >= 400 => true,
+            1 => true,
+            0 => false,
+            n => self
+                .access_seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(n),
         }
     }
 
@@ -484,8 +504,9 @@ async fn handle<E: Endpoint>(
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let shown_path: String = path.chars().take(200).collect();
-    let span = tracing::info_span!("request", request_id = %id, %method, path = %shown_path);
+    // Only the id on the span (every log line of the request carries it); the method and path
+    // are on the access line alone, which may be sampled out.
+    let span = tracing::info_span!("request", request_id = %id);
     let limits = &state.config.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
     // Set when the body may be left unread: the connection cannot be reused.
@@ -589,19 +610,26 @@ async fn handle<E: Endpoint>(
     state.metrics.observe(
         routes.label(&path),
         method_label(&method),
-        status.as_u16(),
+        status.as_str(),
         elapsed.as_secs_f64(),
     );
-    span.in_scope(|| {
-        let ms = elapsed.as_secs_f64() * 1000.0;
-        if exempt(&path) {
-            tracing::debug!(status = status.as_u16(), ms, "request");
-        } else if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), ms, "request");
-        } else {
-            tracing::info!(status = status.as_u16(), ms, "request");
-        }
-    });
+    if state.access_logged(status, exempt(&path)) {
+        span.in_scope(|| {
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            let shown_path = path
+                .char_indices()
+                .nth(200)
+                .map_or(path.as_str(), |(i, _)| &path[..i]);
+            let status = status.as_u16();
+            if exempt(&path) {
+                tracing::debug!(%method, path = shown_path, status, ms, "request");
+            } else if status >= 500 {
+                tracing::warn!(%method, path = shown_path, status, ms, "request");
+            } else {
+                tracing::info!(%method, path = shown_path, status, ms, "request");
+            }
+        });
+    }
     resp
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use common::db::Lanes;
 use common::error::{ErrorDetail, ErrorEnvelope};
 use common::openapi::{IngestBody, RecordsDoc};
 use common::server::ServiceInfo;
@@ -27,11 +28,31 @@ enum Tag {
 
 pub struct Api {
     state: AppState,
+    /// Connections of `POST /ingest` (see [`Lanes`]); `None` only if the database
+    /// configuration were invalid, which the state already refused.
+    lanes: Option<Lanes>,
 }
 
 impl Api {
     pub fn new(state: AppState) -> Self {
-        Api { state }
+        let lanes = Lanes::new(&state.config.database).ok();
+        Api { state, lanes }
+    }
+
+    /// Runs `INSERT ... RETURNING id` statements (one for a record, one for many) on a lane.
+    async fn insert<'q>(
+        &self,
+        query: sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let Some(lanes) = &self.lanes else {
+            return query
+                .fetch_all(self.state.db().map_err(|_| sqlx::Error::PoolClosed)?)
+                .await;
+        };
+        let mut lane = lanes.take().await?;
+        let result = query.fetch_all(&mut lane.conn).await;
+        lane.done(&result);
+        result
     }
 }
 
@@ -229,32 +250,32 @@ impl Api {
         let data = |r: &Option<std::ops::Range<usize>>| {
             r.clone().and_then(|r| text.get(r)).unwrap_or("{}")
         };
-        let db = self.state.db()?;
+        // Known down: 503 at once.
+        self.state.db()?;
         let ids: Result<Vec<i64>, sqlx::Error> = if shape == Shape::One {
             let (data_type, source, range) = &rows[0];
-            sqlx::query_scalar::<_, i64>(
-                "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
+            self.insert(
+                sqlx::query_scalar::<_, i64>(
+                    "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
+                )
+                .bind(data_type)
+                .bind(source)
+                .bind(data(range)),
             )
-            .bind(data_type)
-            .bind(source)
-            .bind(data(range))
-            .fetch_one(db)
             .await
-            .map(|id| vec![id])
         } else {
             let types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
             let sources: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
             let payloads: Vec<&str> = rows.iter().map(|r| data(&r.2)).collect();
-            sqlx::query_scalar::<_, i64>(
+            let query = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO ingested_data (data_type, source, payload) \
                  SELECT t, s, d::jsonb FROM UNNEST($1::varchar[], $2::varchar[], $3::text[]) \
                  WITH ORDINALITY AS u(t, s, d, n) ORDER BY n RETURNING id",
             )
             .bind(types)
             .bind(sources)
-            .bind(payloads)
-            .fetch_all(db)
-            .await
+            .bind(payloads);
+            self.insert(query).await
         };
         match ids {
             Ok(ids) => Ok(IngestResponse::Created(Json(Ingested {
