@@ -423,8 +423,25 @@ pub enum Command {
     #[cfg(feature = "lab")]
     #[command(after_help = EX_LAB)]
     Lab {
-        #[arg(value_parser = ["up", "drill", "status", "down", "serve"])]
+        #[arg(value_parser = ["up", "drill", "status", "down", "serve", "wan", "partition", "heal", "kill-region"])]
         action: String,
+        /// partition, heal, kill-region: the region (primary or dr).
+        #[arg(long)]
+        region: Option<Region>,
+        /// partition: whom to cut the region off from: operator, clients, azure, and the
+        /// other region (primary or dr), comma-separated.
+        #[arg(long = "from", value_delimiter = ',')]
+        from: Vec<String>,
+        /// partition: refuse connections (and reset open ones) instead of blackholing them.
+        #[arg(long)]
+        refuse: bool,
+        /// up, wan: round-trip time added between the regions, and between each region and
+        /// the operator, the clients and Azure (40ms).
+        #[arg(long, value_name = "RTT")]
+        wan_rtt: Option<String>,
+        /// up, wan: bandwidth cap per link and direction, in Mbit/s (0: none).
+        #[arg(long, value_name = "MBIT")]
+        wan_mbit: Option<f64>,
         /// Where the lab keeps its files (default .drdctl/lab; `status` and `down` find the
         /// running lab without it).
         #[arg(long, env = "DRDCTL_LAB_DIR")]
@@ -500,7 +517,7 @@ const EX_FAILOVER: &str = "Examples:\n  drdctl failover --to dr --plan          
 const EX_FAILBACK: &str = "Examples:\n  drdctl failback --plan\n  drdctl failback                            # type \"primary\" to confirm";
 const EX_DNS: &str = "Examples:\n  drdctl dns show\n  drdctl dns prepare --ttl 60                # a day ahead of a planned failover\n  drdctl dns switch --to dr --plan\n  drdctl dns restore";
 #[cfg(feature = "lab")]
-const EX_LAB: &str = "Examples:\n  drdctl lab drill                           # the whole exercise, with a report\n  drdctl lab up && drdctl lab status\n  drdctl lab down";
+const EX_LAB: &str = "Examples:\n  drdctl lab drill                           # the whole exercise, with a report\n  drdctl lab up && drdctl lab status\n  drdctl lab up --wan-rtt 40ms --wan-mbit 200 # the regions a WAN apart\n  drdctl lab partition --region primary --from operator,dr   # cut off, connections hang\n  drdctl lab heal\n  drdctl lab kill-region --region primary     # SIGKILL everything of one region\n  drdctl lab down";
 const EX_SHOW: &str = "Examples:\n  drdctl dns show\n  drdctl -o json dns show";
 const EX_SWITCH: &str =
     "Examples:\n  drdctl dns switch --to dr --plan\n  drdctl dns switch --to dr --yes";

@@ -103,6 +103,11 @@ async fn run(cli: Cli) -> ExitCode {
         repo,
         out,
         keep,
+        region,
+        from,
+        refuse,
+        wan_rtt,
+        wan_mbit,
     } = &cli.command
     {
         // (DRDCTL_LAB_DIR is read by clap into `dir`.)
@@ -125,9 +130,22 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
+        let rtt = match wan_rtt.as_deref().map(commands::lab::parse_rtt).transpose() {
+            Ok(r) => r,
+            Err(e) => return usage_error(e.context("--wan-rtt")),
+        };
+        let need_region = || {
+            region
+                .map(|r| r.name().to_string())
+                .ok_or_else(|| anyhow::anyhow!("drdctl lab {action} needs --region primary|dr"))
+        };
         let result = match action.as_str() {
             "up" => {
-                let r = commands::lab::up(&dir, &root).await;
+                let wan = lab::wan::WanSettings {
+                    rtt_ms: rtt.unwrap_or(0.0),
+                    mbit: wan_mbit.unwrap_or(0.0),
+                };
+                let r = commands::lab::up_with_wan(&dir, &root, wan).await;
                 if r.is_ok() {
                     commands::lab_home::remember(&dir);
                 }
@@ -135,6 +153,19 @@ async fn run(cli: Cli) -> ExitCode {
             }
             "serve" => commands::lab::serve(&dir, &root).await,
             "status" => commands::lab::status(&dir).await,
+            "wan" => commands::lab::wan(&dir, rtt, *wan_mbit).await,
+            "partition" => match need_region() {
+                Ok(r) => commands::lab::partition(&dir, &r, from, *refuse).await,
+                Err(e) => Err(e),
+            },
+            "heal" => {
+                let r = region.map(|r| r.name());
+                commands::lab::heal(&dir, r).await
+            }
+            "kill-region" => match need_region() {
+                Ok(r) => commands::lab::kill_region(&dir, &r).await,
+                Err(e) => Err(e),
+            },
             _ => {
                 let r = commands::lab::down(&dir).await;
                 commands::lab_home::forget(&dir);

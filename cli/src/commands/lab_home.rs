@@ -76,6 +76,7 @@ fn is_repo(d: &Path) -> bool {
 /// The repository the lab deploys: `--repo`, else the current directory or a parent, else the
 /// embedded copy, written into drdctl's state directory.
 pub fn repo(explicit: Option<&Path>, lab_dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(r) = explicit {
         if !is_repo(r) {
             bail!(
@@ -89,19 +90,27 @@ pub fn repo(explicit: Option<&Path>, lab_dir: &Path) -> anyhow::Result<PathBuf> 
     if let Some(r) = cwd.ancestors().find(|d| is_repo(d)) {
         return Ok(r.to_path_buf());
     }
-    // Beside the lab's directory, not in it: `lab up` starts from an empty one.
+    // Beside the lab's directory, not in it (`lab up` starts from an empty one), and where
+    // the lab's processes can read it: the PostgreSQL pods run as another user (`postgres`)
+    // from this directory, and a home directory is usually closed to them.
     let _ = lab_dir;
-    let root = state_dir()
-        .map(|d| d.join(format!("embedded-{}", env!("CARGO_PKG_VERSION"))))
-        .unwrap_or_else(|| std::env::temp_dir().join("drdctl-embedded"));
+    let root = std::env::temp_dir().join(format!("drdctl-embedded-{}", env!("CARGO_PKG_VERSION")));
     for (rel, text) in EMBEDDED {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().expect("a relative file path"))?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        if rel.ends_with(".sh") {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        }
+        let mode = if rel.ends_with(".sh") { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    for sub in [
+        "",
+        "manifests",
+        "manifests/base",
+        "manifests/base/postgresql",
+        "manifests/primary",
+        "manifests/dr",
+    ] {
+        let _ = std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o755));
     }
     Ok(root)
 }
