@@ -389,9 +389,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
             deferred,
         } => {
             if !deferred.is_empty() {
+                let from = args.to.other();
                 println!(
-                    "DEFERRED until {} is reachable: {} (verify fails while it could take writes; re-run this command then)",
-                    args.to.other(),
+                    "DEFERRED until {from} is reachable: {} (verify fails while it could take writes).\n  When it is back, `drdctl status` says how: fenced or stopped, re-run this command; writable again (split brain: clients may have written to it), re-run it with --discard-writes-of {from} (those writes are lost).",
                     deferred.join(", ")
                 );
             }

@@ -618,7 +618,7 @@ pub fn decide(step: Step, s: &Snapshot, intent: &Intent, emergency: bool) -> Dec
             }
             if emergency {
                 return Decision::Defer {
-                    why: format!("{from} is unreachable: it is fenced when it returns (re-run the same command)"),
+                    why: format!("{from} is unreachable: it is fenced when it returns (see `drdctl status`; if it comes back writable, run this command with --discard-writes-of {from})"),
                 };
             }
             let mut changes = Vec::new();
