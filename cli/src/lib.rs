@@ -152,6 +152,10 @@ async fn run(cli: Cli) -> ExitCode {
                 r
             }
             "serve" => commands::lab::serve(&dir, &root).await,
+            "status" if output == cli::Output::Json => {
+                println!("{}", commands::lab_home::status_json(&dir));
+                Ok(())
+            }
             "status" => commands::lab::status(&dir).await,
             "wan" => commands::lab::wan(&dir, rtt, *wan_mbit).await,
             "partition" => match need_region() {
