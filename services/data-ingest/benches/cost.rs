@@ -83,11 +83,22 @@ fn missing() -> Vec<String> {
     out
 }
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped: SIGTERM (nginx's master then stops its workers;
+/// SIGKILL would leave them running), and SIGKILL if it has not exited after 5 s.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -116,6 +127,7 @@ fn spawn_service(bin: &Path, env: &[(String, String)], what: &str) -> (Proc, Soc
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut cmd = Command::new(bin);
     cmd.env("LISTEN_ADDR", addr.to_string())
+        .env("SHUTDOWN_DRAIN_MS", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (k, v) in env {
