@@ -1,6 +1,6 @@
 //! The fence (read-only default, application logins taken, sessions ended) and its lifting.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
@@ -115,21 +115,46 @@ impl PgDatabase {
             self.set_read_only_on(&mut c, true).await?;
         }
         // Then no application role can log in (that holds even against a session's own
-        // `SET transaction_read_only = off`), then every client session ends (waiting up to
-        // 5 s for each to exit, so an open transaction cannot commit afterwards).
+        // `SET transaction_read_only = off`), then every client session ends, and the fence
+        // waits (up to 5 s) until they have all exited, so no transaction open at fence time
+        // commits after it. All are signalled at once and waited for together:
+        // `pg_terminate_backend(pid, timeout)` waits for each in turn, in 100 ms polls (1.6 s
+        // for 9 sessions in the lab).
         self.deny_logins(&mut c).await?;
-        let terminated: i64 = sqlx::query_scalar(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
+        // (Two statements: in one, the planner may call pg_terminate_backend before the
+        // filter that spares this very session.)
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity
              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
         )
-        .fetch_one(&mut c)
+        .fetch_all(&mut c)
+        .await
+        .map_err(self.sql_err("listing client sessions"))?;
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT p FROM unnest($1::int[]) AS p WHERE pg_terminate_backend(p)",
+        )
+        .bind(&pids)
+        .fetch_all(&mut c)
         .await
         .map_err(self.sql_err("terminating application sessions"))?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                    .bind(&pids)
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(self.sql_err("waiting for the sessions to exit"))?;
+            if left == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let _ = c.close().await;
         Ok(FenceOutcome {
             region: self.region_name(),
             already_fenced: before.fenced,
-            sessions_terminated: terminated.max(0) as u64,
+            sessions_terminated: pids.len() as u64,
         })
     }
 
