@@ -153,12 +153,8 @@ async fn who_is_active(
     }
     if let Some(run) = &unfinished {
         text.push_str(&format!(
-            "UNFINISHED RUN: {} ({} to {}, started {} by {}; done: {}): resume with `{}` or `drdctl abandon`\n",
-            run.id,
-            run.kind.name(),
-            run.to,
-            run.started.format("%Y-%m-%d %H:%M:%SZ"),
-            run.holder,
+            "UNFINISHED RUN: {}; done: {}: resume with `{}` or `drdctl abandon`\n",
+            run.describe(),
             run.done().join(", "),
             run.command()
         ));

@@ -142,12 +142,8 @@ impl Operator for Terminal {
         let mut text = String::new();
         if let Some(r) = resuming {
             text.push_str(&format!(
-                "resuming {} ({} to {}, started {} by {}).\n  done in that run: {}\n",
-                r.id,
-                r.kind.name(),
-                r.to,
-                r.started.format("%Y-%m-%d %H:%M:%SZ"),
-                r.holder,
+                "resuming {}.\n  done in that run: {}\n",
+                r.describe(),
                 r.done().join(", ")
             ));
         }
@@ -444,12 +440,8 @@ pub async fn abandon(
         .map(|s| format!("{} {:?}", s.name, s.state))
         .collect();
     eprintln!(
-        "unfinished: {} ({} to {}, started {} by {})\n  steps: {}\nstate now:\n  primary: {}\n  dr: {}\n  active: {:?}",
-        run.id,
-        run.kind.name(),
-        run.to,
-        run.started.format("%Y-%m-%d %H:%M:%SZ"),
-        run.holder,
+        "unfinished: {}\n  steps: {}\nstate now:\n  primary: {}\n  dr: {}\n  active: {:?}",
+        run.describe(),
         steps.join(", "),
         now.primary.db.describe(),
         now.dr.db.describe(),

@@ -10,19 +10,9 @@ use crate::config::Config;
 
 pub const PASSWORD: &str = "lab-password-only-for-the-local-lab";
 
-/// Running (a zombie is not: when `lab drill` started the lab, the exited lab process stays a
-/// zombie child of the drill until it is reaped).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ...": the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
-}
+pub use crate::engine::pid_alive;
 
-fn read_pid(dir: &Path) -> Option<u32> {
+pub(crate) fn read_pid(dir: &Path) -> Option<u32> {
     std::fs::read_to_string(dir.join("pid"))
         .ok()?
         .trim()

@@ -165,10 +165,7 @@ pub fn forget(dir: &Path) {
 
 /// `drdctl -o json lab status`: whether the lab runs, and where its files are.
 pub fn status_json(dir: &Path) -> serde_json::Value {
-    let pid = std::fs::read_to_string(dir.join("pid"))
-        .ok()
-        .and_then(|p| p.trim().parse::<u32>().ok())
-        .filter(|p| super::lab::pid_alive(*p));
+    let pid = super::lab::read_pid(dir).filter(|p| super::lab::pid_alive(*p));
     serde_json::json!({
         "running": pid.is_some(),
         "pid": pid,

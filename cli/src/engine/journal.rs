@@ -98,6 +98,18 @@ impl Run {
             .map(|s| s.name.as_str())
             .collect()
     }
+    /// `id (kind to region, started at by holder)`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({} to {}, started {} by {})",
+            self.id,
+            self.kind.name(),
+            self.to,
+            self.started.format("%Y-%m-%d %H:%M:%SZ"),
+            self.holder
+        )
+    }
+
     /// The command that resumes it.
     pub fn command(&self) -> String {
         match self.kind {

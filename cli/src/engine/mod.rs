@@ -265,13 +265,14 @@ pub async fn drive(
     }
 }
 
-/// Whether a process of this machine is alive (a zombie counts as gone).
+/// Whether a process of this machine runs (a zombie does not: when `lab drill` started the
+/// lab, the exited lab process stays a zombie child of the drill until it is reaped).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
             .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
 }

@@ -49,10 +49,7 @@ pub async fn observe_region(ports: &Ports, r: &RegionPorts) -> RegionView {
             }
             .map_or(0, |l| l.0),
             received: n.receive_lsn.map(|l| l.0),
-            streaming: n
-                .wal_receiver
-                .as_ref()
-                .is_some_and(|w| w.status == "streaming"),
+            streaming: streams(&n),
         },
         Err(e) => DbView::Unreachable {
             reason: e.to_string(),
@@ -108,6 +105,13 @@ pub async fn observe_region(ports: &Ports, r: &RegionPorts) -> RegionView {
         Err(e) => view.api_error = Some(e.to_string()),
     }
     view
+}
+
+/// The node's WAL receiver streams (a standby following its primary).
+fn streams(n: &drd_db::NodeStatus) -> bool {
+    n.wal_receiver
+        .as_ref()
+        .is_some_and(|w| w.status == "streaming")
 }
 
 /// A read, tried three times 200 ms apart.
@@ -616,12 +620,7 @@ async fn rejoin(
         .await?;
     if sts.desired > 0 {
         if let Ok(st) = rp.db.status().await {
-            if st.role == DbRole::Standby
-                && st
-                    .wal_receiver
-                    .as_ref()
-                    .is_some_and(|w| w.status == "streaming")
-            {
+            if st.role == DbRole::Standby && streams(&st) {
                 return Ok(format!("{r} is a streaming standby of {follow}"));
             }
         }
@@ -635,12 +634,7 @@ async fn rejoin(
     let deadline = Instant::now() + budget;
     loop {
         if let Ok(st) = rp.db.status().await {
-            if st.role == DbRole::Standby
-                && st
-                    .wal_receiver
-                    .as_ref()
-                    .is_some_and(|w| w.status == "streaming")
-            {
+            if st.role == DbRole::Standby && streams(&st) {
                 return Ok(format!(
                     "{r} restarted as a standby of {follow} (start.sh rewound or cloned it; see its log) and streams"
                 ));
