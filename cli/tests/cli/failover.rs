@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{assert_ok, text, Lab, WritableMonitor, DR_INGRESS};
+use crate::support::{assert_ok, in_recovery, text, Lab, WritableMonitor, DR_INGRESS};
 
 #[tokio::test]
 async fn planned_switchover_moves_database_app_and_dns_and_a_rerun_is_a_no_op() {
@@ -450,12 +450,6 @@ fn role_marks(kube: &lab::KubeDouble) -> Vec<String> {
 }
 
 /// `t` while the node is a standby, `f` once it is a primary (psql's answer).
-async fn in_recovery(node: &lab::pg::SharedNode) -> String {
-    node.psql("postgres", "SELECT pg_is_in_recovery()")
-        .await
-        .unwrap()
-}
-
 async fn history_files(node: &lab::pg::SharedNode) -> Vec<String> {
     let out = node
         .psql(

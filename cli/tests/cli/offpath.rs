@@ -7,13 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{assert_ok, repo_root, text, Lab, DR_INGRESS};
-
-async fn in_recovery(node: &lab::pg::SharedNode) -> String {
-    node.psql("postgres", "SELECT pg_is_in_recovery()")
-        .await
-        .unwrap()
-}
+use crate::support::{assert_ok, in_recovery, repo_root, text, Lab, DR_INGRESS};
 
 fn role_cm(kube: &lab::KubeDouble) -> Value {
     kube.get("configmaps", "default", "postgresql-role")

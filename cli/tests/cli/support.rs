@@ -365,3 +365,10 @@ async fn writable(node: &lab::pg::SharedNode) -> bool {
     .await
     .is_ok_and(|s| s == "t")
 }
+
+/// `pg_is_in_recovery()` of a lab node: "t" for a standby, "f" for a primary.
+pub async fn in_recovery(node: &lab::pg::SharedNode) -> String {
+    node.psql("postgres", "SELECT pg_is_in_recovery()")
+        .await
+        .unwrap()
+}
