@@ -302,6 +302,14 @@ pub enum Command {
         #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
         state_dir: PathBuf,
     },
+    /// Run the region's guard beside its PostgreSQL: fence the database when the witness term
+    /// names the other region or cannot be confirmed for longer than the lease.
+    ///
+    /// A long-running process (a container in the postgresql pod; the lab starts one per
+    /// region). It reads the term blob every poll, asks the other region's guard when Azure
+    /// does not answer, and a watchdog child process enforces the lease even while the guard
+    /// is stopped. It never lifts a fence. See docs/witness.md.
+    Guard(crate::guard::GuardArgs),
     /// Who changed what, when: every mutating run (deploy, init-db, failover, failback,
     /// abandon, dns switch/prepare/restore), newest first, with its steps.
     ///

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod exit;
+pub mod guard;
 pub mod kustomize;
 pub mod ui;
 pub mod verify;
@@ -91,6 +92,15 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => {
                     eprintln!("drdctl docs: error: {}", chain(&e));
                     ExitCode::from(exit::FAILED)
+                }
+            };
+        }
+        Command::Guard(args) => {
+            return match guard::run(args.clone()).await {
+                Ok(()) => ExitCode::from(exit::OK),
+                Err(e) => {
+                    eprintln!("drdctl guard: error: {}", chain(&e));
+                    ExitCode::from(exit::USAGE)
                 }
             };
         }
@@ -349,7 +359,9 @@ async fn run(cli: Cli) -> ExitCode {
         }
         #[cfg(feature = "lab")]
         Command::Lab { .. } => unreachable!("handled above"),
-        Command::Completions { .. } | Command::Docs { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Docs { .. } | Command::Guard(_) => {
+            unreachable!("handled above")
+        }
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),

@@ -10,6 +10,9 @@
 //!   [`TtlReport`]) with a human `Display` and serde `Serialize`.
 //! - [`DnsConfig`] is the `[dns]` section of drdctl.toml, validated with errors naming the key.
 //!
+//! - [`Witness`] / [`BlobWitness`]: the witness term in an Azure Storage blob (the other
+//!   Azure thing drdctl talks to; docs/witness.md).
+//!
 //! See docs/dns.md for the why (crate decision, TTL discipline) and how to test.
 
 mod arm;
@@ -23,6 +26,7 @@ mod ops;
 mod report;
 mod transport;
 mod types;
+mod witness;
 
 use async_trait::async_trait;
 
@@ -38,6 +42,9 @@ pub use ops::{
     TtlReport, ORIGINAL_TTL_KEY,
 };
 pub use types::normalise;
+pub use witness::{
+    BlobWitness, Condition, Term, Versioned, Witness, WitnessConfig, WitnessError, WriteOutcome,
+};
 
 /// What a conditional update did.
 #[derive(Debug, Clone, PartialEq)]

@@ -124,7 +124,9 @@ pub enum Endpoint {
     Arm,
     /// The Entra ID (AAD) token endpoint.
     Token,
-    /// Neither (answered 404).
+    /// Blob storage (the witness term).
+    Blob,
+    /// None of them (answered 404).
     Unknown,
 }
 

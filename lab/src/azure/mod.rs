@@ -13,6 +13,7 @@
 //! a plain-http authority host, so clients keep `https://` URLs and map them to this address
 //! with a loopback transport (drd-dns does that when its `arm_endpoint` is `http://127.0.0.1:…`).
 
+mod blob;
 mod faults;
 mod server;
 mod store;
@@ -28,6 +29,7 @@ use poem::Server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use blob::{Blob, BlobStore, BlobWriteError};
 pub use faults::{ArmFaults, Endpoint, Fault, RecordedRequest, RequestLog};
 pub use server::API_VERSION;
 pub use store::{AzureStore, Patch, Preconditions, RecordSet, Records, WriteError, Zone, ZoneId};
@@ -64,6 +66,7 @@ impl AzureDouble {
             faults: Arc::new(ArmFaults::default()),
             requests: Arc::new(RequestLog::default()),
             tokens: Arc::new(TokenIssuer::default()),
+            blobs: Arc::new(BlobStore::default()),
         });
         let acceptor = TcpAcceptor::from_tokio(listener)?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -118,6 +121,11 @@ impl AzureDouble {
     /// The token endpoint: registered applications, issued tokens.
     pub fn tokens(&self) -> &TokenIssuer {
         &self.ctx.tokens
+    }
+
+    /// The blob containers and blobs (the witness term).
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.ctx.blobs
     }
 
     /// Registers a service principal (tenant, client id, client secret).

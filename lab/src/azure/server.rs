@@ -21,12 +21,16 @@ use super::token::TokenIssuer;
 /// The one api-version the double (and drdctl) speaks: the current GA version of Azure DNS.
 pub const API_VERSION: &str = "2018-05-01";
 
+/// The Blob service version the double answers with (`x-ms-version`).
+pub const STORAGE_VERSION: &str = "2021-08-06";
+
 /// What every request handler can reach.
 pub(crate) struct Ctx {
     pub store: Arc<AzureStore>,
     pub faults: Arc<ArmFaults>,
     pub requests: Arc<RequestLog>,
     pub tokens: Arc<TokenIssuer>,
+    pub blobs: Arc<super::blob::BlobStore>,
 }
 
 /// The Poem endpoint serving ARM and the token endpoint.
@@ -185,6 +189,24 @@ async fn handle(ctx: &Ctx, req: Request) -> Response {
                 &request_id,
             )
             .await
+        } else if segs.len() >= 2 {
+            // Blob storage: /{container}/{blob} (the witness term).
+            rec.endpoint = Which::Blob;
+            let latency = ctx.faults.latency();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let authorized = bearer(&headers).map(|t| ctx.tokens.is_valid(&t));
+            rec.authorized = authorized == Some(true);
+            super::blob::handle(
+                &ctx.blobs,
+                &method,
+                &segs,
+                &headers,
+                body,
+                authorized,
+                &request_id,
+            )
         } else {
             ArmError::new(
                 404,

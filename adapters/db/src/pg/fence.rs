@@ -1,4 +1,5 @@
-//! The fence (read-only default, application logins taken, sessions ended) and its lifting.
+//! The fence (read-only default, application logins taken, the application's databases closed
+//! to every new session, superusers included; sessions ended) and its lifting.
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,26 @@ impl PgDatabase {
                 .await
                 .map_err(self.sql_err("marking a fenced role"))?;
         }
+        // And no one, not even a superuser, opens a session on the application's databases
+        // (`datallowconn`): drdctl's own sessions use `postgres`, replication none.
+        let dbs: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database
+             WHERE datallowconn AND NOT datistemplate AND datname <> 'postgres'",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(self.sql_err("listing the databases to fence"))?;
+        for d in &dbs {
+            let q = quote_ident(d);
+            sqlx::query(&format!("ALTER DATABASE {q} ALLOW_CONNECTIONS false"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("ALTER DATABASE ... ALLOW_CONNECTIONS false"))?;
+            sqlx::query(&format!("COMMENT ON DATABASE {q} IS '{FENCE_MARK}'"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("marking a fenced database"))?;
+        }
         Ok(roles)
     }
 
@@ -77,6 +98,26 @@ impl PgDatabase {
                 .execute(&mut *c)
                 .await
                 .map_err(self.sql_err("unmarking a fenced role"))?;
+        }
+        let dbs: Vec<String> = sqlx::query_scalar(
+            "SELECT db.datname FROM pg_database db
+             JOIN pg_shdescription d ON d.objoid = db.oid AND d.classoid = 'pg_database'::regclass
+             WHERE d.description = $1",
+        )
+        .bind(FENCE_MARK)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(self.sql_err("listing the fenced databases"))?;
+        for d in &dbs {
+            let q = quote_ident(d);
+            sqlx::query(&format!("ALTER DATABASE {q} ALLOW_CONNECTIONS true"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("ALTER DATABASE ... ALLOW_CONNECTIONS true"))?;
+            sqlx::query(&format!("COMMENT ON DATABASE {q} IS NULL"))
+                .execute(&mut *c)
+                .await
+                .map_err(self.sql_err("unmarking a fenced database"))?;
         }
         Ok(roles.len() as u64)
     }

@@ -61,19 +61,9 @@ async fn fencing_blocks_writes_and_unfencing_restores_them() {
         sqlx::query("SELECT 1").execute(&mut app).await.is_err(),
         "old session survives"
     );
-    let mut c = lab.primary.sql().await;
-    let err = sqlx::query("INSERT INTO t VALUES (2, 'fenced')")
-        .execute(&mut c)
-        .await
-        .expect_err("a write on a fenced primary");
-    let code = err
-        .as_database_error()
-        .and_then(|e| e.code())
-        .unwrap_or_default();
-    assert_eq!(code, "25006", "{err}"); // read_only_sql_transaction
-    assert!(p.status().await.unwrap().fenced);
     // The fence holds against a session that lifts its own read-only default: the
-    // application's role cannot log in at all (only a superuser, the operator, is exempt).
+    // application's role cannot log in at all, and no one, not even a superuser, opens a
+    // session on the application's database.
     let err = app_session(&lab.primary)
         .await
         .expect_err("the app role logs in while fenced");
@@ -81,6 +71,14 @@ async fn fencing_blocks_writes_and_unfencing_restores_them() {
         format!("{err}").contains("not permitted to log in"),
         "{err}"
     );
+    let err = superuser_session(&lab.primary)
+        .await
+        .expect_err("a superuser opens appdb while fenced");
+    assert!(
+        format!("{err}").contains("not currently accepting connections"),
+        "{err}"
+    );
+    assert!(p.status().await.unwrap().fenced);
     assert!(p.fence().await.unwrap().already_fenced);
 
     p.unfence().await.expect("unfence");
@@ -109,6 +107,55 @@ async fn app_session(node: &crate::support::Region) -> Result<sqlx::PgConnection
         .password(crate::support::PASSWORD)
         .database("appdb");
     sqlx::PgConnection::connect_with(&opts).await
+}
+
+/// A superuser session on appdb that turns its own read-only default off.
+async fn superuser_session(
+    node: &crate::support::Region,
+) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    let addr = node.node.addr();
+    let opts = sqlx::postgres::PgConnectOptions::new()
+        .host(&addr.ip().to_string())
+        .port(addr.port())
+        .username("postgres")
+        .password(crate::support::PASSWORD)
+        .database("appdb")
+        .options([("default_transaction_read_only", "off")]);
+    sqlx::PgConnection::connect_with(&opts).await
+}
+
+/// A transaction open (with a write done) when the fence comes cannot commit.
+#[tokio::test]
+async fn a_transaction_open_at_fence_time_does_not_commit() {
+    let lab = lab().await;
+    let p = lab.primary.db();
+    make_table(&lab.primary).await;
+    let mut open = lab.primary.sql().await;
+    sqlx::query("BEGIN READ WRITE")
+        .execute(&mut open)
+        .await
+        .unwrap();
+    sqlx::query("SET transaction_read_only = off")
+        .execute(&mut open)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (7, 'in flight')")
+        .execute(&mut open)
+        .await
+        .unwrap();
+    p.fence().await.expect("fence");
+    assert!(
+        sqlx::query("COMMIT").execute(&mut open).await.is_err(),
+        "a transaction open at fence time committed"
+    );
+    p.unfence().await.expect("unfence");
+    assert_eq!(
+        lab.primary
+            .value("SELECT count(*)::text FROM t WHERE id = 7")
+            .await,
+        "0"
+    );
 }
 
 /// Writes on both sides of an emergency promotion; returns the old primary's last LSN.
