@@ -350,6 +350,13 @@ pub enum Command {
         /// Emergency failover when the primary is unreachable may lose recent writes.
         #[arg(long)]
         allow_data_loss: bool,
+        /// Emergency RPO guard: refuse when DR's last replayed transaction is older than this
+        /// many seconds (what the primary committed since is lost).
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        max_replay_age: u64,
+        /// Lift the RPO guard (an idle application replays nothing, so its standby looks old).
+        #[arg(long)]
+        allow_stale_standby: bool,
         /// Rejoin the old primary as a standby of the new one (pg_rewind) instead of stopping it.
         #[arg(long)]
         rejoin: bool,

@@ -35,6 +35,8 @@ pub struct Config {
     pub images: ImagesConfig,
     /// Parsed by the DNS adapter.
     pub dns: Option<toml::Value>,
+    /// The witness term (docs/witness.md); without it failover moves no term.
+    pub witness: Option<WitnessSection>,
     /// Where the config file is; relative paths in it are relative to its directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -86,6 +88,25 @@ fn set_key(doc: &mut toml::Table, parts: &[String], value: &str) -> Result<(), S
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
     t.insert(last.clone(), parsed);
     Ok(())
+}
+
+/// `[witness]`: where the term is and the lease timing the guards run with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSection {
+    /// `https://<account>.blob.core.windows.net/<container>/<blob>`.
+    pub url: String,
+    /// `production` (lease 10 s, wait 15 s) or `lab` (3 s, 5 s): must be the guards' own.
+    #[serde(default = "default_timing")]
+    pub timing: String,
+    /// The Azure credential (default: `dns.auth`, else auto).
+    pub auth: Option<String>,
+    /// The Entra authority host (default: `dns.authority_host`).
+    pub authority_host: Option<String>,
+}
+
+fn default_timing() -> String {
+    "production".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -308,6 +308,8 @@ async fn run(cli: Cli) -> ExitCode {
             plan,
             yes,
             allow_data_loss,
+            max_replay_age,
+            allow_stale_standby,
             rejoin,
             discard_writes_of,
             state_dir,
@@ -324,6 +326,7 @@ async fn run(cli: Cli) -> ExitCode {
                 rejoin,
                 allow_data_loss,
                 discard_writes_of,
+                max_replay_age_secs: (!allow_stale_standby).then_some(max_replay_age),
             };
             return code_of(commands::failover::run(&config, args).await);
         }
@@ -345,6 +348,7 @@ async fn run(cli: Cli) -> ExitCode {
                 rejoin: true,
                 allow_data_loss: false,
                 discard_writes_of,
+                max_replay_age_secs: None,
             };
             return code_of(commands::failover::run(&config, args).await);
         }

@@ -289,6 +289,12 @@ pub trait Database: Send + Sync {
     /// Lifts the fence.
     async fn unfence(&self) -> DbResult<()>;
 
+    /// Seals a standby for promotion: its WAL receiver stops (`primary_conninfo` emptied, set
+    /// back by start.sh at its next start), so it stops following the old primary, and its
+    /// guard stops vouching for the old primary's term. Waits until the receiver is gone.
+    /// A no-op on a primary.
+    async fn seal(&self) -> DbResult<()>;
+
     /// Waits until this node's position (replayed on a standby, current on a primary) reaches
     /// `target`; returns the position seen.
     async fn wait_replayed(&self, target: Lsn, timeout: Duration) -> DbResult<Lsn>;

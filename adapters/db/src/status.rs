@@ -113,6 +113,10 @@ pub struct NodeStatus {
     pub local_lag: Option<Lag>,
     /// Standby: the WAL receiver, if running.
     pub wal_receiver: Option<WalReceiver>,
+    /// Standby: seconds since the last transaction it replayed was committed (on an idle
+    /// application this grows without anything missing). The emergency RPO guard reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_age_secs: Option<f64>,
     /// New sessions default to read-only (drdctl's fence, or a configuration file).
     pub fenced: bool,
     /// Primary: connected standbys.

@@ -31,6 +31,51 @@ pub struct Args {
     pub allow_data_loss: bool,
     /// With two writable databases: whose writes are discarded.
     pub discard_writes_of: Option<Region>,
+    /// Emergency: refuse when DR's last replayed commit is older (`None`: no bound).
+    pub max_replay_age_secs: Option<u64>,
+}
+
+/// The witness term and the emergency wait `W`, from `[witness]`.
+pub fn witness(
+    config: &Config,
+) -> anyhow::Result<(Option<Arc<dyn engine::ports::Term>>, std::time::Duration)> {
+    let Some(w) = &config.witness else {
+        return Ok((None, std::time::Duration::ZERO));
+    };
+    let timing = crate::guard::timing(&w.timing)
+        .map_err(|e| anyhow::anyhow!("{}: witness.timing: {e}", config.path.display()))?;
+    let dns_key = |k: &str| {
+        config
+            .dns
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let auth_name = w
+        .auth
+        .clone()
+        .or_else(|| dns_key("auth"))
+        .unwrap_or_else(|| "auto".into());
+    let auth = serde_json::from_value(serde_json::Value::String(auth_name.clone())).map_err(
+        |_| anyhow::anyhow!("{}: witness.auth {auth_name:?}: use auto, client-secret, workload-identity, managed-identity or azure-cli", config.path.display()),
+    )?;
+    let cfg = drd_dns::WitnessConfig {
+        url: w.url.clone(),
+        auth,
+        authority_host: w
+            .authority_host
+            .clone()
+            .or_else(|| dns_key("authority_host")),
+        managed_identity_client_id: dns_key("managed_identity_client_id"),
+        timeout: timing.timeout.max(std::time::Duration::from_secs(2)),
+    };
+    let witness = drd_dns::BlobWitness::from_env(&cfg)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
+    Ok((
+        Some(Arc::new(engine::ports::BlobTerm(Arc::new(witness)))),
+        timing.wait,
+    ))
 }
 
 /// The real ports, from the config.
@@ -53,10 +98,12 @@ pub async fn ports(config: &Config, state_dir: &Path) -> anyhow::Result<Ports> {
         },
         None => None,
     };
+    let (term, _) = witness(config)?;
     Ok(Ports {
         primary: region(Region::Primary).await?,
         dr: region(Region::Dr).await?,
         dns,
+        term,
         lock: Arc::new(LeaseLock {
             cluster: KubeCluster::connect(config.kube_target("dr")).await?,
         }),
@@ -296,6 +343,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         active_replicas: config.app.active_replicas,
         standby_replicas: config.app.standby_replicas,
         deployments: config.app.deployments.clone(),
+        max_replay_age_secs: args.max_replay_age_secs,
+        lease_wait_ms: witness(config)?.1.as_millis() as u64,
     };
     let (who, host) = who();
     let opts = engine::Options {
@@ -554,6 +603,7 @@ mod tests {
                     mark: None,
                 })
                 .collect(),
+            replay_age: (!primary).then_some(2.0),
         }
     }
 
@@ -566,6 +616,7 @@ mod tests {
                 ttl: Some(60),
                 error: None,
             }),
+            term: None,
         }
     }
 
@@ -584,6 +635,8 @@ mod tests {
                 "business-logic".into(),
                 "data-ingest".into(),
             ],
+            max_replay_age_secs: Some(300),
+            lease_wait_ms: 15_000,
         }
     }
 
@@ -615,5 +668,41 @@ mod tests {
         let p = plan(&s, &intent(RunKind::Failover, Region::Dr));
         assert!(p.refusal().is_some());
         insta::assert_snapshot!(render_plan(&p));
+    }
+
+    /// With a witness, an emergency failover seals DR, moves the term, waits W, then promotes.
+    #[test]
+    fn an_emergency_with_a_witness_moves_the_term_and_waits_before_promoting() {
+        let mut s = initial();
+        s.primary.db = DbView::Unreachable {
+            reason: "connection timed out".into(),
+        };
+        s.term = Some(crate::engine::plan::TermView {
+            holder: Some(Region::Primary),
+            n: 7,
+            error: None,
+        });
+        let mut i = intent(RunKind::Failover, Region::Dr);
+        i.allow_data_loss = true;
+        let p = plan(&s, &i);
+        assert!(p.emergency && p.refusal().is_none(), "{p:?}");
+        insta::assert_snapshot!(render_plan(&p));
+        // The RPO guard: a standby whose last replay is older than the bound is refused.
+        s.dr.replay_age = Some(900.0);
+        let p = plan(&s, &i);
+        let why = p.refusal().expect("refused");
+        assert!(
+            why.contains("RPO guard") && why.contains("--allow-stale-standby"),
+            "{why}"
+        );
+        // An unreadable term refuses before anything changes.
+        s.dr.replay_age = Some(1.0);
+        s.term = Some(crate::engine::plan::TermView {
+            holder: None,
+            n: 0,
+            error: Some("timed out".into()),
+        });
+        let why = plan(&s, &i).refusal().expect("refused").to_string();
+        assert!(why.contains("witness term cannot be read"), "{why}");
     }
 }

@@ -124,6 +124,9 @@ pub struct RegionView {
     /// `app-config` ConfigMap `role`: active or standby.
     pub app_role: Option<String>,
     pub deployments: Vec<DeploymentView>,
+    /// Standby: seconds since the last transaction it replayed was committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_age: Option<f64>,
 }
 
 impl RegionView {
@@ -141,13 +144,26 @@ pub struct DnsView {
     pub error: Option<String>,
 }
 
-/// Both regions and the DNS record at one moment.
+/// The witness term, as observed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TermView {
+    /// The region it names (`None`: never written, or unreadable).
+    pub holder: Option<Region>,
+    /// Its number (0: never written).
+    pub n: u64,
+    pub error: Option<String>,
+}
+
+/// Both regions, the DNS record and the witness term at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     pub primary: RegionView,
     pub dr: RegionView,
     /// `None`: DNS is not configured.
     pub dns: Option<DnsView>,
+    /// `None`: no witness is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term: Option<TermView>,
 }
 
 impl Snapshot {
@@ -232,6 +248,12 @@ pub struct Intent {
     pub active_replicas: i32,
     pub standby_replicas: i32,
     pub deployments: Vec<String>,
+    /// Emergency: refuse when the target's last replayed commit is older than this
+    /// (`None`: no bound; `--allow-stale-standby`).
+    pub max_replay_age_secs: Option<u64>,
+    /// Emergency with a witness: how long to wait after moving the term before promoting
+    /// (`W` of the lease math, docs/witness.md).
+    pub lease_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -265,6 +287,7 @@ pub enum Step {
     WarmTargetApp,
     FenceSource,
     WaitReplay,
+    MoveTerm,
     PromoteTarget,
     ActivateTargetApp,
     SwitchDns,
@@ -282,6 +305,7 @@ impl Step {
             Step::WarmTargetApp => "warm-target-app",
             Step::FenceSource => "fence-source",
             Step::WaitReplay => "wait-replay",
+            Step::MoveTerm => "move-term",
             Step::PromoteTarget => "promote-target",
             Step::ActivateTargetApp => "activate-target-app",
             Step::SwitchDns => "switch-dns",
@@ -293,18 +317,16 @@ impl Step {
     }
 
     /// The steps of a run, in order (warm and fence run together).
-    pub fn sequence(intent: &Intent, dns: bool) -> Vec<Step> {
+    pub fn sequence(intent: &Intent, dns: bool, witness: bool) -> Vec<Step> {
         let mut v = vec![Step::Preflight];
         if intent.kind == RunKind::Failback {
             v.push(Step::RejoinOldPrimary);
         }
-        v.extend([
-            Step::WarmTargetApp,
-            Step::FenceSource,
-            Step::WaitReplay,
-            Step::PromoteTarget,
-            Step::ActivateTargetApp,
-        ]);
+        v.extend([Step::WarmTargetApp, Step::FenceSource, Step::WaitReplay]);
+        if witness {
+            v.push(Step::MoveTerm);
+        }
+        v.extend([Step::PromoteTarget, Step::ActivateTargetApp]);
         if dns {
             v.push(Step::SwitchDns);
         }
@@ -393,6 +415,21 @@ pub enum Change {
         region: Region,
         follow: Region,
     },
+    /// Emergency: the target's WAL receiver stops, so its guard stops vouching for the source.
+    SealStandby {
+        region: Region,
+    },
+    /// Compare-and-swap of the witness term to `(to, n)`.
+    MoveTerm {
+        to: Region,
+        n: u64,
+    },
+    /// Emergency: wait until the source's guard has fenced it (or it could not have confirmed
+    /// its term for longer than its lease), `ms` after the term moved.
+    WaitLease {
+        region: Region,
+        ms: u64,
+    },
 }
 
 impl Change {
@@ -400,7 +437,7 @@ impl Change {
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
-            Change::WaitReplay { .. } | Change::WaitAppReady { .. }
+            Change::WaitReplay { .. } | Change::WaitAppReady { .. } | Change::WaitLease { .. }
         )
     }
 }
@@ -436,6 +473,18 @@ impl std::fmt::Display for Change {
             Change::RejoinDb { region, follow } => {
                 write!(f, "{region} database rejoins as a standby of {follow}")
             }
+            Change::SealStandby { region } => {
+                write!(
+                    f,
+                    "{region} database stops following (sealed for promotion)"
+                )
+            }
+            Change::MoveTerm { to, n } => write!(f, "witness term -> {to} (n={n})"),
+            Change::WaitLease { region, ms } => write!(
+                f,
+                "wait {:.1} s: {region}'s guard fences it by then",
+                *ms as f64 / 1000.0
+            ),
         }
     }
 }
@@ -514,7 +563,7 @@ pub fn plan(snapshot: &Snapshot, intent: &Intent) -> Plan {
     let mut s = snapshot.clone();
     let emergency = is_emergency(snapshot, intent);
     let mut steps = Vec::new();
-    for step in Step::sequence(intent, snapshot.dns.is_some()) {
+    for step in Step::sequence(intent, snapshot.dns.is_some(), snapshot.term.is_some()) {
         let decision = decide(step, &s, intent, emergency);
         if let Decision::Act { changes, .. } = &decision {
             for c in changes {
@@ -660,6 +709,7 @@ pub fn decide(step: Step, s: &Snapshot, intent: &Intent, emergency: bool) -> Dec
                 String::new(),
             )
         }
+        Step::MoveTerm => move_term(s, intent, emergency),
         Step::PromoteTarget => {
             let mut changes = Vec::new();
             if !tgt.db.is_primary() {
@@ -776,6 +826,64 @@ pub fn decide(step: Step, s: &Snapshot, intent: &Intent, emergency: bool) -> Dec
     }
 }
 
+/// The witness term moves to the target before it is promoted. In an emergency the target is
+/// sealed first (its guard stops vouching for the source), and after the move the run waits
+/// `W`: by then the source's guard has fenced it, whether it saw the new term or could not
+/// confirm the old one (docs/witness.md). A resumed emergency run that finds the term moved
+/// but the target not promoted waits the whole `W` again: when the first wait began is not
+/// known for sure.
+fn move_term(s: &Snapshot, intent: &Intent, emergency: bool) -> Decision {
+    let (from, to) = (intent.from(), intent.to);
+    let tgt = s.region(to);
+    let Some(term) = &s.term else {
+        return Decision::Skip {
+            why: "no witness configured".into(),
+        };
+    };
+    if let Some(e) = &term.error {
+        return Decision::Refuse {
+            why: format!("the witness term cannot be read ({e}): a promotion without moving it would leave {from}'s guard serving"),
+        };
+    }
+    let wait = Change::WaitLease {
+        region: from,
+        ms: intent.lease_wait_ms,
+    };
+    if term.holder == Some(to) {
+        return if emergency && !tgt.db.is_primary() {
+            Decision::Act {
+                changes: vec![wait],
+                why: format!(
+                    "the term names {to} (n={}); {to} is not promoted yet",
+                    term.n
+                ),
+            }
+        } else {
+            Decision::Already {
+                why: format!("the term names {to} (n={})", term.n),
+            }
+        };
+    }
+    let mut changes = Vec::new();
+    if emergency && tgt.db.streaming_standby() {
+        changes.push(Change::SealStandby { region: to });
+    }
+    changes.push(Change::MoveTerm { to, n: term.n + 1 });
+    if emergency {
+        changes.push(wait);
+    }
+    Decision::Act {
+        changes,
+        why: if emergency {
+            format!(
+                "{from} is unreachable: the term moves to {to}, then {to} waits until {from}'s guard must have fenced it"
+            )
+        } else {
+            format!("{from} is fenced: the term moves to {to}")
+        },
+    }
+}
+
 fn desired_fenced(src: &RegionView, from: Region) -> Vec<Change> {
     if src.db_desired.as_deref() == Some("fenced") {
         Vec::new()
@@ -835,6 +943,13 @@ fn preflight(s: &Snapshot, intent: &Intent, emergency: bool) -> Decision {
             ));
         }
     }
+    if let Some(e) = s.term.as_ref().and_then(|t| t.error.as_ref()) {
+        if !tgt.db.is_primary() {
+            return refuse(format!(
+                "the witness term cannot be read ({e}): fix that first (drdctl status), or the run would stop at move-term"
+            ));
+        }
+    }
     if s.split_brain() {
         let both = format!(
             "two writable databases: {from} is {}, {to} is {}",
@@ -870,6 +985,14 @@ fn preflight(s: &Snapshot, intent: &Intent, emergency: bool) -> Decision {
                 src.db.describe(),
                 tgt.db.describe()
             ));
+        }
+        if let (Some(bound), Some(age)) = (intent.max_replay_age_secs, tgt.replay_age) {
+            if age > bound as f64 {
+                return refuse(format!(
+                    "RPO guard: {to}'s last replayed transaction is {age:.0} s old (bound {bound} s): everything {from} committed since may be lost. \
+                     If the application was idle, or you accept it, re-run with --allow-stale-standby"
+                ));
+            }
         }
         return match &tgt.db {
             DbView::Up { .. } => Decision::Act {
@@ -1048,6 +1171,18 @@ pub fn project(c: &Change, s: &mut Snapshot) {
             }
         }
         Change::StopDb { region } => s.region_mut(*region).db = DbView::Stopped,
+        Change::SealStandby { region } => {
+            if let DbView::Up { streaming, .. } = &mut s.region_mut(*region).db {
+                *streaming = false;
+            }
+        }
+        Change::MoveTerm { to, n } => {
+            if let Some(t) = &mut s.term {
+                t.holder = Some(*to);
+                t.n = *n;
+            }
+        }
+        Change::WaitLease { .. } => {}
         Change::RejoinDb { region, follow } => {
             let (tl, at) = match &s.region(*follow).db {
                 DbView::Up { timeline, lsn, .. } => (*timeline, *lsn),

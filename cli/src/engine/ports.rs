@@ -37,6 +37,8 @@ pub struct Ports {
     pub primary: RegionPorts,
     pub dr: RegionPorts,
     pub dns: Option<Arc<dyn Dns>>,
+    /// `None`: no witness configured.
+    pub term: Option<Arc<dyn Term>>,
     pub lock: Arc<dyn Lock>,
     pub journal: Arc<dyn JournalStore>,
     pub clock: Arc<dyn Clock>,
@@ -61,6 +63,16 @@ pub trait Dns: Send + Sync {
     /// Points the record at `to` (ETag-guarded) and waits for the name servers; returns a
     /// one-line summary and for how long clients may still use the old value (its TTL).
     async fn switch(&self, to: Region) -> anyhow::Result<(String, u32)>;
+}
+
+/// The witness term (docs/witness.md).
+#[async_trait]
+pub trait Term: Send + Sync {
+    /// The region it names and its number (`None`: never written).
+    async fn read(&self) -> anyhow::Result<Option<(Region, u64)>>;
+    /// Compare-and-swap to `(to, n)` from `n - 1`. A retried write whose first attempt landed
+    /// (a lost reply) counts as done; any other term found is an error naming it.
+    async fn move_to(&self, to: Region, n: u64, by: &str) -> anyhow::Result<()>;
 }
 
 /// How the lock was taken.
@@ -183,6 +195,84 @@ impl Dns for AzureDnsPort {
             )
             .await?;
         Ok((report.summary(), report.old_value_cached_for_secs))
+    }
+}
+
+/// The real term: drd-dns's blob witness.
+pub struct BlobTerm(pub Arc<dyn drd_dns::Witness>);
+
+impl BlobTerm {
+    async fn read_versioned(&self) -> anyhow::Result<Option<drd_dns::Versioned>> {
+        // A read that does not answer in time is tried twice more.
+        let mut last = None;
+        for _ in 0..3 {
+            match self.0.read().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_unreachable() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .map(Into::into)
+            .unwrap_or_else(|| anyhow::anyhow!("unreachable")))
+    }
+}
+
+#[async_trait]
+impl Term for BlobTerm {
+    async fn read(&self) -> anyhow::Result<Option<(Region, u64)>> {
+        let Some(v) = self.read_versioned().await? else {
+            return Ok(None);
+        };
+        let region = Region::parse(&v.term.region).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the witness term names {:?}, not primary or dr ({})",
+                v.term.region,
+                self.0.url()
+            )
+        })?;
+        Ok(Some((region, v.term.n)))
+    }
+
+    async fn move_to(&self, to: Region, n: u64, by: &str) -> anyhow::Result<()> {
+        let term = drd_dns::Term {
+            region: to.name().to_string(),
+            n,
+            at: Utc::now().to_rfc3339(),
+            by: by.to_string(),
+        };
+        for _ in 0..3 {
+            let current = self.read_versioned().await?;
+            let cond = match &current {
+                Some(v) if v.term.region == term.region && v.term.n == n => return Ok(()),
+                Some(v) if v.term.n + 1 != n => anyhow::bail!(
+                    "the witness term is {} (n={}), not n={} as this run read it: another run moved it; run `drdctl status` and decide again",
+                    v.term.region,
+                    v.term.n,
+                    n - 1
+                ),
+                Some(v) => drd_dns::Condition::IfMatch(v.etag.clone()),
+                None => drd_dns::Condition::IfAbsent,
+            };
+            match self.0.write(&term, cond).await {
+                Ok(drd_dns::WriteOutcome::Written { .. }) => return Ok(()),
+                // Someone wrote between the read and the write, or this write landed and
+                // its reply was lost: the next read tells which.
+                Ok(drd_dns::WriteOutcome::Conflict) => continue,
+                Err(e) if e.is_unreachable() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.read_versioned().await? {
+            Some(v) if v.term.region == term.region && v.term.n == n => Ok(()),
+            other => anyhow::bail!(
+                "the witness term could not be moved to {to} (n={n}) in three attempts; it is {}",
+                other.map_or("unwritten".to_string(), |v| format!(
+                    "{} (n={})",
+                    v.term.region, v.term.n
+                ))
+            ),
+        }
     }
 }
 

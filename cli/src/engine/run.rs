@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::journal::{Journal, StepState};
 use super::plan::{
     Change, DbView, Decision, DeploymentView, DesiredDb, DnsView, Plan, RegionView, Snapshot, Step,
-    ROLE_MARK,
+    TermView, ROLE_MARK,
 };
 use super::ports::{Boundary, Ports, RegionPorts};
 use crate::cli::Region;
@@ -37,20 +37,24 @@ pub async fn observe_region(ports: &Ports, r: &RegionPorts) -> RegionView {
         db_desired: None,
         app_role: None,
         deployments: Vec::new(),
+        replay_age: None,
     };
     view.db = match status {
-        Ok(n) => DbView::Up {
-            role: n.role,
-            fenced: n.fenced,
-            timeline: n.timeline,
-            lsn: match n.role {
-                DbRole::Primary => n.current_lsn,
-                DbRole::Standby => n.replay_lsn.or(n.receive_lsn),
+        Ok(n) => {
+            view.replay_age = n.replay_age_secs;
+            DbView::Up {
+                role: n.role,
+                fenced: n.fenced,
+                timeline: n.timeline,
+                lsn: match n.role {
+                    DbRole::Primary => n.current_lsn,
+                    DbRole::Standby => n.replay_lsn.or(n.receive_lsn),
+                }
+                .map_or(0, |l| l.0),
+                received: n.receive_lsn.map(|l| l.0),
+                streaming: streams(&n),
             }
-            .map_or(0, |l| l.0),
-            received: n.receive_lsn.map(|l| l.0),
-            streaming: streams(&n),
-        },
+        }
         Err(e) => DbView::Unreachable {
             reason: e.to_string(),
         },
@@ -151,12 +155,35 @@ pub async fn observe(ports: &Ports) -> Snapshot {
             }),
         }
     };
-    let (primary, dr, dns) = tokio::join!(
+    let term = async {
+        match &ports.term {
+            None => None,
+            Some(t) => Some(match retry(ports, || t.read()).await {
+                Ok(v) => TermView {
+                    holder: v.map(|(r, _)| r),
+                    n: v.map_or(0, |(_, n)| n),
+                    error: None,
+                },
+                Err(e) => TermView {
+                    holder: None,
+                    n: 0,
+                    error: Some(format!("{e:#}")),
+                },
+            }),
+        }
+    };
+    let (primary, dr, dns, term) = tokio::join!(
         observe_region(ports, &ports.primary),
         observe_region(ports, &ports.dr),
-        dns
+        dns,
+        term
     );
-    Snapshot { primary, dr, dns }
+    Snapshot {
+        primary,
+        dr,
+        dns,
+        term,
+    }
 }
 
 /// What the run did, for the report.
@@ -175,6 +202,22 @@ pub struct Evidence {
     pub write_unavailability_secs: Option<f64>,
     /// The record's TTL: how long clients may still use the old address.
     pub dns_old_ttl_secs: Option<u32>,
+    /// The witness term this run moved to (its number), and when the move was acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term_moved: Option<TermMoved>,
+}
+
+/// The term move and, in an emergency, the data-loss window it bounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct TermMoved {
+    pub n: u64,
+    /// When the compare-and-swap was acknowledged: the old primary's guard cannot have
+    /// confirmed its term after this instant.
+    pub at: String,
+    /// Emergency: the old primary is fenced by this instant at the latest (the move plus
+    /// `W`); its writes after what the target received fall inside [received, fenced_by].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_fenced_by: Option<String>,
 }
 
 /// How a run ended short of its plan.
@@ -240,8 +283,8 @@ pub async fn execute(
             begin(ports, journal, b.step, &b.decision, ui)?;
             let (mut ea, mut eb) = (Evidence::default(), Evidence::default());
             let (ra, rb) = tokio::join!(
-                run_step(ports, a.step, &a.decision, &mut ea, ui),
-                run_step(ports, b.step, &b.decision, &mut eb, ui)
+                run_step(ports, a.step, &a.decision, &mut ea, ui, &journal.run.holder),
+                run_step(ports, b.step, &b.decision, &mut eb, ui, &journal.run.holder)
             );
             let ra = end(ports, journal, a.step, &a.decision, ra, ui);
             let rb = end(ports, journal, b.step, &b.decision, rb, ui);
@@ -254,7 +297,8 @@ pub async fn execute(
             fence_started = Some(Instant::now());
         }
         begin(ports, journal, step, &steps[i].decision, ui)?;
-        let r = run_step(ports, step, &steps[i].decision, &mut ev, ui).await;
+        let holder = journal.run.holder.clone();
+        let r = run_step(ports, step, &steps[i].decision, &mut ev, ui, &holder).await;
         end(ports, journal, step, &steps[i].decision, r, ui)?;
         if step == Step::SwitchDns || (step == Step::ActivateTargetApp && ports.dns.is_none()) {
             if let Some(t) = fence_started {
@@ -337,6 +381,7 @@ async fn run_step(
     decision: &Decision,
     ev: &mut Evidence,
     ui: &dyn super::Operator,
+    by: &str,
 ) -> anyhow::Result<String> {
     let Decision::Act { changes, why } = decision else {
         return Ok(String::new());
@@ -359,7 +404,7 @@ async fn run_step(
             }
         }
         let work =
-            futures_util::future::try_join_all(changes[k..j].iter().map(|c| apply(ports, c)));
+            futures_util::future::try_join_all(changes[k..j].iter().map(|c| apply(ports, c, by)));
         let outs = watch(ports, step, &changes[k], ui, work).await?;
         for (c, out) in changes[k..j].iter().zip(outs) {
             if let Some(e) = out.evidence {
@@ -385,6 +430,7 @@ async fn watch<T>(
     ui: &dyn super::Operator,
     work: impl std::future::Future<Output = T>,
 ) -> T {
+    let mut ticks = 0u32;
     let probe = async {
         loop {
             ports.clock.sleep(Duration::from_millis(500)).await;
@@ -404,6 +450,11 @@ async fn watch<T>(
                         (Err(_), _) => format!("{region}'s database is not answering yet"),
                         (_, Err(e)) => format!("{of}: {e}"),
                     }
+                }
+                Change::WaitLease { region, ms } => {
+                    ticks += 1;
+                    let left = (*ms as f64 / 1000.0 - ticks as f64 * 0.5).max(0.0);
+                    format!("{left:.1} s until {region}'s guard must have fenced it")
                 }
                 Change::WaitAppReady { region } => {
                     let rp = ports.region(*region);
@@ -432,6 +483,16 @@ fn merge(ev: &mut Evidence, e: Evidence) {
     ev.lost_bytes = e.lost_bytes.or(ev.lost_bytes);
     ev.promoted |= e.promoted;
     ev.dns_old_ttl_secs = e.dns_old_ttl_secs.or(ev.dns_old_ttl_secs);
+    if let Some(t) = e.term_moved {
+        ev.term_moved = Some(match ev.term_moved.take() {
+            // The wait's evidence adds the fence deadline to the move's.
+            Some(mut old) if t.n == 0 => {
+                old.source_fenced_by = t.source_fenced_by;
+                old
+            }
+            _ => t,
+        });
+    }
 }
 
 #[derive(Default)]
@@ -450,7 +511,7 @@ fn wait_budget(c: &Change) -> Duration {
 }
 
 /// Applies one change through the ports.
-async fn apply(ports: &Ports, c: &Change) -> anyhow::Result<Applied> {
+async fn apply(ports: &Ports, c: &Change, by: &str) -> anyhow::Result<Applied> {
     let app = &ports.app;
     let region = |r: Region| ports.region(r);
     let mut out = Applied::default();
@@ -577,6 +638,37 @@ async fn apply(ports: &Ports, c: &Change) -> anyhow::Result<Applied> {
         }
         Change::RejoinDb { region: r, follow } => {
             out.detail = Some(rejoin(ports, *r, *follow, wait_budget(c)).await?);
+        }
+        Change::SealStandby { region: r } => {
+            region(*r).db.seal().await?;
+        }
+        Change::MoveTerm { to, n } => {
+            let term = ports
+                .term
+                .as_ref()
+                .context("no witness is configured, but the plan moves the term")?;
+            term.move_to(*to, *n, by).await?;
+            let at = ports.clock.now();
+            out.evidence = Some(Evidence {
+                term_moved: Some(TermMoved {
+                    n: *n,
+                    at: at.to_rfc3339(),
+                    source_fenced_by: None,
+                }),
+                ..Evidence::default()
+            });
+        }
+        Change::WaitLease { ms, .. } => {
+            let until = ports.clock.now() + chrono::Duration::milliseconds(*ms as i64);
+            ports.clock.sleep(Duration::from_millis(*ms)).await;
+            out.evidence = Some(Evidence {
+                term_moved: Some(TermMoved {
+                    n: 0,
+                    at: String::new(),
+                    source_fenced_by: Some(until.to_rfc3339()),
+                }),
+                ..Evidence::default()
+            });
         }
     }
     Ok(out)

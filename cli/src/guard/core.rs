@@ -153,13 +153,21 @@ pub struct Guard {
     pub timing: Timing,
     /// The highest term seen (region, n).
     pub highest: Option<(String, u64)>,
+    /// Send time of the read that last gave the highest term.
+    pub highest_at: Option<Duration>,
     /// Send time of the last confirmation that the term names this region.
     pub confirmed_at: Option<Duration>,
-    /// Superseded: fenced for good.
-    pub superseded: Option<(String, u64)>,
+    /// Since when the database is writable, as observed (`None`: it is not).
+    pub writable_since: Option<Duration>,
     /// When the guard started (the first lease counts from here: a guard that just started
     /// has not confirmed anything, and start.sh only started a primary on a term naming it).
     pub started: Duration,
+    /// The database as last observed.
+    pub last_local: Option<Local>,
+    /// A database that just became writable by promotion or by drdctl's unfence (never by a
+    /// restart) has one lease from that moment to be confirmed: the run moved the term to
+    /// this region just before, and the guard's next read confirms it.
+    pub grace_until: Option<Duration>,
 }
 
 impl Guard {
@@ -168,10 +176,30 @@ impl Guard {
             region: region.to_string(),
             timing,
             highest: None,
+            highest_at: None,
             confirmed_at: None,
-            superseded: None,
+            writable_since: None,
             started: now,
+            last_local: None,
+            grace_until: None,
         }
+    }
+
+    /// Records what the database is now (the guard at every poll, the watchdog at every check).
+    pub fn observe(&mut self, now: Duration, local: Local) {
+        let promoted = matches!(
+            self.last_local,
+            Some(Local::Standby | Local::StreamingStandby | Local::Fenced)
+        ) && local == Local::Writable;
+        if promoted {
+            self.grace_until = Some(now + self.timing.lease);
+        }
+        if local == Local::Writable {
+            self.writable_since.get_or_insert(now);
+        } else {
+            self.writable_since = None;
+        }
+        self.last_local = Some(local);
     }
 
     /// The witness answered (at send time `sent`) with `term` (`None`: none was ever written,
@@ -182,11 +210,21 @@ impl Guard {
             return; // an older answer than one already seen (a late reply)
         }
         self.highest = Some((region.to_string(), n));
+        self.highest_at = Some(self.highest_at.map_or(sent, |h| h.max(sent)));
         if region == self.region {
             self.confirm(sent);
-        } else {
-            self.superseded = Some((region.to_string(), n));
         }
+    }
+
+    /// The term names the other region, read after the database became writable (a read from
+    /// before a promotion says nothing about the promoted database).
+    pub fn superseded(&self) -> Option<(String, u64)> {
+        let (region, n) = self.highest.clone()?;
+        let fresh = match (self.highest_at, self.writable_since) {
+            (Some(read), Some(since)) => read >= since,
+            _ => true,
+        };
+        (region != self.region && fresh).then_some((region, n))
     }
 
     /// The other region's guard vouched (request sent at `sent`) that the term it knows is
@@ -202,14 +240,13 @@ impl Guard {
     }
 
     fn confirm(&mut self, sent: Duration) {
-        if self.superseded.is_none() {
-            self.confirmed_at = Some(self.confirmed_at.map_or(sent, |c| c.max(sent)));
-        }
+        self.confirmed_at = Some(self.confirmed_at.map_or(sent, |c| c.max(sent)));
     }
 
     /// The instant the lease runs out: fencing starts then.
     pub fn lease_until(&self) -> Duration {
-        self.confirmed_at.unwrap_or(self.started) + self.timing.lease
+        let lease = self.confirmed_at.unwrap_or(self.started) + self.timing.lease;
+        self.grace_until.map_or(lease, |g| g.max(lease))
     }
 
     /// Whether the database must be fenced now, and why. Only a writable database is fenced;
@@ -218,14 +255,11 @@ impl Guard {
         if local != Local::Writable {
             return None;
         }
-        if let Some((region, n)) = &self.superseded {
-            return Some(FenceReason::Superseded {
-                region: region.clone(),
-                n: *n,
-            });
+        if let Some((region, n)) = self.superseded() {
+            return Some(FenceReason::Superseded { region, n });
         }
         let since = self.confirmed_at.unwrap_or(self.started);
-        (now >= self.lease_until()).then(|| FenceReason::Unconfirmed {
+        (now >= self.lease_until()).then_some(FenceReason::Unconfirmed {
             since_ms: now.saturating_sub(since).as_millis() as u64,
         })
     }
@@ -280,6 +314,7 @@ mod tests {
     #[test]
     fn a_newer_term_for_the_other_region_fences_for_good() {
         let mut g = Guard::new("primary", Timing::lab(), s(0));
+        g.observe(s(0), Local::Writable);
         g.on_witness(s(0), Some(("primary", 1)));
         g.on_witness(s(500), Some(("dr", 2)));
         assert_eq!(
@@ -292,6 +327,21 @@ mod tests {
         // A late answer with the old term changes nothing.
         g.on_witness(s(700), Some(("primary", 1)));
         assert!(g.must_fence(s(800), Local::Writable).is_some());
+    }
+
+    #[test]
+    fn a_promoted_database_has_one_lease_to_be_confirmed_a_restarted_one_none() {
+        let mut g = Guard::new("dr", Timing::lab(), s(0));
+        g.observe(s(100), Local::StreamingStandby);
+        // The last read, before the promotion, named the primary: it does not count.
+        g.on_witness(s(9_500), Some(("primary", 1)));
+        g.observe(s(10_000), Local::Writable);
+        assert_eq!(g.must_fence(s(12_000), Local::Writable), None);
+        assert!(g.must_fence(s(13_000), Local::Writable).is_some());
+        let mut g = Guard::new("primary", Timing::lab(), s(0));
+        g.observe(s(100), Local::Down);
+        g.observe(s(10_000), Local::Writable);
+        assert!(g.must_fence(s(10_000), Local::Writable).is_some());
     }
 
     #[test]

@@ -296,8 +296,10 @@ pub async fn run(args: GuardArgs) -> Result<()> {
         let local = local_state(&db, timing.timeout).await;
         *lock(&shared.local) = local;
         let (lease_until, verdict) = {
-            let g = lock(&shared.guard);
-            (g.lease_until(), g.must_fence(boottime(), local))
+            let mut g = lock(&shared.guard);
+            let now = boottime();
+            g.observe(now, local);
+            (g.lease_until(), g.must_fence(now, local))
         };
         let _ = write_atomic(&lease_path, lease_until.as_nanos().to_string().as_bytes());
         if let Some(why) = verdict {
@@ -375,6 +377,9 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
     let db = database(args);
     let path = lease_file(&args.term_file);
     let step = timing.pause_bound / 2;
+    // Its own view of promotions: a database promoted between two of the guard's polls has
+    // one lease to be confirmed (the guard's next read does it).
+    let mut seen = Guard::new(&args.region, timing, boottime());
     loop {
         let deadline = std::fs::read_to_string(&path)
             .ok()
@@ -382,14 +387,17 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
             .map(|ns| Duration::from_nanos(ns.min(u64::MAX as u128) as u64));
         let now = boottime();
         if deadline.is_some_and(|d| now >= d) {
-            if local_state(&db, timing.timeout).await == Local::Writable {
+            let local = local_state(&db, timing.timeout).await;
+            seen.observe(now, local);
+            let in_grace = seen.grace_until.is_some_and(|g| now < g);
+            if local == Local::Writable && !in_grace {
                 let why = FenceReason::Unconfirmed {
                     since_ms: (now - deadline.unwrap_or(now) + timing.lease).as_millis() as u64,
                 };
                 tracing::warn!("watchdog: the guard's lease ran out");
                 fence(&db, timing.fence_budget, args.stop_command.as_deref(), &why).await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(step).await;
         } else {
             tokio::time::sleep(step).await;
         }

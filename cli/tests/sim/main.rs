@@ -28,9 +28,10 @@ use drdctl::cli::Region;
 use drdctl::engine::journal::Run;
 use drdctl::engine::plan::{Intent, RunKind, Step};
 use drdctl::engine::ports::{
-    AppShape, Boundary, Clock, Dns, Hooks, JournalStore, Lock, Ports, RegionPorts, Taken,
+    AppShape, Boundary, Clock, Dns, Hooks, JournalStore, Lock, Ports, RegionPorts, Taken, Term,
 };
 use drdctl::engine::{drive, Operator, Options, Outcome};
+use drdctl::guard::core::{Guard, Local, Timing};
 
 const DEPLOYMENTS: [&str; 3] = ["frontend-api", "business-logic", "data-ingest"];
 const ACTIVE: i32 = 3;
@@ -67,6 +68,8 @@ struct SimDb {
     streaming: bool,
     sts: i32,
     desired: String,
+    /// Standby: sealed for promotion (its WAL receiver stopped until it restarts).
+    sealed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +127,20 @@ struct World {
     /// Consecutive faults per (operator, call).
     streaks: BTreeMap<(usize, String), u32>,
     log: Vec<String>,
+    /// The witness term (region index, n), when the seed runs with one, and each region's
+    /// guard (the real `drdctl::guard::core`, driven by virtual time).
+    witness: Option<(usize, u64)>,
+    guards: [Guard; 2],
+    /// Each region's way to the witness, and the link between the regions.
+    azure_ok: [bool; 2],
+    link_ok: bool,
+    /// Virtual ms up to which the guards have run.
+    guard_ms: u64,
+    /// A fence a guard started, completing at this virtual ms.
+    fencing: [Option<u64>; 2],
+    /// A partition during the run: at this call count the primary region is cut off from the
+    /// operator and from DR, and (the flag) from Azure.
+    partition_at: Option<(u64, bool)>,
 }
 
 fn idx(r: Region) -> usize {
@@ -150,6 +167,7 @@ impl World {
                 streaming: !primary,
                 sts: 1,
                 desired: if primary { "primary" } else { "standby" }.into(),
+                sealed: false,
             },
             app_role: if primary { "active" } else { "standby" }.into(),
             deps: DEPLOYMENTS
@@ -185,6 +203,83 @@ impl World {
             holding: BTreeMap::new(),
             streaks: BTreeMap::new(),
             log: Vec::new(),
+            witness: None,
+            guards: [
+                Guard::new("primary", Timing::lab(), Duration::ZERO),
+                Guard::new("dr", Timing::lab(), Duration::ZERO),
+            ],
+            azure_ok: [true, true],
+            link_ok: true,
+            guard_ms: 0,
+            fencing: [None, None],
+            partition_at: None,
+        }
+    }
+
+    fn local(&self, i: usize) -> Local {
+        let d = &self.r[i].db;
+        match (d.up, d.role, d.fenced, d.streaming) {
+            (false, ..) => Local::Down,
+            (true, DbRole::Primary, false, _) => Local::Writable,
+            (true, DbRole::Primary, true, _) => Local::Fenced,
+            (true, DbRole::Standby, _, true) => Local::StreamingStandby,
+            (true, DbRole::Standby, _, false) => Local::Standby,
+        }
+    }
+
+    /// The guards, every 100 virtual ms up to now: a poll every 500 ms (the witness, else the
+    /// peer), the lease checked at every step (the watchdog), a fence completing within the
+    /// fence budget. Two writable databases at any instant is a violation, whatever the
+    /// operator can reach.
+    fn run_guards(&mut self) {
+        let Some(_) = self.witness else { return };
+        let now = self.now_ms();
+        let names = ["primary", "dr"];
+        while self.guard_ms + 100 <= now {
+            self.guard_ms += 100;
+            let t = self.guard_ms;
+            let at = Duration::from_millis(t);
+            for i in 0..2 {
+                if let Some(done) = self.fencing[i] {
+                    if t >= done {
+                        self.r[i].db.fenced = true;
+                        self.fencing[i] = None;
+                        self.log.push(format!("t={t} guard {} fenced it", names[i]));
+                    }
+                }
+            }
+            if t % 500 == 0 {
+                for i in 0..2 {
+                    let (wr, wn) = self.witness.expect("checked");
+                    if self.azure_ok[i] {
+                        self.guards[i].on_witness(at, Some((names[wr], wn)));
+                    } else if self.link_ok {
+                        let mine = self.guards[i]
+                            .highest
+                            .clone()
+                            .filter(|(r, _)| r == names[i]);
+                        if let Some((_, n)) = mine {
+                            if self.guards[1 - i].vouches(names[i], n, self.local(1 - i)) {
+                                self.guards[i].on_peer_confirm(at, n);
+                            }
+                        }
+                    }
+                }
+            }
+            for i in 0..2 {
+                let local = self.local(i);
+                self.guards[i].observe(at, local);
+                if self.fencing[i].is_none()
+                    && self.guards[i].must_fence(at, self.local(i)).is_some()
+                {
+                    let budget = self.guards[i].timing.fence_budget.as_millis() as u64;
+                    self.fencing[i] = Some(t + self.rng.below(budget / 100 + 1) * 100);
+                }
+            }
+            if self.r[0].writable() && self.r[1].writable() && !self.split_at_start {
+                self.violations
+                    .push(format!("two writable databases at t={t} ms (witness on)"));
+            }
         }
     }
 
@@ -197,6 +292,7 @@ impl World {
     /// Time passes: clients write to every writable database with its app up, and a
     /// streaming standby replays its primary (sometimes a little behind).
     fn tick(&mut self) {
+        self.run_guards();
         for i in 0..2 {
             let r = &mut self.r[i];
             if r.writable() && r.deps.values().any(|d| d.desired > 0) {
@@ -208,7 +304,9 @@ impl World {
             let (p, s) = (1 - i, i);
             let primary_ok = self.r[p].db.up
                 && self.r[p].db.role == DbRole::Primary
-                && self.r[p].db.timeline == self.r[s].db.timeline;
+                && self.r[p].db.timeline == self.r[s].db.timeline
+                && self.link_ok
+                && !self.r[s].db.sealed;
             if self.r[s].db.up && self.r[s].db.role == DbRole::Standby {
                 self.r[s].db.streaming = primary_ok;
                 if primary_ok && self.rng.chance(60) {
@@ -288,6 +386,17 @@ async fn enter(w: &W, op: usize, what: &str, mutating: bool) -> Call {
         std::future::pending::<()>().await;
     }
     let mut g = w.lock().unwrap();
+    if let Some((at, azure)) = g.partition_at {
+        if g.calls >= at {
+            g.partition_at = None;
+            g.r[0].reachable = false;
+            g.link_ok = false;
+            g.azure_ok[0] = !azure;
+            g.log.push(format!(
+                "partition: primary cut off (from azure too: {azure})"
+            ));
+        }
+    }
     g.tick();
     let pct = g.faults.percent;
     // A transient fault does not hit the same call three times in a row (a partition, which
@@ -558,6 +667,7 @@ fn rejoin_now(g: &mut World, r: usize) {
     d.streaming = true;
     d.sts = 1;
     d.desired = "standby".into();
+    d.sealed = false;
 }
 
 struct FakeDb {
@@ -637,7 +747,17 @@ impl Database for FakeDb {
             fenced: d.fenced,
             replication: Vec::new(),
             slots: Vec::new(),
+            replay_age_secs: None,
         })
+    }
+    async fn seal(&self) -> DbResult<()> {
+        db_mutate!(self, "seal", |g, r| {
+            if g.r[r].db.role == DbRole::Standby {
+                g.r[r].db.sealed = true;
+                g.r[r].db.streaming = false;
+            }
+        });
+        Ok(())
     }
     async fn promote(&self, _: Duration) -> DbResult<PromoteOutcome> {
         let holder = self.holder.lock().unwrap().clone();
@@ -811,6 +931,48 @@ impl Dns for FakeDns {
     }
 }
 
+/// The witness term as the operator reaches it (Azure: always reachable from the operator;
+/// faults as for any call, a faulted write sometimes applied: a lost reply).
+struct FakeTerm {
+    w: W,
+    op: usize,
+}
+
+#[async_trait]
+impl Term for FakeTerm {
+    async fn read(&self) -> anyhow::Result<Option<(Region, u64)>> {
+        let c = enter(&self.w, self.op, "term read", false).await;
+        if let Some(f) = c.fault {
+            anyhow::bail!(f);
+        }
+        let g = self.w.lock().unwrap();
+        Ok(g.witness
+            .map(|(r, n)| ([Region::Primary, Region::Dr][r], n)))
+    }
+    async fn move_to(&self, to: Region, n: u64, _: &str) -> anyhow::Result<()> {
+        for _ in 0..3 {
+            let c = enter(&self.w, self.op, "term cas", true).await;
+            let mut g = self.w.lock().unwrap();
+            let cur = g.witness.expect("the sim's witness");
+            if cur == (idx(to), n) {
+                return Ok(());
+            }
+            if cur.1 + 1 != n {
+                anyhow::bail!("the term moved under this run: {cur:?}");
+            }
+            if c.fault.is_none() || c.applied {
+                g.witness = Some((idx(to), n));
+                g.log.push(format!("term -> {to} n={n}"));
+                g.check("term cas");
+            }
+            if c.fault.is_none() {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("term cas: faults")
+    }
+}
+
 const LEASE_MS: u64 = 900_000;
 
 struct FakeLock {
@@ -931,6 +1093,7 @@ struct Terminal {
 }
 
 fn terminal(w: &W, op: usize, journal: Arc<MemJournal>) -> Terminal {
+    let with_witness = w.lock().unwrap().witness.is_some();
     let holder = Arc::new(Mutex::new(format!("op{op}")));
     let region = |r: Region| RegionPorts {
         region: r,
@@ -959,6 +1122,7 @@ fn terminal(w: &W, op: usize, journal: Arc<MemJournal>) -> Terminal {
             primary: region(Region::Primary),
             dr: region(Region::Dr),
             dns: Some(Arc::new(FakeDns { w: w.clone(), op })),
+            term: with_witness.then(|| Arc::new(FakeTerm { w: w.clone(), op }) as Arc<dyn Term>),
             lock: Arc::new(FakeLock { w: w.clone(), op }),
             journal,
             clock: Arc::new(SimClock),
@@ -986,6 +1150,8 @@ fn intent(kind: RunKind, to: Region, rejoin: bool, allow: bool, discard: Option<
         active_replicas: ACTIVE,
         standby_replicas: STANDBY,
         deployments: DEPLOYMENTS.iter().map(|d| d.to_string()).collect(),
+        max_replay_age_secs: None,
+        lease_wait_ms: Timing::lab().wait.as_millis() as u64,
     }
 }
 
@@ -1080,6 +1246,7 @@ struct Explored {
     crash: bool,
     faults: bool,
     second: bool,
+    witness: bool,
 }
 
 // The world's guard is dropped (`drop(g)`) before the resume awaits; clippy cannot see that.
@@ -1094,10 +1261,16 @@ fn simulate(seed: u64) -> Result<Explored, String> {
         START.with(|s| s.set(Some(tokio::time::Instant::now())));
         let w: W = Arc::new(Mutex::new(World::initial(seed)));
         let mut rng = Rng(seed ^ 0xD1B5_4A32_D192_ED03);
+        // Half the seeds run with the witness and the guards.
+        let with_witness = rng.chance(50);
+        if with_witness {
+            w.lock().unwrap().witness = Some((0, 1));
+        }
         let j0 = Arc::new(MemJournal::default());
         let setup = terminal(&w, 9, Arc::new(MemJournal::default()));
         let start = STARTS[rng.below(STARTS.len() as u64) as usize];
         let mut ex = Explored {
+            witness: with_witness,
             start: format!("{start:?}"),
             ..Default::default()
         };
@@ -1144,7 +1317,16 @@ fn simulate(seed: u64) -> Result<Explored, String> {
                 g.r[1].db.desired = "primary".into();
                 g.split_at_start = true;
             }
-            Start::PrimaryUnreachable => w.lock().unwrap().r[0].reachable = false,
+            Start::PrimaryUnreachable => {
+                // Cut off from the operator, perhaps also from DR and from Azure, while the
+                // clients still reach it and write.
+                let mut g = w.lock().unwrap();
+                g.r[0].reachable = false;
+                if with_witness {
+                    g.azure_ok[0] = rng.chance(50);
+                    g.link_ok = rng.chance(50);
+                }
+            }
             Start::DrUnreachable => w.lock().unwrap().r[1].reachable = false,
             Start::StaleLock => {
                 let mut g = w.lock().unwrap();
@@ -1209,6 +1391,12 @@ fn simulate(seed: u64) -> Result<Explored, String> {
                 g.crash_call = Some((0, n));
             }
         }
+        let partitioned = with_witness && rng.chance(25);
+        if partitioned {
+            let mut g = w.lock().unwrap();
+            let at = g.calls + 3 + rng.below(60);
+            g.partition_at = Some((at, rng.chance(50)));
+        }
         let a = terminal(&w, 0, j0.clone());
         let second = rng.chance(20);
         ex.second = second;
@@ -1269,6 +1457,7 @@ fn simulate(seed: u64) -> Result<Explored, String> {
             _ => {}
         }
         if settled_before
+            && !partitioned
             && !second
             && !ex.crash
             && faults == 0
@@ -1357,7 +1546,7 @@ fn the_engine_is_safe_from_every_starting_state() {
     let t0 = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut crashes, mut faults, mut seconds) = (0, 0, 0);
+    let (mut crashes, mut faults, mut seconds, mut witness) = (0, 0, 0, 0);
     for seed in 0..n {
         match simulate(seed) {
             Ok(ex) => {
@@ -1367,12 +1556,13 @@ fn the_engine_is_safe_from_every_starting_state() {
                 crashes += ex.crash as u64;
                 faults += ex.faults as u64;
                 seconds += ex.second as u64;
+                witness += ex.witness as u64;
             }
             Err(e) => failures.push(e),
         }
     }
     eprintln!(
-        "simulation: {n} seeds in {:.1}s: {} (start x command) pairs, {crashes} with a crash, {faults} with faults, {seconds} with a second operator; {} failing",
+        "simulation: {n} seeds in {:.1}s: {} (start x command) pairs, {crashes} with a crash, {faults} with faults, {seconds} with a second operator, {witness} with the witness and guards; {} failing",
         t0.elapsed().as_secs_f64(),
         seen.len(),
         failures.len()

@@ -324,6 +324,10 @@ impl Database for PgDatabase {
         s
     }
 
+    async fn seal(&self) -> DbResult<()> {
+        self.seal_impl().await
+    }
+
     async fn promote(&self, wait: Duration) -> DbResult<PromoteOutcome> {
         self.promote_impl(wait).await
     }

@@ -91,6 +91,7 @@ impl PgDatabase {
                 .flatten(),
             local_lag,
             wal_receiver,
+            replay_age_secs: replay_age,
             fenced: get_s("read_only").as_deref() == Some("on"),
             replication: Vec::new(),
             slots: Vec::new(),

@@ -41,6 +41,44 @@ impl PgDatabase {
         Ok(SlotOutcome::Created(name.to_string()))
     }
 
+    pub(super) async fn seal_impl(&self) -> DbResult<()> {
+        let mut c = self.connect("postgres").await?;
+        let done = async {
+            let st = self.status_on(&mut c).await?;
+            if st.role == DbRole::Primary || st.wal_receiver.is_none() {
+                return Ok(());
+            }
+            sqlx::query("ALTER SYSTEM SET primary_conninfo = ''")
+                .execute(&mut c)
+                .await
+                .map_err(self.sql_err("ALTER SYSTEM SET primary_conninfo"))?;
+            sqlx::query("SELECT pg_reload_conf()")
+                .execute(&mut c)
+                .await
+                .map_err(self.sql_err("reloading the configuration"))?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_wal_receiver")
+                    .fetch_one(&mut c)
+                    .await
+                    .map_err(self.sql_err("waiting for the WAL receiver to stop"))?;
+                if left == 0 {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    return Err(self.sql_err("sealing the standby")(sqlx::Error::Protocol(
+                        "its WAL receiver still runs 10 s after primary_conninfo was emptied"
+                            .into(),
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        .await;
+        let _ = c.close().await;
+        done
+    }
+
     pub(super) async fn promote_impl(&self, wait: Duration) -> DbResult<PromoteOutcome> {
         let t0 = Instant::now();
         // One session for the whole promotion: a session opened during recovery sees the end
