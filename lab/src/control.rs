@@ -37,6 +37,8 @@ pub struct RegionHandle {
     pub runtime: ProcessRuntime,
     pub node: SharedNode,
     pub kube: Arc<KubeDouble>,
+    /// The region's witness guard (its process group), if it runs one.
+    pub guard_pid: Option<u32>,
 }
 
 /// Everything the control API acts on (cheap handles to the world's parts).
@@ -119,6 +121,12 @@ impl Controls {
         );
         self.wan.partition(name, &parties, CutMode::Refuse);
         region.runtime.kill_all().await;
+        if let Some(pid) = region.guard_pid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         region.node.kill().await.map_err(|e| e.to_string())?;
         region.kube.down().await;
         tracing::warn!(region = name, "region killed");

@@ -41,6 +41,9 @@ pub struct WorldConfig {
     pub password: String,
     /// Ingress port on each region's address (127.0.0.2 primary, 127.0.0.3 dr).
     pub ingress_port: u16,
+    /// The drdctl binary: with it each region runs its witness guard (`drdctl guard`) and
+    /// drdctl.toml gets a `[witness]`; without it there is no witness.
+    pub guard_bin: Option<PathBuf>,
 }
 
 /// The file in the lab's directory holding the WAN settings to start with (JSON
@@ -74,6 +77,8 @@ pub struct World {
     pub replication: Vec<Relay>,
     /// The control API (its URL is in `<dir>/control`).
     pub control: Option<ControlServer>,
+    /// Each region's witness guard (none without [`WorldConfig::guard_bin`]).
+    pub guards: Vec<crate::guards::GuardProcess>,
 }
 
 async fn region(
@@ -207,6 +212,40 @@ impl World {
         azure.register_client_secret(TENANT, CLIENT_ID, &cfg.password);
         azure.create_zone(&zone, &["ns1-lab.azure-dns.com"]);
         azure.seed(&zone, RecordSet::a("app", 60, &["127.0.0.2".parse()?]));
+        // The witness term: the primary region holds it.
+        azure.blobs().create_container(crate::guards::TERM_CONTAINER);
+        let term = serde_json::json!({
+            "region": "primary", "n": 1,
+            "at": chrono::Utc::now().to_rfc3339(), "by": "drdctl lab up",
+        });
+        azure
+            .blobs()
+            .put(
+                crate::guards::TERM_CONTAINER,
+                crate::guards::TERM_BLOB,
+                serde_json::to_vec(&term)?,
+                "application/json",
+                None,
+                None,
+            )
+            .map_err(|e| format!("seeding the term: {e:?}"))?;
+        let guards = match &cfg.guard_bin {
+            None => Vec::new(),
+            Some(bin) => crate::guards::start(crate::guards::GuardSetup {
+                bin,
+                dir: &cfg.dir,
+                wan: &wan,
+                azure: azure.addr(),
+                tenant: TENANT,
+                client_id: CLIENT_ID,
+                password: &cfg.password,
+                regions: [
+                    ("primary", primary.ip, pg.primary.clone()),
+                    ("dr", dr.ip, pg.dr.clone()),
+                ],
+            })
+            .await?,
+        };
         let world = World {
             primary,
             dr,
@@ -218,6 +257,7 @@ impl World {
             azure_api,
             replication: vec![primary_from_dr, dr_from_primary],
             control: None,
+            guards,
         };
         world.write_files()?;
         let control = ControlServer::start(world.controls()).await?;
@@ -276,6 +316,16 @@ impl World {
             )?;
         }
         let ingress = |r: &Region| r.ingress.addr.to_string();
+        let witness = if self.guards.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n[witness]\nurl = \"http://{}/{}/{}\"\ntiming = \"lab\"\n",
+                self.azure_api.addr,
+                crate::guards::TERM_CONTAINER,
+                crate::guards::TERM_BLOB
+            )
+        };
         std::fs::write(
             self.config(),
             format!(
@@ -311,7 +361,7 @@ authoritative_poll_ms = 100
 [dns.targets]
 primary = "{pip}"
 dr = "{dip}"
-"#,
+{witness}"#,
                 kc = self.kubeconfig().display(),
                 dir = dir.display(),
                 pi = ingress(&self.primary),
@@ -346,6 +396,11 @@ dr = "{dip}"
             runtime: r.runtime.clone(),
             node: node.clone(),
             kube: r.kube.clone(),
+            guard_pid: self
+                .guards
+                .iter()
+                .find(|g| g.region == r.name)
+                .map(|g| g.pid),
         };
         Controls {
             wan: self.wan.clone(),
@@ -364,6 +419,9 @@ dr = "{dip}"
 
     /// Stops every process the world started.
     pub async fn stop(self) {
+        for g in &self.guards {
+            g.kill();
+        }
         for r in [&self.primary, &self.dr] {
             r.runtime.stop_all(Duration::from_secs(5)).await;
         }

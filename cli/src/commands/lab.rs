@@ -32,6 +32,7 @@ pub async fn serve(dir: &Path, repo_root: &Path) -> anyhow::Result<()> {
         repo_root: repo_root.to_path_buf(),
         password: PASSWORD.into(),
         ingress_port: 8080,
+        guard_bin: std::env::current_exe().ok(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("starting the lab: {e}"))?;

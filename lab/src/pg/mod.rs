@@ -14,7 +14,7 @@
 //! As root (CI), everything runs as the `postgres` user (created when absent): PostgreSQL
 //! refuses root. Watchdogs remove processes and files when the test process ends, however.
 
-mod node;
+pub(crate) mod node;
 mod pair;
 mod runtime;
 mod watchdog;

@@ -191,6 +191,7 @@ pub struct PgNode {
     owner: Option<(u32, u32)>,
     passwords: Mutex<Passwords>,
     env: Mutex<Vec<(String, String)>>,
+    term: Mutex<Option<(PathBuf, String)>>,
     running: Mutex<Option<Running>>,
     starts: Mutex<u32>,
     initialised: Mutex<bool>,
@@ -261,6 +262,7 @@ impl PgNode {
         Ok(PgNode {
             passwords: Mutex::new(cfg.passwords.clone()),
             env: Mutex::new(cfg.env.clone()),
+            term: Mutex::new(None),
             cfg,
             port,
             dir,
@@ -305,6 +307,12 @@ impl PgNode {
     }
 
     /// Replaces the extra environment of the next start (the pod spec's tuning variables).
+    /// start.sh's witness term check: the guard's copy of the term and this region's name
+    /// (`TERM_FILE`, `TERM_REGION`).
+    pub fn set_term(&self, file: PathBuf, region: &str) {
+        *self.term.lock().expect("term lock") = Some((file, region.to_string()));
+    }
+
     pub fn set_env(&self, env: Vec<(String, String)>) {
         *self.env.lock().expect("env lock") = env;
     }
@@ -416,6 +424,9 @@ impl PgNode {
             .kill_on_drop(false);
         for (k, v) in self.env.lock().expect("env lock").iter() {
             cmd.env(k, v);
+        }
+        if let Some((file, region)) = self.term.lock().expect("term lock").clone() {
+            cmd.env("TERM_FILE", file).env("TERM_REGION", region);
         }
         if let Some(p) = &passwords.superuser {
             cmd.env("POSTGRES_PASSWORD", p);

@@ -42,6 +42,7 @@ impl Lab {
                 repo_root: repo_root(),
                 password: PASSWORD.into(),
                 ingress_port: 0,
+                guard_bin: None,
             },
             wan,
         )

@@ -35,6 +35,8 @@
 #   the disk; size it with the volume]  PG_CTL_TIMEOUT [300]  INITDB_ARGS []
 #   SUPERUSER_NETWORK_ACCESS [0]  1 lets the superuser log in over non-loopback TCP
 #   ALLOW_SECOND_PRIMARY [0]  1 disables the split-brain guard (below)
+#   TERM_FILE []  the witness guard's copy of the term: a primary starts only on a fresh term
+#   naming TERM_REGION (TERM_MAX_AGE [30] s; ALLOW_NO_TERM [0] 1 skips the check)
 #   START_SH_PLAN [0]   1 (or --dry-run) prints the decision and exits without changing anything
 #
 # Split-brain guard: before starting or promoting as primary, the script asks the peer (if
@@ -269,6 +271,23 @@ local_timeline() {
   echo "$tli"
 }
 
+# Witness term check (docs/witness.md): with TERM_FILE (the guard's copy of the term, written
+# at each of its reads) a primary starts, or a standby promotes, only when the term names
+# TERM_REGION and the guard read it less than TERM_MAX_AGE seconds ago. ALLOW_NO_TERM=1
+# overrides (no witness reachable and the operator decided).
+term_check() {
+  [[ -n ${TERM_FILE:-} ]] || return 0
+  if [[ ${ALLOW_NO_TERM:-0} == 1 ]]; then
+    log "WARNING: witness term check skipped (ALLOW_NO_TERM=1)"
+    return 0
+  fi
+  [[ -f $TERM_FILE ]] || die "witness term: $TERM_FILE is missing (the guard has not read the term yet); refusing to start as primary (ALLOW_NO_TERM=1 overrides)"
+  local age=$(( $(date +%s) - $(stat -c %Y "$TERM_FILE") ))
+  (( age <= ${TERM_MAX_AGE:-30} )) || die "witness term: the guard's copy is ${age}s old (bound ${TERM_MAX_AGE:-30}s: the witness is unreachable); refusing to start as primary (ALLOW_NO_TERM=1 overrides)"
+  grep -q "\"region\":\"${TERM_REGION:-}\"" "$TERM_FILE" || die "witness term: it names another region ($(cat "$TERM_FILE")), not ${TERM_REGION:-<TERM_REGION unset>}; refusing to start as primary: rejoin as a standby instead"
+  log "witness term names ${TERM_REGION} ($(cat "$TERM_FILE"))"
+}
+
 # Split-brain guard helper: the peer's timeline if it is reachable, a primary, and the same
 # cluster (system identifier); nothing otherwise (unreachable counts as "not a primary").
 peer_primary_timeline() {
@@ -435,6 +454,7 @@ SQL
   ;;
 
 start-primary)
+  term_check
   peer_tli=$(peer_primary_timeline)
   if [[ -n $peer_tli ]]; then
     my_tli=$(local_timeline)
@@ -453,6 +473,7 @@ promote)
   # would share a timeline ID and pg_rewind could not see the fork. A real promotion replays
   # every WAL record already received, then switches to a new timeline (with a .history file).
   # The fast shutdown afterwards leaves a checkpoint on the new timeline in pg_control.
+  term_check
   peer_tli=$(peer_primary_timeline)
   if [[ -n $peer_tli && $ALLOW_SECOND_PRIMARY != 1 ]]; then
     die "split-brain guard: the peer $PEER_HOST:$PEER_PORT is a live primary (timeline $peer_tli); refusing to promote next to it. Fence/stop it first (drdctl failover does), or set ALLOW_SECOND_PRIMARY=1"
