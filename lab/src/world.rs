@@ -213,7 +213,9 @@ impl World {
         azure.create_zone(&zone, &["ns1-lab.azure-dns.com"]);
         azure.seed(&zone, RecordSet::a("app", 60, &["127.0.0.2".parse()?]));
         // The witness term: the primary region holds it.
-        azure.blobs().create_container(crate::guards::TERM_CONTAINER);
+        azure
+            .blobs()
+            .create_container(crate::guards::TERM_CONTAINER);
         let term = serde_json::json!({
             "region": "primary", "n": 1,
             "at": chrono::Utc::now().to_rfc3339(), "by": "drdctl lab up",
@@ -231,20 +233,22 @@ impl World {
             .map_err(|e| format!("seeding the term: {e:?}"))?;
         let guards = match &cfg.guard_bin {
             None => Vec::new(),
-            Some(bin) => crate::guards::start(crate::guards::GuardSetup {
-                bin,
-                dir: &cfg.dir,
-                wan: &wan,
-                azure: azure.addr(),
-                tenant: TENANT,
-                client_id: CLIENT_ID,
-                password: &cfg.password,
-                regions: [
-                    ("primary", primary.ip, pg.primary.clone()),
-                    ("dr", dr.ip, pg.dr.clone()),
-                ],
-            })
-            .await?,
+            Some(bin) => {
+                crate::guards::start(crate::guards::GuardSetup {
+                    bin,
+                    dir: &cfg.dir,
+                    wan: &wan,
+                    azure: azure.addr(),
+                    tenant: TENANT,
+                    client_id: CLIENT_ID,
+                    password: &cfg.password,
+                    regions: [
+                        ("primary", primary.ip, pg.primary.clone()),
+                        ("dr", dr.ip, pg.dr.clone()),
+                    ],
+                })
+                .await?
+            }
         };
         let world = World {
             primary,

@@ -47,16 +47,18 @@ impl Timing {
         }
     }
 
-    /// The lab's (one machine, no real clock error): poll 0.5 s, `L_g` 3 s, `W` 5 s.
+    /// The lab's: poll 1 s (0.8 s timeout), `L_g` 5 s, `W` 8 s; shorter than production so
+    /// the tests are quick, long enough that a loaded 2-core machine does not fence a healthy
+    /// primary.
     pub fn lab() -> Self {
         Timing {
-            poll: Duration::from_millis(500),
-            timeout: Duration::from_millis(400),
-            lease: Duration::from_secs(3),
+            poll: Duration::from_millis(1000),
+            timeout: Duration::from_millis(800),
+            lease: Duration::from_secs(5),
             fence_budget: Duration::from_secs(1),
-            pause_bound: Duration::from_millis(250),
-            clock_error: Duration::from_millis(250),
-            wait: Duration::from_secs(5),
+            pause_bound: Duration::from_millis(500),
+            clock_error: Duration::from_millis(500),
+            wait: Duration::from_secs(8),
         }
     }
 
@@ -303,9 +305,9 @@ mod tests {
     fn a_confirmation_holds_for_the_lease_from_its_send_time() {
         let mut g = Guard::new("primary", Timing::lab(), s(0));
         g.on_witness(s(100), Some(("primary", 1)));
-        assert_eq!(g.must_fence(s(3099), Local::Writable), None);
+        assert_eq!(g.must_fence(s(5099), Local::Writable), None);
         assert!(matches!(
-            g.must_fence(s(3100), Local::Writable),
+            g.must_fence(s(5100), Local::Writable),
             Some(FenceReason::Unconfirmed { .. })
         ));
         assert_eq!(g.must_fence(s(9000), Local::Fenced), None);
@@ -336,8 +338,8 @@ mod tests {
         // The last read, before the promotion, named the primary: it does not count.
         g.on_witness(s(9_500), Some(("primary", 1)));
         g.observe(s(10_000), Local::Writable);
-        assert_eq!(g.must_fence(s(12_000), Local::Writable), None);
-        assert!(g.must_fence(s(13_000), Local::Writable).is_some());
+        assert_eq!(g.must_fence(s(14_000), Local::Writable), None);
+        assert!(g.must_fence(s(15_000), Local::Writable).is_some());
         let mut g = Guard::new("primary", Timing::lab(), s(0));
         g.observe(s(100), Local::Down);
         g.observe(s(10_000), Local::Writable);
@@ -354,8 +356,8 @@ mod tests {
         let mut p = Guard::new("primary", Timing::lab(), s(0));
         p.on_witness(s(0), Some(("primary", 4)));
         p.on_peer_confirm(s(2500), 4);
-        assert_eq!(p.must_fence(s(5000), Local::Writable), None);
+        assert_eq!(p.must_fence(s(7000), Local::Writable), None);
         p.on_peer_confirm(s(2600), 3);
-        assert!(p.must_fence(s(5500), Local::Writable).is_some());
+        assert!(p.must_fence(s(7500), Local::Writable).is_some());
     }
 }

@@ -11,3 +11,4 @@ mod support;
 mod surface;
 mod tidy;
 mod verify;
+mod witness;

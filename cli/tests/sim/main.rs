@@ -248,7 +248,7 @@ impl World {
                     }
                 }
             }
-            if t % 500 == 0 {
+            if t % (self.guards[0].timing.poll.as_millis() as u64) == 0 {
                 for i in 0..2 {
                     let (wr, wn) = self.witness.expect("checked");
                     if self.azure_ok[i] {
