@@ -216,8 +216,10 @@ impl BlobWitness {
         } else {
             Arc::new(LoopbackTransport::new(inner, routes))
         };
-        let mut client_options = ClientOptions::default();
-        client_options.transport = Some(Transport::new(http.clone()));
+        let mut client_options = ClientOptions {
+            transport: Some(Transport::new(http.clone())),
+            ..Default::default()
+        };
         if let Some(host) = authority {
             let mut custom = CustomConfiguration::default();
             custom.authority_host = host;

@@ -206,15 +206,12 @@ impl Monitor {
     }
 }
 
+/// Every write the client saw acknowledged: its id and when.
+type Acked = Arc<Mutex<Vec<(i64, Duration)>>>;
+
 /// A client that keeps writing to the primary's database (it still reaches the region after
 /// the operator and DR lost it): every acknowledged id, with when it was acknowledged.
-fn writer(
-    lab: &Lab,
-    t0: Instant,
-) -> (
-    Arc<Mutex<Vec<(i64, Duration)>>>,
-    tokio::task::JoinHandle<()>,
-) {
+fn writer(lab: &Lab, t0: Instant) -> (Acked, tokio::task::JoinHandle<()>) {
     let addr = lab.node(0).addr();
     let acked = Arc::new(Mutex::new(Vec::new()));
     let out = acked.clone();

@@ -239,16 +239,16 @@ impl World {
             self.guard_ms += 100;
             let t = self.guard_ms;
             let at = Duration::from_millis(t);
-            for i in 0..2 {
+            for (i, name) in names.iter().enumerate() {
                 if let Some(done) = self.fencing[i] {
                     if t >= done {
                         self.r[i].db.fenced = true;
                         self.fencing[i] = None;
-                        self.log.push(format!("t={t} guard {} fenced it", names[i]));
+                        self.log.push(format!("t={t} guard {name} fenced it"));
                     }
                 }
             }
-            if t % (self.guards[0].timing.poll.as_millis() as u64) == 0 {
+            if t.is_multiple_of(self.guards[0].timing.poll.as_millis() as u64) {
                 for i in 0..2 {
                     let (wr, wn) = self.witness.expect("checked");
                     if self.azure_ok[i] {
@@ -1157,6 +1157,7 @@ fn intent(kind: RunKind, to: Region, rejoin: bool, allow: bool, discard: Option<
 
 /// How a simulated run ended.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per run, never stored in bulk
 enum End {
     Crashed,
     Outcome(Outcome),
