@@ -192,7 +192,8 @@ pub enum Command {
         /// Version tag; default images.version in drdctl.toml.
         #[arg(long = "image-version", id = "image_version", env = "DRDCTL_VERSION")]
         image_version: Option<String>,
-        /// Only these services (repeatable; default: all three).
+        /// Only these services (repeatable; default: all three). `drdctl` builds the witness
+        /// guard's image (docs/witness.md), only when named.
         #[arg(long = "service")]
         services: Vec<String>,
         /// `native` (no daemon) or `docker` (docker buildx with the Dockerfiles).

@@ -94,6 +94,11 @@ pub async fn cargo_build_profile(
     for s in services {
         cmd.args(["-p", s.name()]);
     }
+    // drdctl's image is the guard: the lab (the doubles) stays out of it. (No service has
+    // features, so the flag changes nothing else.)
+    if services.contains(&Service::Drdctl) {
+        cmd.arg("--no-default-features");
+    }
     let profile_words = if profile == "release" {
         "--release".to_string()
     } else {

@@ -1,5 +1,6 @@
-//! The three services that get an image: their cargo package (also the binary and the image
-//! name) and the port each listens on in its image.
+//! What gets an image: the three services and, on request (`--service drdctl`), drdctl itself
+//! for the witness guard sidecar (`drdctl guard`, docs/witness.md): the cargo package (also the
+//! binary and the image name) and the port it listens on in its image.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +14,8 @@ pub enum Service {
     FrontendApi,
     BusinessLogic,
     DataIngest,
+    /// drdctl, for the witness guard: built only when asked for (`--service drdctl`).
+    Drdctl,
 }
 
 impl Service {
@@ -23,12 +26,21 @@ impl Service {
         Service::DataIngest,
     ];
 
+    /// What can be asked for by name: the services, then drdctl.
+    pub const KNOWN: [Service; 4] = [
+        Service::FrontendApi,
+        Service::BusinessLogic,
+        Service::DataIngest,
+        Service::Drdctl,
+    ];
+
     /// The cargo package, the binary, and the last component of the image name.
     pub fn name(self) -> &'static str {
         match self {
             Service::FrontendApi => "frontend-api",
             Service::BusinessLogic => "business-logic",
             Service::DataIngest => "data-ingest",
+            Service::Drdctl => "drdctl",
         }
     }
 
@@ -38,6 +50,8 @@ impl Service {
             Service::FrontendApi => 8080,
             Service::BusinessLogic => 8081,
             Service::DataIngest => 8082,
+            // `drdctl guard`'s peer and state endpoint.
+            Service::Drdctl => 8091,
         }
     }
 
@@ -55,14 +69,16 @@ impl fmt::Display for Service {
 
 /// A service name that is not one of the three.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown service `{0}`: expected one of frontend-api, business-logic, data-ingest")]
+#[error(
+    "unknown service `{0}`: expected one of frontend-api, business-logic, data-ingest, drdctl (the witness guard's image)"
+)]
 pub struct UnknownService(pub String);
 
 impl FromStr for Service {
     type Err = UnknownService;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Service::ALL
+        Service::KNOWN
             .into_iter()
             .find(|svc| svc.name() == s)
             .ok_or_else(|| UnknownService(s.to_string()))
@@ -83,6 +99,13 @@ mod tests {
         assert!(e
             .to_string()
             .contains("frontend-api, business-logic, data-ingest"));
+    }
+
+    #[test]
+    fn drdctl_is_built_only_when_asked_for() {
+        assert_eq!("drdctl".parse::<Service>().unwrap(), Service::Drdctl);
+        assert!(!Service::ALL.contains(&Service::Drdctl));
+        assert_eq!(Service::Drdctl.port(), 8091);
     }
 
     #[test]

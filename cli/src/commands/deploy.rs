@@ -135,7 +135,8 @@ async fn deploy_region(
         .or_else(|| config.images.version.clone());
     match (&registry, &version) {
         (Some(r), Some(v)) => {
-            for service in &config.app.deployments {
+            // (drdctl: the witness guard's sidecar, when the overlay runs one.)
+            for service in config.app.deployments.iter().map(String::as_str).chain(["drdctl"]) {
                 kustomize::override_image(&mut objects, service, &format!("{r}/{service}:{v}"));
             }
         }
@@ -145,7 +146,7 @@ async fn deploy_region(
             if file.exists() {
                 let images = drd_registry::read_images_file(&file)?;
                 let mut pinned = Vec::new();
-                for service in &config.app.deployments {
+                for service in config.app.deployments.iter().map(String::as_str).chain(["drdctl"]) {
                     if let Some(record) = images.get(service) {
                         kustomize::override_image(&mut objects, service, &record.reference);
                         pinned.push(record.reference.clone());

@@ -67,6 +67,22 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "manifests/primary/kustomization.yaml",
         include_str!("../../../manifests/primary/kustomization.yaml"),
     ),
+    (
+        "manifests/witness/guard/guard.yaml",
+        include_str!("../../../manifests/witness/guard/guard.yaml"),
+    ),
+    (
+        "manifests/witness/guard/kustomization.yaml",
+        include_str!("../../../manifests/witness/guard/kustomization.yaml"),
+    ),
+    (
+        "manifests/witness/primary/kustomization.yaml",
+        include_str!("../../../manifests/witness/primary/kustomization.yaml"),
+    ),
+    (
+        "manifests/witness/dr/kustomization.yaml",
+        include_str!("../../../manifests/witness/dr/kustomization.yaml"),
+    ),
 ];
 
 fn is_repo(d: &Path) -> bool {

@@ -242,8 +242,9 @@ pub async fn run(args: GuardArgs) -> Result<()> {
     tokio::spawn(server);
 
     let peer = args.peer.clone();
+    // The peer answers after its own status check (bounded by `timeout`): wait up to a poll.
     let http = reqwest::Client::builder()
-        .timeout(timing.timeout)
+        .timeout(timing.poll)
         .build()
         .context("building the peer client")?;
     let mut tick = tokio::time::interval(timing.poll);
@@ -251,7 +252,8 @@ pub async fn run(args: GuardArgs) -> Result<()> {
     loop {
         tick.tick().await;
         let sent = boottime();
-        match witness.read().await {
+        let (read, local) = tokio::join!(witness.read(), local_state(&db, timing.poll));
+        match read {
             Ok(term) => {
                 let view = term.as_ref().map(|v| (v.term.region.as_str(), v.term.n));
                 lock(&shared.guard).on_witness(sent, view);
@@ -293,7 +295,6 @@ pub async fn run(args: GuardArgs) -> Result<()> {
                 }
             }
         }
-        let local = local_state(&db, timing.timeout).await;
         *lock(&shared.local) = local;
         let (lease_until, verdict) = {
             let mut g = lock(&shared.guard);

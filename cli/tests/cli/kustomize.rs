@@ -1,4 +1,5 @@
-//! drdctl's renderer gives the same objects as `kubectl kustomize` for both overlays.
+//! drdctl's renderer gives the same objects as `kubectl kustomize` for both overlays and both
+//! witness overlays (the guard sidecar).
 
 use serde_json::Value;
 
@@ -16,7 +17,7 @@ fn by_kind_and_name(mut objs: Vec<Value>) -> Vec<Value> {
 
 #[test]
 fn rendering_equals_kubectl_kustomize() {
-    for overlay in ["primary", "dr"] {
+    for overlay in ["primary", "dr", "witness/primary", "witness/dr"] {
         let dir = repo_root().join("manifests").join(overlay);
         let out = std::process::Command::new("kubectl")
             .arg("kustomize")

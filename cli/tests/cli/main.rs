@@ -11,4 +11,3 @@ mod support;
 mod surface;
 mod tidy;
 mod verify;
-mod witness;
