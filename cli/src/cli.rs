@@ -302,6 +302,17 @@ pub enum Command {
         #[arg(long, env = "DRDCTL_STATE_DIR", default_value = ".drdctl")]
         state_dir: PathBuf,
     },
+    /// Rehearse a failover in the DR cluster without touching production.
+    ///
+    /// In a throwaway namespace (drdctl-practice-<id>) of the DR cluster: NetworkPolicies, a
+    /// copy of the DR standby (base backup) promoted there in isolation, the three services
+    /// from DR's images, the seed's checks (info, a read of recent data, a write). Reports the
+    /// practice RTO (start to first accepted write), the data's freshness (last replayed
+    /// commit), and production before/after (objects, replication, DNS: must be identical;
+    /// the DR standby must keep streaming). Then deletes the namespace, unless --keep.
+    /// Exit codes: 0 passed; 1 a check failed or production changed; 3 clean-up failed.
+    #[command(after_help = crate::commands::practice::EXAMPLES)]
+    Practice(crate::commands::practice::PracticeArgs),
     /// Who changed what, when: every mutating run (deploy, init-db, failover, failback,
     /// abandon, dns switch/prepare/restore), newest first, with its steps.
     ///

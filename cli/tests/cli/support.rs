@@ -372,3 +372,14 @@ pub async fn in_recovery(node: &lab::pg::SharedNode) -> String {
         .await
         .unwrap()
 }
+
+/// The lab's authoritative name server, as `drdctl lab up` wrote it in `<dir>/drdctl.toml`.
+pub fn lab_name_server(lab_dir: &Path) -> std::net::SocketAddr {
+    let cfg = std::fs::read_to_string(lab_dir.join("drdctl.toml")).unwrap();
+    cfg.lines()
+        .find_map(|l| l.strip_prefix("name_servers = [\""))
+        .and_then(|l| l.split('"').next())
+        .expect("drdctl.toml names the lab's name server")
+        .parse()
+        .unwrap()
+}
