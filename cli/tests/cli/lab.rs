@@ -25,6 +25,7 @@ impl Drop for Down {
 
 #[test]
 fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_behind() {
+    let _turn = crate::support::LAB_UP.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
     let out_dir = tmp.path().join("drill");

@@ -420,6 +420,7 @@ async fn every_command_speaks_json_and_survives_a_closed_pipe() {
         vec!["deploy", "--dry-run", "--region", "dr"],
         vec!["init-db", "--dry-run", "--file", init.to_str().unwrap()],
         vec!["abandon", "--yes", "--state-dir", state_arg],
+        vec!["practice", "cleanup"],
     ];
     for args in &commands {
         let mut with_json = vec!["-o", "json"];

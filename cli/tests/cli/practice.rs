@@ -106,6 +106,7 @@ async fn kubectl(dir: &Path, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_behind() {
+    let _turn = crate::support::LAB_UP.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
     let d = dir.to_str().unwrap().to_string();
@@ -115,7 +116,12 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "lab up: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "lab up: {}\nserve.log:\n{}",
+        text(&out),
+        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+    );
     let lab_pid: u32 = std::fs::read_to_string(dir.join("pid"))
         .unwrap()
         .trim()

@@ -383,3 +383,7 @@ pub fn lab_name_server(lab_dir: &Path) -> std::net::SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// `drdctl lab up` listens on fixed ports (each region's ingress on :8080): the tests that
+/// run it take turns.
+pub static LAB_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

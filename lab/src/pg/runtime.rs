@@ -285,7 +285,14 @@ impl Inner {
                 cfg.port = POSTGRESQL_POD_PORT;
                 cfg.script = file.path().to_path_buf();
                 cfg.tuning = Vec::new();
-                Arc::new(super::PgNode::new(cfg).map_err(|e| e.to_string())?)
+                // Files and a watchdog process: off the async workers (they run the region's
+                // proxies and relays too).
+                let node = tokio::task::spawn_blocking(move || super::PgNode::new(cfg))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                drop(file);
+                Arc::new(node)
             }
         };
         let home = self.node.addr();
@@ -338,10 +345,17 @@ impl Inner {
             None => true,
         };
         if gone {
-            self.practice
+            let entry = self
+                .practice
                 .lock()
                 .expect("practice lock")
                 .remove(&pod.namespace);
+            drop(node);
+            // The last handle: dropping the node removes its data directory, a blocking job
+            // that must not hold up the async workers.
+            if let Some((_, node)) = entry {
+                let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+            }
         }
     }
 
