@@ -310,7 +310,8 @@ pub enum Command {
     /// practice RTO (start to first accepted write), the data's freshness (last replayed
     /// commit), and production before/after (objects, replication, DNS: must be identical;
     /// the DR standby must keep streaming). Then deletes the namespace, unless --keep.
-    /// Exit codes: 0 passed; 1 a check failed or production changed; 3 clean-up failed.
+    /// Exit codes: 0 passed; 1 a check failed or production changed; 3 clean-up failed; 130
+    /// interrupted (Ctrl-C: cleaned up all the same).
     #[command(after_help = crate::commands::practice::EXAMPLES)]
     Practice(crate::commands::practice::PracticeArgs),
     /// Who changed what, when: every mutating run (deploy, init-db, failover, failback,

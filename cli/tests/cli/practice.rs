@@ -3,7 +3,8 @@
 //! practice copies the DR standby into a throwaway namespace, promotes it there, runs the
 //! services against it and checks them; production answers every request, its objects,
 //! replication and DNS are the same afterwards, and nothing of the practice is left: no
-//! object in the DR double, no process in the lab.
+//! object in the DR double, no process in the lab. Then `--keep` and `practice cleanup`, and
+//! a practice stopped by Ctrl-C, which cleans up all the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -68,6 +69,21 @@ fn lab_processes(root: u32) -> BTreeMap<u32, String> {
         .into_iter()
         .filter(|(pid, cmd)| under(*pid) && !cmd.starts_with("postgres: ") && !cmd.is_empty())
         .collect()
+}
+
+/// Polls until the lab runs exactly the processes of `before` (the double deletes a namespace
+/// at once; its pods' processes stop right after), at most 30 s; the processes then.
+async fn processes_back_to(lab_pid: u32, before: &BTreeMap<u32, String>) -> BTreeMap<u32, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = lab_processes(lab_pid);
+        let same = now.keys().eq(before.keys());
+        if same || std::time::Instant::now() > deadline {
+            assert!(same, "before: {before:#?}\nafter: {now:#?}");
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn env_file(dir: &Path) -> Vec<(String, String)> {
@@ -257,23 +273,8 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
     assert!(left.contains("No resources found"), "{left}");
     // ... and no process: the lab runs exactly the processes it ran before (the same pids:
     // no production process was restarted either).
-    // (The double deletes a namespace at once; its pods' processes stop right after: poll.)
     let before: BTreeSet<u32> = processes_before.keys().copied().collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let processes_after = loop {
-        let now = lab_processes(lab_pid);
-        if now.keys().copied().collect::<BTreeSet<u32>>() == before
-            || std::time::Instant::now() > deadline
-        {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let after: BTreeSet<u32> = processes_after.keys().copied().collect();
-    assert_eq!(
-        before, after,
-        "before: {processes_before:#?}\nafter: {processes_after:#?}"
-    );
+    let processes_after = processes_back_to(lab_pid, &processes_before).await;
     eprintln!("the lab's processes, the same before and after:\n{processes_after:#?}");
     assert!(
         !processes_after
@@ -352,20 +353,7 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
         out.status.success() && t.contains(&format!("removed {ns}")),
         "{t}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while lab_processes(lab_pid)
-        .keys()
-        .copied()
-        .collect::<BTreeSet<u32>>()
-        != before
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:#?}",
-            lab_processes(lab_pid)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    processes_back_to(lab_pid, &processes_before).await;
     let namespaces = kubectl(&dir, &["--context", "dr", "get", "ns", "-o", "name"]).await;
     assert_eq!(namespaces, namespaces_before);
     let out = drdctl(&dir, &["practice", "cleanup"]).await;
@@ -375,8 +363,52 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
         text(&out)
     );
 
+    // Ctrl-C mid-run: the practice stops where it is, cleans up all the same, exits 130.
+    let child = tokio::process::Command::new(DRDCTL)
+        .arg("--config")
+        .arg(dir.join("drdctl.toml"))
+        .args(["-o", "json", "practice"])
+        .envs(env_file(&dir))
+        .env_remove("KUBECONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    test_support::eventually(
+        "the practice's database pod",
+        Duration::from_secs(120),
+        || async {
+            let pods = kubectl(&dir, &["--context", "dr", "get", "pods", "-A"]).await;
+            pods.lines()
+                .any(|l| l.starts_with("drdctl-practice-") && l.contains("postgresql-0"))
+                .then_some(())
+        },
+    )
+    .await;
+    let out = crate::support::interrupt(child).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{t}");
+    let stopped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stopped["passed"], false);
+    assert!(
+        stopped["result"].as_str().unwrap().contains("interrupted"),
+        "{stopped:#}"
+    );
+    assert_eq!(stopped["cleanup"], "removed", "{stopped:#}");
+    let steps: Vec<&str> = stopped["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    eprintln!("interrupted after {steps:?}");
+    assert_eq!(stopped["production"]["identical"], true, "{stopped:#}");
+    let namespaces = kubectl(&dir, &["--context", "dr", "get", "ns", "-o", "name"]).await;
+    assert_eq!(namespaces, namespaces_before);
+    processes_back_to(lab_pid, &processes_before).await;
+
     // The runs are in the audit trail, without the password.
-    let out = drdctl(&dir, &["-o", "json", "history", "--limit", "3"]).await;
+    let out = drdctl(&dir, &["-o", "json", "history", "--limit", "4"]).await;
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(!t.contains(&password));
@@ -387,9 +419,18 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["practice-cleanup", "practice", "practice"], "{h:#}");
-    for r in h.as_array().unwrap() {
+    assert_eq!(
+        kinds,
+        ["practice", "practice-cleanup", "practice", "practice"],
+        "{h:#}"
+    );
+    assert!(
+        h[0]["result"].as_str().unwrap().contains("interrupted"),
+        "{h:#}"
+    );
+    assert_eq!(h[0]["exit_code"], 130);
+    for r in &h.as_array().unwrap()[1..] {
         assert_eq!(r["result"], "done", "{r:#}");
     }
-    assert!(h[2]["steps"].as_array().unwrap().len() >= 8, "{h:#}");
+    assert!(h[3]["steps"].as_array().unwrap().len() >= 8, "{h:#}");
 }

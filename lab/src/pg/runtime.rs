@@ -304,7 +304,7 @@ impl Inner {
                 _ => (k, v),
             })
             .collect();
-        let _guard = node.lifecycle.lock().await;
+        let guard = node.lifecycle.lock().await;
         node.stop_unlocked().await.map_err(|e| e.to_string())?;
         node.set_passwords(passwords);
         node.set_env(env);
@@ -312,6 +312,16 @@ impl Inner {
             .lock()
             .expect("practice lock")
             .insert(pod.namespace.clone(), (pod.uid.clone(), node.clone()));
+        // Deleted while the node was being made (its stop found no node): nothing starts.
+        // Deleted from now on: the stop finds the node and interrupts this start.
+        let still_there = store
+            .get(resource("pods").expect("served"), &pod.namespace, &pod.name)
+            .is_some_and(|p| p["metadata"]["uid"] == pod.uid.as_str());
+        if !still_there {
+            drop(guard);
+            self.stop_practice_pod(pod).await;
+            return Err("the pod was deleted before its container started".into());
+        }
         let report = node.start_unlocked().await.map_err(|e| e.to_string())?;
         tracing::info!(node = %node.name(), pod = %pod.name, elapsed = ?report.elapsed,
             "practice PostgreSQL pod ready");
@@ -331,6 +341,9 @@ impl Inner {
         if uid != pod.uid {
             return;
         }
+        // As the kubelet does: SIGTERM at once (a start in progress, e.g. the base backup, ends
+        // now instead of running to its end), then the fast shutdown once no start runs.
+        node.interrupt();
         {
             let _guard = node.lifecycle.lock().await;
             if let Err(e) = node.stop_unlocked().await {

@@ -30,9 +30,16 @@ if [[ ! -f $PGDATA/PG_VERSION ]]; then
   rm -rf "$tmp"
   log "pg_basebackup from the DR standby $SOURCE_HOST:$SOURCE_PORT"
   t0=$SECONDS
+  # In the background, so that a stop (SIGTERM/SIGINT to this PID 1) ends the backup at once.
+  # The whole process group: pg_basebackup streams WAL from a child process of its own, which
+  # would otherwise go on streaming (holding a temporary slot on the standby) without it.
   PGPASSWORD=$REPLICATION_PASSWORD PGAPPNAME=drdctl-practice "$PG_BIN/pg_basebackup" \
     -D "$tmp" -h "$SOURCE_HOST" -p "$SOURCE_PORT" -U "$REPLICATION_USER" \
-    -X stream --checkpoint=fast --no-password >&2
+    -X stream --checkpoint=fast --no-password >&2 &
+  backup=$!
+  trap 'trap "" TERM INT; kill -TERM 0 2>/dev/null; wait; rm -rf "$tmp"; log "stopped during the base backup"; exit 143' TERM INT
+  wait "$backup"
+  trap - TERM INT
   sed -i -E '/^[[:space:]]*(primary_conninfo|primary_slot_name|restore_command|archive_command)[[:space:]]*=/d' \
     "$tmp/postgresql.auto.conf"
   rm -f "$tmp/recovery.signal"

@@ -37,6 +37,8 @@ pub const PREFIX: &str = "drdctl-practice-";
 pub const EXAMPLES: &str = "Examples:\n  drdctl practice                            # rehearse, report, clean up\n  drdctl -o json practice | jq '.rto_secs, .freshness'\n  drdctl practice --keep                     # leave it for manual checks\n  kubectl --context dr -n drdctl-practice-<id> get pods\n  drdctl practice cleanup                    # remove kept practice namespaces";
 /// The EXAMPLES section of `drdctl practice cleanup --help`.
 pub const CLEANUP_EXAMPLES: &str = "Examples:\n  drdctl practice cleanup                    # every kept practice namespace\n  drdctl practice cleanup --id 20261203-051523\n  drdctl -o json practice cleanup";
+/// How long production may take to be as before once the practice is over.
+const SETTLE: Duration = Duration::from_secs(30);
 /// The copy's container command (run as `bash -c`).
 pub const COPY_SCRIPT: &str = include_str!("copy.sh");
 
@@ -214,40 +216,27 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
     run.step("observe-before", "done", before.summary());
     let monitor = StreamingMonitor::start(super::db::database(config, "dr", &run.dr));
 
-    let outcome = practice(&mut run, &mut report, wait).await;
-    let after = Production::observe(config).await;
-    let streaming = monitor.stop().await;
-    report.dr_streaming = streaming;
+    // Ctrl-C stops the practice where it is; the clean-up below still runs (a second Ctrl-C
+    // ends drdctl at once: `drdctl practice cleanup` then removes what is left).
+    let mut interrupted = false;
+    let outcome = tokio::select! {
+        r = practice(&mut run, &mut report, wait) => r,
+        _ = tokio::signal::ctrl_c() => {
+            interrupted = true;
+            eprintln!("interrupted: cleaning up (Ctrl-C again to stop at once)");
+            Err(anyhow!("interrupted (Ctrl-C)"))
+        }
+    };
+    let ns_left = ns.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopped: {ns_left} may be left; `drdctl practice cleanup` removes it");
+            std::process::exit(i32::from(crate::exit::INTERRUPTED));
+        }
+    });
     let mut failures = Vec::new();
     if let Err(e) = &outcome {
         failures.push(crate::chain(e));
-    }
-    match after {
-        Ok(after) => {
-            let cmp = production::compare(&before, &after);
-            run.step(
-                "observe-after",
-                if cmp.identical { "done" } else { "failed" },
-                cmp.summary(),
-            );
-            if !cmp.identical {
-                failures.push(format!(
-                    "production changed: {}",
-                    cmp.differences.join("; ")
-                ));
-            }
-            report.production = Some(cmp);
-        }
-        Err(e) => failures.push(format!(
-            "observing production afterwards: {}",
-            crate::chain(&e)
-        )),
-    }
-    if report.dr_streaming.not_streaming > 0 || report.dr_streaming.samples == 0 {
-        failures.push(format!(
-            "the DR standby was not streaming in {} of {} samples",
-            report.dr_streaming.not_streaming, report.dr_streaming.samples
-        ));
     }
     for c in report.checks.iter().filter(|c| !c.passed) {
         failures.push(format!("check {} failed: {}", c.name, c.detail));
@@ -280,6 +269,44 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
             }
         }
     }
+    // Production after the practice (and its clean-up): observed until it is as before, for
+    // at most SETTLE (what the practice's teardown still does, e.g. a base backup being
+    // stopped, ends by then), then compared.
+    match production::observe_until_same(config, &before, SETTLE).await {
+        Ok(cmp) => {
+            run.step(
+                "observe-after",
+                if cmp.identical { "done" } else { "failed" },
+                cmp.summary(),
+            );
+            if !cmp.identical {
+                failures.push(format!(
+                    "production changed: {}",
+                    cmp.differences.join("; ")
+                ));
+            }
+            report.production = Some(cmp);
+        }
+        Err(e) => failures.push(format!(
+            "observing production afterwards: {}",
+            crate::chain(&e)
+        )),
+    }
+    // The DR standby, sampled from before the copy to after the clean-up.
+    report.dr_streaming = monitor.stop().await;
+    if report.dr_streaming.not_streaming > 0 || report.dr_streaming.samples == 0 {
+        failures.push(format!(
+            "the DR standby was not streaming in {} of {} samples{}",
+            report.dr_streaming.not_streaming,
+            report.dr_streaming.samples,
+            report
+                .dr_streaming
+                .first_problem
+                .as_ref()
+                .map(|p| format!(" (first: {p})"))
+                .unwrap_or_default()
+        ));
+    }
     report.passed = failures.is_empty();
     report.result = if report.passed {
         "passed".into()
@@ -287,7 +314,11 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
         format!("failed: {}", failures.join("; "))
     };
     if !report.passed && code == crate::exit::OK {
-        code = crate::exit::FAILED;
+        code = if interrupted {
+            crate::exit::INTERRUPTED
+        } else {
+            crate::exit::FAILED
+        };
     }
     report.total_secs = run.t0.elapsed().as_secs_f64();
     report.steps = run.steps.clone();

@@ -210,6 +210,23 @@ impl Comparison {
     }
 }
 
+/// Observes production until it is as `before` (every 500 ms, at most `settle`): the
+/// comparison of the last observation.
+pub async fn observe_until_same(
+    config: &Config,
+    before: &Production,
+    settle: Duration,
+) -> anyhow::Result<Comparison> {
+    let deadline = std::time::Instant::now() + settle;
+    loop {
+        let cmp = compare(before, &Production::observe(config).await?);
+        if cmp.identical || std::time::Instant::now() > deadline {
+            return Ok(cmp);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub fn compare(before: &Production, after: &Production) -> Comparison {
     let mut differences = Vec::new();
     let mut objects = BTreeMap::new();
