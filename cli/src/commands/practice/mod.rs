@@ -991,3 +991,107 @@ pub fn render(r: &Report) -> String {
     s.push_str(&format!("  total {:.1}s\n", r.total_secs));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn dr_statefulset() -> Value {
+        let yaml = include_str!("../../../../manifests/base/postgresql/statefulset.yaml");
+        let mut v: Value = serde_yaml::from_str(yaml).unwrap();
+        v["metadata"]["namespace"] = json!("default");
+        v["metadata"]["uid"] = json!("0b5e");
+        v["metadata"]["resourceVersion"] = json!("42");
+        v["status"] = json!({"replicas": 1});
+        v
+    }
+
+    #[test]
+    fn the_copy_runs_copy_sh_from_the_same_image_without_the_role_or_the_scripts() {
+        let sts = dr_statefulset();
+        let p = practice_statefulset(&sts, "drdctl-practice-x", "default");
+        assert_eq!(p["metadata"]["namespace"], "drdctl-practice-x");
+        assert!(
+            p["metadata"].get("uid").is_none() && p["metadata"].get("resourceVersion").is_none()
+        );
+        assert!(p.get("status").is_none());
+        let c = &p["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["image"],
+            sts["spec"]["template"]["spec"]["containers"][0]["image"]
+        );
+        assert_eq!(c["command"], json!(["bash", "-c", COPY_SCRIPT]));
+        let env: BTreeMap<&str, &Value> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e))
+            .collect();
+        assert_eq!(
+            env["SOURCE_HOST"]["value"],
+            "postgresql.default.svc.cluster.local"
+        );
+        assert!(env.contains_key("REPLICATION_PASSWORD"), "from the secret");
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        for n in names(&c["volumeMounts"])
+            .into_iter()
+            .chain(names(&p["spec"]["template"]["spec"]["volumes"]))
+        {
+            assert!(n != "role" && n != "scripts", "{n}");
+        }
+        assert_eq!(
+            p["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Delete"
+        );
+        assert_eq!(p["spec"]["template"]["metadata"]["labels"][LABEL], "true");
+    }
+
+    #[test]
+    fn the_policies_deny_everything_but_the_namespace_dns_and_the_copy_source() {
+        let ps = network_policies("drdctl-practice-x", "default");
+        let by_name: BTreeMap<&str, &Value> = ps
+            .iter()
+            .map(|p| (p["metadata"]["name"].as_str().unwrap(), p))
+            .collect();
+        let deny = &by_name["practice-default-deny"]["spec"];
+        assert_eq!(deny["podSelector"], json!({}));
+        assert_eq!(deny["policyTypes"], json!(["Ingress", "Egress"]));
+        assert!(deny.get("ingress").is_none() && deny.get("egress").is_none());
+        // Ingress is admitted from the namespace's own pods only (never the ingress controller).
+        let ingress_rules: Vec<&Value> = ps
+            .iter()
+            .filter_map(|p| p["spec"]["ingress"].as_array())
+            .flatten()
+            .collect();
+        assert_eq!(ingress_rules, [&json!({"from": [{"podSelector": {}}]})]);
+        let copy = &by_name["practice-copy-from-dr-standby"]["spec"]["egress"][0];
+        assert_eq!(
+            copy["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "default"
+        );
+        assert_eq!(copy["ports"], json!([{"protocol": "TCP", "port": 5432}]));
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined_and_plain_ones_kept() {
+        assert_eq!(dechunk("{\"a\":1}"), "{\"a\":1}");
+        assert_eq!(dechunk("4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"), "{\"a\":1}");
+    }
+
+    #[test]
+    fn selectors_match_every_pair() {
+        let pod = json!({"metadata": {"labels": {"app": "frontend-api", "x": "1"}}});
+        assert!(selector_matches(&pod, "app=frontend-api"));
+        assert!(selector_matches(&pod, "app=frontend-api,x=1"));
+        assert!(!selector_matches(&pod, "app=data-ingest"));
+        assert!(!selector_matches(&pod, "app"));
+    }
+}

@@ -329,3 +329,79 @@ impl StreamingMonitor {
         self.task.await.unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn observed(objects: &[(&str, Value)], dr_facts: &[&str], dns: &str) -> Production {
+        Production {
+            objects: BTreeMap::from([(
+                "dr".to_string(),
+                objects
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), digest(v)))
+                    .collect(),
+            )]),
+            counts: BTreeMap::from([("dr".to_string(), objects.len())]),
+            replication: BTreeMap::from([(
+                "dr".to_string(),
+                dr_facts.iter().map(|s| s.to_string()).collect(),
+            )]),
+            dns: Some(dns.to_string()),
+        }
+    }
+
+    #[test]
+    fn status_and_resource_versions_do_not_count_definitions_do() {
+        let d = json!({"metadata": {"uid": "u1", "generation": 3, "resourceVersion": "10"},
+                       "spec": {"replicas": 1}, "status": {"readyReplicas": 1}});
+        let mut moved = d.clone();
+        moved["metadata"]["resourceVersion"] = json!("11");
+        moved["status"]["readyReplicas"] = json!(0);
+        assert_eq!(digest(&d), digest(&moved));
+        let mut scaled = d.clone();
+        scaled["spec"]["replicas"] = json!(2);
+        assert_ne!(digest(&d), digest(&scaled));
+        let mut recreated = d.clone();
+        recreated["metadata"]["uid"] = json!("u2");
+        assert_ne!(digest(&d), digest(&recreated));
+    }
+
+    #[test]
+    fn every_difference_is_named() {
+        let cm = json!({"metadata": {"uid": "c"}, "data": {"role": "standby"}});
+        let before = observed(
+            &[
+                ("ConfigMap/app-config", cm.clone()),
+                ("Pod/a", json!({"metadata": {"uid": "a"}})),
+            ],
+            &["standby on timeline 1"],
+            "app A 127.0.0.2 TTL 60",
+        );
+        assert!(compare(&before, &before).identical);
+        let mut changed = cm;
+        changed["data"]["role"] = json!("active");
+        let after = observed(
+            &[
+                ("ConfigMap/app-config", changed),
+                ("Pod/b", json!({"metadata": {"uid": "b"}})),
+            ],
+            &["standby on timeline 1", "slot pg_basebackup_7 active"],
+            "app A 127.0.0.3 TTL 60",
+        );
+        let cmp = compare(&before, &after);
+        assert!(!cmp.identical);
+        assert_eq!(
+            cmp.differences,
+            [
+                "dr: ConfigMap/app-config changed",
+                "dr: Pod/a gone",
+                "dr: Pod/b new",
+                "dr database: standby on timeline 1 -> standby on timeline 1, slot pg_basebackup_7 active",
+                "dns: app A 127.0.0.2 TTL 60 -> app A 127.0.0.3 TTL 60",
+            ]
+        );
+    }
+}
