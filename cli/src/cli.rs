@@ -315,7 +315,7 @@ pub enum Command {
     #[command(after_help = crate::commands::practice::EXAMPLES)]
     Practice(crate::commands::practice::PracticeArgs),
     /// Who changed what, when: every mutating run (deploy, init-db, failover, failback,
-    /// abandon, dns switch/prepare/restore), newest first, with its steps.
+    /// abandon, dns switch/prepare/restore, practice), newest first, with its steps.
     ///
     /// The history lives in the DR cluster (ConfigMaps labelled drdctl.io/history=true,
     /// append-only); each run also records an Event on app-config in the regions it touched
