@@ -214,7 +214,12 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
         .collect();
     assert_eq!(
         checks,
-        [("info", true), ("read-recent", true), ("write", true)],
+        [
+            ("info", true),
+            ("read-recent", true),
+            ("write", true),
+            ("same-images", true)
+        ],
         "{r:#}"
     );
     // The practice's frontend-api used the practice database, a primary, not DR's standby;

@@ -473,8 +473,9 @@ async fn practice(run: &mut Run<'_>, report: &mut Report, wait: Duration) -> any
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("no Ready frontend-api pod in {ns}"))?;
-    let checks = checks(run, &frontend, &id).await;
+    let mut checks = checks(run, &frontend, &id).await;
     report.rto_secs = checks.1;
+    checks.0.push(same_images(run, &apps).await);
     let passed = checks.0.iter().filter(|c| c.passed).count();
     let total = checks.0.len();
     report.checks = checks.0;
@@ -823,6 +824,45 @@ async fn checks(run: &Run<'_>, pod: &str, id: &str) -> (Vec<CheckReport>, Option
         detail,
     });
     (out, passed.then_some(rto))
+}
+
+/// The practice ran what production runs: the images DR's Deployments (which the practice
+/// copied) are the primary region's.
+async fn same_images(run: &Run<'_>, practised: &[String]) -> CheckReport {
+    let primary = async {
+        let c = KubeCluster::connect(run.config.kube_target("primary")).await?;
+        let ns = run.config.region("primary").namespace.clone();
+        let mut images = Vec::new();
+        for name in &run.config.app.deployments {
+            let d = c
+                .get_object("apps/v1", "Deployment", Some(&ns), name)
+                .await?
+                .ok_or_else(|| anyhow!("primary: Deployment {ns}/{name} not found"))?;
+            images.push(image_of(&d));
+        }
+        Ok::<_, anyhow::Error>(images)
+    }
+    .await;
+    let (passed, detail) = match primary {
+        Ok(p) if p == practised => (true, "the primary region runs the same images".to_string()),
+        Ok(p) => (
+            false,
+            format!(
+                "the primary region runs {}; DR (and so the practice) {}",
+                p.join(", "),
+                practised.join(", ")
+            ),
+        ),
+        Err(e) => (
+            false,
+            format!("primary's images unreadable: {}", crate::chain(&e)),
+        ),
+    };
+    CheckReport {
+        name: "same-images".into(),
+        passed,
+        detail,
+    }
 }
 
 /// A chunked HTTP body, joined (a plain body is returned as it is).
