@@ -163,14 +163,28 @@ impl Inner {
             .is_some_and(|(kind, name)| kind == "StatefulSet" && *name == self.statefulset)
     }
 
-    /// The node running `pod`: its practice namespace's node, else the region's.
-    fn node_of(&self, pod: &PodInfo) -> SharedNode {
-        self.practice
+    /// The node running `pod`: its practice namespace's node, else the region's. A pod of a
+    /// practice namespace never reaches the region's node, even while its own is not there.
+    fn node_of(&self, pod: &PodInfo) -> Result<SharedNode, String> {
+        if let Some((_, n)) = self
+            .practice
             .lock()
             .expect("practice lock")
             .get(&pod.namespace)
-            .map(|(_, n)| n.clone())
-            .unwrap_or_else(|| self.node.clone())
+        {
+            return Ok(n.clone());
+        }
+        if self
+            .store
+            .get()
+            .is_some_and(|s| is_practice_namespace(s, &pod.namespace))
+        {
+            return Err(format!(
+                "container of pod {}/{} is not running",
+                pod.namespace, pod.name
+            ));
+        }
+        Ok(self.node.clone())
     }
 
     async fn store(&self) -> Result<Arc<Store>, String> {
@@ -445,35 +459,38 @@ impl PodIo for PgPodRuntime {
                 pod.name
             ));
         }
-        Ok(self.inner.node_of(pod).addr())
+        Ok(self.inner.node_of(pod)?.addr())
     }
 
     fn logs(&self, pod: &PodInfo) -> Option<String> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.logs(pod);
         }
-        Some(self.inner.node_of(pod).current_log())
+        self.inner.node_of(pod).ok().map(|n| n.current_log())
     }
 
     fn log_path(&self, pod: &PodInfo) -> Option<std::path::PathBuf> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.log_path(pod);
         }
-        self.inner.node_of(pod).current_log_path()
+        self.inner.node_of(pod).ok()?.current_log_path()
     }
 
     fn processes(&self, pod: &PodInfo) -> Vec<u32> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.processes(pod);
         }
-        self.inner.node_of(pod).processes()
+        self.inner
+            .node_of(pod)
+            .map(|n| n.processes())
+            .unwrap_or_default()
     }
 
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.exec_env(pod);
         }
-        Ok(self.inner.node_of(pod).exec_env())
+        Ok(self.inner.node_of(pod)?.exec_env())
     }
 }
 

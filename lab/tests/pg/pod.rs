@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::support::{client, config, eventually, primary_region, PASSWORD};
 
 /// A local listener whose connections each go through one port-forward stream.
-async fn bridge(api: Api<Pod>, pod: &str, port: u16) -> u16 {
+pub(crate) async fn bridge(api: Api<Pod>, pod: &str, port: u16) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = listener.local_addr().unwrap().port();
     let pod = pod.to_string();
