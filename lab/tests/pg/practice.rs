@@ -8,7 +8,6 @@ use kube::Api;
 use lab::kube_api::{resource, WriteOpts};
 use lab::pg::PgPair;
 use serde_json::json;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::pod::bridge;
@@ -79,12 +78,7 @@ async fn a_practice_namespace_gets_a_node_of_its_own_cloned_from_the_regions() {
     // Through port-forward: the copy, at its own address, a standby following no one, with
     // the region's data.
     let port = bridge(Api::<Pod>::namespaced(client(&d), ns), "postgresql-0", 5432).await;
-    let opts = PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username("postgres")
-        .password(PASSWORD)
-        .database("appdb");
+    let opts = crate::support::superuser_at(port);
     let mut c = PgConnection::connect_with(&opts).await.unwrap();
     let row: (bool, i32, String, bool) = sqlx::query_as(
         "SELECT pg_is_in_recovery(), (SELECT x FROM t), \
