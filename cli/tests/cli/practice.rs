@@ -86,6 +86,43 @@ async fn processes_back_to(lab_pid: u32, before: &BTreeMap<u32, String>) -> BTre
     }
 }
 
+/// `drdctl lab up`. Its ingresses listen on fixed ports (127.0.0.2:8080, 127.0.0.3:8080): while
+/// another lab holds them (another test process on this machine), wait for them, at most 10
+/// minutes, and try again.
+async fn lab_up(dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let out = tokio::process::Command::new(DRDCTL)
+            .args(["lab", "up", "--dir"])
+            .arg(dir)
+            .output()
+            .await
+            .unwrap();
+        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+        if out.status.success() {
+            return;
+        }
+        let busy = log.contains("Address already in use");
+        assert!(
+            busy && std::time::Instant::now() < deadline,
+            "lab up: {}\nserve.log:\n{log}",
+            text(&out)
+        );
+        eprintln!("another lab holds the ingress ports; waiting for it to go");
+        test_support::eventually(
+            "the ingress ports free",
+            Duration::from_secs(600),
+            || async {
+                ["127.0.0.2:8080", "127.0.0.3:8080"]
+                    .iter()
+                    .all(|a| std::net::TcpStream::connect(a).is_err())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 fn env_file(dir: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(dir.join("env"))
         .unwrap()
@@ -127,17 +164,7 @@ async fn practice_while_traffic_flows_leaves_production_identical_and_nothing_be
     let dir = tmp.path().join("lab");
     let d = dir.to_str().unwrap().to_string();
     let _down = Down(d.clone());
-    let out = tokio::process::Command::new(DRDCTL)
-        .args(["lab", "up", "--dir", &d])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lab up: {}\nserve.log:\n{}",
-        text(&out),
-        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-    );
+    lab_up(&dir).await;
     let lab_pid: u32 = std::fs::read_to_string(dir.join("pid"))
         .unwrap()
         .trim()

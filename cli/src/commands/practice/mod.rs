@@ -36,7 +36,7 @@ pub const PREFIX: &str = "drdctl-practice-";
 /// The EXAMPLES section of `drdctl practice --help`.
 pub const EXAMPLES: &str = "Examples:\n  drdctl practice                            # rehearse, report, clean up\n  drdctl -o json practice | jq '.rto_secs, .freshness'\n  drdctl practice --keep                     # leave it for manual checks\n  kubectl --context dr -n drdctl-practice-<id> get pods\n  drdctl practice cleanup                    # remove kept practice namespaces";
 /// The EXAMPLES section of `drdctl practice cleanup --help`.
-pub const CLEANUP_EXAMPLES: &str = "Examples:\n  drdctl practice cleanup                    # every kept practice namespace\n  drdctl practice cleanup --id 20261203-051523\n  drdctl -o json practice cleanup";
+pub const CLEANUP_EXAMPLES: &str = "Examples:\n  drdctl practice cleanup                    # every kept practice namespace\n  drdctl practice cleanup --id 20261203-051523-117\n  drdctl -o json practice cleanup";
 /// How long production may take to be as before once the practice is over.
 const SETTLE: Duration = Duration::from_secs(30);
 /// The copy's container command (run as `bash -c`).
@@ -128,6 +128,8 @@ struct Run<'a> {
     steps: Vec<StepReport>,
     dr: KubeCluster,
     ns: String,
+    /// This run created the namespace (only then does it delete it).
+    created: bool,
 }
 
 impl Run<'_> {
@@ -154,7 +156,7 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
         return cleanup_command(config, id.as_deref(), output).await;
     }
     let started = Utc::now();
-    let id = started.format("%Y%m%d-%H%M%S").to_string();
+    let id = started.format("%Y%m%d-%H%M%S-%3f").to_string();
     let ns = format!("{PREFIX}{id}");
     let dr = KubeCluster::connect(config.kube_target("dr")).await?;
     let mut run = Run {
@@ -163,6 +165,7 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
         steps: Vec::new(),
         dr,
         ns: ns.clone(),
+        created: false,
     };
     eprintln!("practice {id}: in namespace {ns} of the DR cluster");
     let mut report = Report {
@@ -236,6 +239,7 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
     });
     let mut failures = Vec::new();
     if let Err(e) = &outcome {
+        run.step("stopped", "failed", crate::chain(e));
         failures.push(crate::chain(e));
     }
     for c in report.checks.iter().filter(|c| !c.passed) {
@@ -243,7 +247,9 @@ pub async fn run(config: &Config, args: PracticeArgs, output: Output) -> anyhow:
     }
 
     let mut code = crate::exit::OK;
-    if args.keep {
+    if !run.created {
+        report.cleanup = "nothing to remove".into();
+    } else if args.keep {
         report.cleanup = "kept".into();
         run.step(
             "cleanup",
@@ -369,6 +375,7 @@ async fn practice(run: &mut Run<'_>, report: &mut Report, wait: Duration) -> any
                 LABEL: id, "app.kubernetes.io/managed-by": "drdctl"}},
         }))
         .await?;
+    run.created = true;
     let policies = network_policies(&ns, &app_ns);
     for p in &policies {
         run.dr.create_object(p).await?;
