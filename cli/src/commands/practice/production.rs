@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use anyhow::Context;
 use drd_db::{Database, DbRole, PgDatabase};
 use drd_kube::KubeCluster;
 use serde::Serialize;
@@ -84,8 +85,10 @@ impl Production {
         }
         if config.dns.is_some() {
             let cfg = super::super::dns::dns_config(config)?;
-            let ops = drd_dns::DnsOps::from_env(&cfg)?;
-            let rs = ops.dns().read().await?;
+            let hint = "practice compares the DNS record before and after; give drdctl Azure \
+                        credentials (AZURE_* variables, see docs/dns.md)";
+            let ops = drd_dns::DnsOps::from_env(&cfg).context(hint)?;
+            let rs = ops.dns().read().await.context(hint)?;
             p.dns = Some(format!(
                 "{} {} {} TTL {} (etag {})",
                 rs.fqdn,
