@@ -1,5 +1,5 @@
 //! The audit trail of every mutating run (deploy, init-db, failover, failback, abandon, dns
-//! switch/prepare/restore): who (the local user and host, the kube identity), when, the
+//! switch/prepare/restore, practice and practice cleanup): who (the local user and host, the kube identity), when, the
 //! command, what it planned, each step's outcome, the result.
 //!
 //! Stored as an append-only history in the DR cluster (one ConfigMap per run, labelled

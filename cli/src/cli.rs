@@ -311,8 +311,20 @@ pub enum Command {
     /// does not answer, and a watchdog child process enforces the lease even while the guard
     /// is stopped. It never lifts a fence. See docs/witness.md.
     Guard(crate::guard::GuardArgs),
+    /// Rehearse a failover in the DR cluster without touching production.
+    ///
+    /// In a throwaway namespace (drdctl-practice-<id>) of the DR cluster: NetworkPolicies, a
+    /// copy of the DR standby (base backup) promoted there in isolation, the three services
+    /// from DR's images, the seed's checks (info, a read of recent data, a write). Reports the
+    /// practice RTO (start to first accepted write), the data's freshness (last replayed
+    /// commit), and production before/after (objects, replication, DNS: must be identical;
+    /// the DR standby must keep streaming). Then deletes the namespace, unless --keep.
+    /// Exit codes: 0 passed; 1 a check failed or production changed; 3 clean-up failed; 130
+    /// interrupted (Ctrl-C: cleaned up all the same).
+    #[command(after_help = crate::commands::practice::EXAMPLES)]
+    Practice(crate::commands::practice::PracticeArgs),
     /// Who changed what, when: every mutating run (deploy, init-db, failover, failback,
-    /// abandon, dns switch/prepare/restore), newest first, with its steps.
+    /// abandon, dns switch/prepare/restore, practice), newest first, with its steps.
     ///
     /// The history lives in the DR cluster (ConfigMaps labelled drdctl.io/history=true,
     /// append-only); each run also records an Event on app-config in the regions it touched

@@ -352,6 +352,9 @@ async fn run(cli: Cli) -> ExitCode {
             };
             return code_of(commands::failover::run(&config, args).await);
         }
+        Command::Practice(args) => {
+            return code_of(commands::practice::run(&config, args, output).await);
+        }
         Command::History { limit } => {
             audit::history(&config, output == cli::Output::Json, limit).await
         }

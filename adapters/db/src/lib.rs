@@ -36,7 +36,7 @@ pub use config::{Access, KubeTarget, PasswordSource, RegionConfig};
 pub use error::{DbError, DbResult};
 pub use kube::FIELD_MANAGER;
 pub use lsn::{BadLsn, Lsn};
-pub use pg::PgDatabase;
+pub use pg::{CopyProbe, PgDatabase};
 pub use rejoin::{RejoinMethod, RejoinOutcome};
 pub use status::{
     human_bytes, ClusterStatus, DbRole, Lag, NodeStatus, RegionStatus, ReplicationConnection, Slot,

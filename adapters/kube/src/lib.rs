@@ -13,6 +13,7 @@
 mod audit;
 mod error;
 mod lease;
+mod objects;
 mod rollout;
 
 use std::collections::{BTreeMap, HashMap};

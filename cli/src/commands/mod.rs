@@ -12,4 +12,5 @@ pub mod failover;
 pub mod lab;
 #[cfg(feature = "lab")]
 pub mod lab_home;
+pub mod practice;
 pub mod verify;

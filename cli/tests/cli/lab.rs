@@ -25,6 +25,7 @@ impl Drop for Down {
 
 #[test]
 fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_behind() {
+    let _turn = crate::support::LAB_UP.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("lab");
     let out_dir = tmp.path().join("drill");
@@ -202,14 +203,7 @@ fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_beh
     ]);
     assert!(text(&out).contains("promote-target"), "{}", text(&out));
     // ... the lab's name server answers with the primary ingress again ...
-    let cfg = std::fs::read_to_string(dir.join("drdctl.toml")).unwrap();
-    let ns: std::net::SocketAddr = cfg
-        .lines()
-        .find_map(|l| l.strip_prefix("name_servers = [\""))
-        .and_then(|l| l.split('"').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ns = crate::support::lab_name_server(&dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ mod failover;
 mod kustomize;
 mod lab;
 mod offpath;
+mod practice;
 mod support;
 mod surface;
 mod tidy;

@@ -340,7 +340,6 @@ async fn ctrl_c_stops_between_steps_releases_the_lock_and_the_run_resumes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap().to_string();
     let journal = state.join("journal.json");
     test_support::eventually(
         "the run to finish its first changing step",
@@ -355,13 +354,7 @@ async fn ctrl_c_stops_between_steps_releases_the_lock_and_the_run_resumes() {
         },
     )
     .await;
-    let kill = tokio::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().await.unwrap();
+    let out = crate::support::interrupt(child).await;
     let t = text(&out);
     assert_eq!(out.status.code(), Some(3), "{t}");
     assert!(
@@ -420,6 +413,7 @@ async fn every_command_speaks_json_and_survives_a_closed_pipe() {
         vec!["deploy", "--dry-run", "--region", "dr"],
         vec!["init-db", "--dry-run", "--file", init.to_str().unwrap()],
         vec!["abandon", "--yes", "--state-dir", state_arg],
+        vec!["practice", "cleanup"],
     ];
     for args in &commands {
         let mut with_json = vec!["-o", "json"];

@@ -372,3 +372,30 @@ pub async fn in_recovery(node: &lab::pg::SharedNode) -> String {
         .await
         .unwrap()
 }
+
+/// The lab's authoritative name server, as `drdctl lab up` wrote it in `<dir>/drdctl.toml`.
+pub fn lab_name_server(lab_dir: &Path) -> std::net::SocketAddr {
+    let cfg = std::fs::read_to_string(lab_dir.join("drdctl.toml")).unwrap();
+    cfg.lines()
+        .find_map(|l| l.strip_prefix("name_servers = [\""))
+        .and_then(|l| l.split('"').next())
+        .expect("drdctl.toml names the lab's name server")
+        .parse()
+        .unwrap()
+}
+
+/// `drdctl lab up` listens on fixed ports (each region's ingress on :8080): the tests that
+/// run it take turns.
+pub static LAB_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Ctrl-C to a running drdctl (SIGINT, as a terminal sends it); its output once it ended.
+pub async fn interrupt(child: tokio::process::Child) -> Output {
+    let pid = child.id().expect("still running").to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    child.wait_with_output().await.unwrap()
+}

@@ -26,7 +26,7 @@ pub use node::{
     RoleFiles, SharedNode, StartReport,
 };
 pub use pair::{PgPair, PgPairConfig};
-pub use runtime::{PgPodRuntime, POSTGRESQL_POD_PORT};
+pub use runtime::{is_practice_namespace, PgPodRuntime, POSTGRESQL_POD_PORT, PRACTICE_LABEL};
 
 /// What can go wrong running the lab's PostgreSQL.
 #[derive(Debug, thiserror::Error)]

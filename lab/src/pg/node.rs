@@ -344,6 +344,14 @@ impl PgNode {
             .is_some_and(|r| r.exited.borrow().is_none())
     }
 
+    /// SIGTERM to the running script (or the postgres it became), without waiting for a start
+    /// in progress to finish: what the kubelet sends a container whose pod is deleted.
+    pub fn interrupt(&self) {
+        if let Some(run) = self.running.lock().expect("running lock").as_ref() {
+            let _ = kill(run.pid, Signal::SIGTERM);
+        }
+    }
+
     /// The node's processes: start.sh's process group and the postmaster's (with its
     /// backends), when running.
     pub fn processes(&self) -> Vec<u32> {

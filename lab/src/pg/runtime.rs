@@ -9,6 +9,15 @@
 //! Other pods go to a fallback runtime ([`DelayRuntime`] unless given). Port-forward to
 //! `postgresql-0:5432` reaches the node's real address, and the pod log is the current start's
 //! output (start.sh's decisions, then the server's log).
+//!
+//! A `postgresql` StatefulSet pod in a practice namespace (one labelled
+//! [`PRACTICE_LABEL`], made by `drdctl practice`) is not the region's node: it gets a node of
+//! its own, on a loopback address of its own (its pod IP, port 5432), that runs the pod's own
+//! `bash -c` script (the practice StatefulSet's: a base backup of the region's database,
+//! started standalone). Its `SOURCE_HOST`/`SOURCE_PORT` naming the application's `postgresql`
+//! Service are pointed at the region's node (the lab has no cluster DNS). The node's data
+//! lives as long as the namespace, as a PersistentVolumeClaim would: a pod restart keeps it,
+//! deleting the namespace stops the server and removes its files.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,6 +33,17 @@ use crate::KubeDouble;
 
 /// The container port of the PostgreSQL pod.
 pub const POSTGRESQL_POD_PORT: u16 = 5432;
+
+/// The label that marks a practice namespace (`drdctl practice`): its pods are isolated from
+/// the region's own (their own PostgreSQL node, their own Services).
+pub const PRACTICE_LABEL: &str = "drdctl.io/practice";
+
+/// Whether `ns` is a practice namespace (its Namespace object carries [`PRACTICE_LABEL`]).
+pub fn is_practice_namespace(store: &Store, ns: &str) -> bool {
+    store
+        .get(resource("namespaces").expect("served"), "", ns)
+        .is_some_and(|n| n["metadata"]["labels"][PRACTICE_LABEL].is_string())
+}
 
 /// start.sh's tuning variables taken from the pod spec (literal `value`s only); the paths,
 /// addresses and secrets are the lab's own.
@@ -67,6 +87,8 @@ struct Inner {
     fallback_io: Arc<dyn PodIo>,
     /// The uid of the pod whose container is the running node.
     owner: Mutex<Option<String>>,
+    /// Practice namespaces' nodes, by namespace: (uid of the pod running it, the node).
+    practice: Mutex<std::collections::HashMap<String, (String, SharedNode)>>,
 }
 
 /// Runs a region's `postgresql` pods on a lab node; see the module docs.
@@ -103,6 +125,7 @@ impl PgPodRuntime {
                 fallback,
                 fallback_io,
                 owner: Mutex::new(None),
+                practice: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -117,6 +140,20 @@ impl PgPodRuntime {
     pub fn node(&self) -> &SharedNode {
         &self.inner.node
     }
+
+    /// The nodes of practice namespaces now, by namespace.
+    pub fn practice_nodes(&self) -> Vec<(String, SharedNode)> {
+        let mut v: Vec<_> = self
+            .inner
+            .practice
+            .lock()
+            .expect("practice lock")
+            .iter()
+            .map(|(ns, (_, n))| (ns.clone(), n.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
 }
 
 impl Inner {
@@ -124,6 +161,30 @@ impl Inner {
         pod.owner
             .as_ref()
             .is_some_and(|(kind, name)| kind == "StatefulSet" && *name == self.statefulset)
+    }
+
+    /// The node running `pod`: its practice namespace's node, else the region's. A pod of a
+    /// practice namespace never reaches the region's node, even while its own is not there.
+    fn node_of(&self, pod: &PodInfo) -> Result<SharedNode, String> {
+        if let Some((_, n)) = self
+            .practice
+            .lock()
+            .expect("practice lock")
+            .get(&pod.namespace)
+        {
+            return Ok(n.clone());
+        }
+        if self
+            .store
+            .get()
+            .is_some_and(|s| is_practice_namespace(s, &pod.namespace))
+        {
+            return Err(format!(
+                "container of pod {}/{} is not running",
+                pod.namespace, pod.name
+            ));
+        }
+        Ok(self.node.clone())
     }
 
     async fn store(&self) -> Result<Arc<Store>, String> {
@@ -183,6 +244,11 @@ impl Inner {
             peer_host: s("peer_host"),
             peer_port: port("peer_port"),
         };
+        Ok((role, self.passwords(store, ns)?))
+    }
+
+    /// The passwords of `postgresql-secret` in `ns`, as the container's environment gets them.
+    fn passwords(&self, store: &Store, ns: &str) -> Result<Passwords, String> {
         let secret = store
             .get(resource("secrets").expect("served"), ns, &self.secret)
             .ok_or_else(|| {
@@ -202,16 +268,129 @@ impl Inner {
                 self.secret
             )
         })?;
-        let passwords = Passwords {
+        Ok(Passwords {
             app,
             superuser: key("superuser-password"),
             replication: key("replication-password"),
+        })
+    }
+
+    /// A practice namespace's PostgreSQL pod: its own node (created at its first start, kept
+    /// across pod restarts), running the pod's script. See the module docs.
+    async fn start_practice_pod(&self, store: &Store, pod: PodInfo) -> Result<PodStarted, String> {
+        let passwords = self.passwords(store, &pod.namespace)?;
+        let existing = self
+            .practice
+            .lock()
+            .expect("practice lock")
+            .get(&pod.namespace)
+            .map(|(_, n)| n.clone());
+        let node = match existing {
+            Some(n) => n,
+            None => {
+                let script = pod_script(&pod)?;
+                let file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+                std::fs::write(file.path(), script).map_err(|e| e.to_string())?;
+                let mut cfg = super::PgNodeConfig::new(
+                    &format!("practice-{}", pod.namespace),
+                    practice_ip().map_err(|e| e.to_string())?,
+                    &passwords.app,
+                );
+                cfg.port = POSTGRESQL_POD_PORT;
+                cfg.script = file.path().to_path_buf();
+                cfg.tuning = Vec::new();
+                // Files and a watchdog process: off the async workers (they run the region's
+                // proxies and relays too).
+                let node = tokio::task::spawn_blocking(move || super::PgNode::new(cfg))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                drop(file);
+                Arc::new(node)
+            }
         };
-        Ok((role, passwords))
+        let home = self.node.addr();
+        let env: Vec<(String, String)> = literal_env(&pod)
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "SOURCE_HOST" if names_postgresql_service(&v) => (k, home.ip().to_string()),
+                "SOURCE_PORT" => (k, home.port().to_string()),
+                _ => (k, v),
+            })
+            .collect();
+        let guard = node.lifecycle.lock().await;
+        node.stop_unlocked().await.map_err(|e| e.to_string())?;
+        node.set_passwords(passwords);
+        node.set_env(env);
+        self.practice
+            .lock()
+            .expect("practice lock")
+            .insert(pod.namespace.clone(), (pod.uid.clone(), node.clone()));
+        // Deleted while the node was being made (its stop found no node): nothing starts.
+        // Deleted from now on: the stop finds the node and interrupts this start.
+        let still_there = store
+            .get(resource("pods").expect("served"), &pod.namespace, &pod.name)
+            .is_some_and(|p| p["metadata"]["uid"] == pod.uid.as_str());
+        if !still_there {
+            drop(guard);
+            self.stop_practice_pod(pod).await;
+            return Err("the pod was deleted before its container started".into());
+        }
+        let report = node.start_unlocked().await.map_err(|e| e.to_string())?;
+        tracing::info!(node = %node.name(), pod = %pod.name, elapsed = ?report.elapsed,
+            "practice PostgreSQL pod ready");
+        Ok(PodStarted {
+            pod_ip: Some(node.addr().ip().to_string()),
+        })
+    }
+
+    async fn stop_practice_pod(&self, pod: PodInfo) {
+        let entry = self
+            .practice
+            .lock()
+            .expect("practice lock")
+            .get(&pod.namespace)
+            .cloned();
+        let Some((uid, node)) = entry else { return };
+        if uid != pod.uid {
+            return;
+        }
+        // As the kubelet does: SIGTERM at once (a start in progress, e.g. the base backup, ends
+        // now instead of running to its end), then the fast shutdown once no start runs.
+        node.interrupt();
+        {
+            let _guard = node.lifecycle.lock().await;
+            if let Err(e) = node.stop_unlocked().await {
+                tracing::warn!(node = %node.name(), error = %e, "stopping PostgreSQL failed");
+            }
+        }
+        // The namespace is gone: so is its volume (the node's files go with its last handle).
+        let gone = match self.store.get() {
+            Some(store) => store
+                .get(resource("namespaces").expect("served"), "", &pod.namespace)
+                .is_none(),
+            None => true,
+        };
+        if gone {
+            let entry = self
+                .practice
+                .lock()
+                .expect("practice lock")
+                .remove(&pod.namespace);
+            drop(node);
+            // The last handle: dropping the node removes its data directory, a blocking job
+            // that must not hold up the async workers.
+            if let Some((_, node)) = entry {
+                let _ = tokio::task::spawn_blocking(move || drop(node)).await;
+            }
+        }
     }
 
     async fn start_pod(&self, pod: PodInfo) -> Result<PodStarted, String> {
         let store = self.store().await?;
+        if is_practice_namespace(&store, &pod.namespace) {
+            return self.start_practice_pod(&store, pod).await;
+        }
         let (role, passwords) = self.pod_config(&store, &pod.namespace)?;
         let node = &self.node;
         let _guard = node.lifecycle.lock().await;
@@ -231,6 +410,14 @@ impl Inner {
     }
 
     async fn stop_pod(&self, pod: PodInfo) {
+        if self
+            .practice
+            .lock()
+            .expect("practice lock")
+            .contains_key(&pod.namespace)
+        {
+            return self.stop_practice_pod(pod).await;
+        }
         let node = &self.node;
         let _guard = node.lifecycle.lock().await;
         let mine = self.owner.lock().expect("owner lock").as_deref() == Some(pod.uid.as_str());
@@ -272,34 +459,106 @@ impl PodIo for PgPodRuntime {
                 pod.name
             ));
         }
-        Ok(self.inner.node.addr())
+        Ok(self.inner.node_of(pod)?.addr())
     }
 
     fn logs(&self, pod: &PodInfo) -> Option<String> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.logs(pod);
         }
-        Some(self.inner.node.current_log())
+        self.inner.node_of(pod).ok().map(|n| n.current_log())
     }
 
     fn log_path(&self, pod: &PodInfo) -> Option<std::path::PathBuf> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.log_path(pod);
         }
-        self.inner.node.current_log_path()
+        self.inner.node_of(pod).ok()?.current_log_path()
     }
 
     fn processes(&self, pod: &PodInfo) -> Vec<u32> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.processes(pod);
         }
-        self.inner.node.processes()
+        self.inner
+            .node_of(pod)
+            .map(|n| n.processes())
+            .unwrap_or_default()
     }
 
     fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
         if !self.inner.is_postgresql(pod) {
             return self.inner.fallback_io.exec_env(pod);
         }
-        Ok(self.inner.node.exec_env())
+        Ok(self.inner.node_of(pod)?.exec_env())
     }
+}
+
+/// The pod's `bash -c` script (command and args of its first container).
+fn pod_script(pod: &PodInfo) -> Result<String, String> {
+    let c = &pod.object["spec"]["containers"][0];
+    let words: Vec<&str> = ["command", "args"]
+        .iter()
+        .flat_map(|k| c[*k].as_array().into_iter().flatten())
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    match words.iter().position(|w| *w == "-c") {
+        Some(i) if i + 1 < words.len() && words[0].ends_with("bash") => Ok(words[i + 1].to_string()),
+        _ => Err(format!(
+            "pod {}/{}: the lab runs a practice PostgreSQL pod's `bash -c SCRIPT` command; this pod has {words:?}",
+            pod.namespace, pod.name
+        )),
+    }
+}
+
+/// The literal `value`s of the pod's first container's environment, but the paths and
+/// addresses, which are the lab node's own (as for the region's pods).
+fn literal_env(pod: &PodInfo) -> Vec<(String, String)> {
+    const NODE_OWN: &[&str] = &[
+        "PGDATA",
+        "PG_BIN",
+        "ROLE_DIR",
+        "SOCKET_DIR",
+        "LISTEN_ADDRESS",
+        "PORT",
+        "PATH",
+        "HOME",
+    ];
+    pod.object
+        .pointer("/spec/containers/0/env")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let name = e["name"].as_str()?;
+            let value = e["value"].as_str()?;
+            (!NODE_OWN.contains(&name)).then(|| (name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// `postgresql`, `postgresql.<ns>`, `postgresql.<ns>.svc[.cluster.local]`: the application's
+/// PostgreSQL Service.
+fn names_postgresql_service(host: &str) -> bool {
+    host == "postgresql" || host.starts_with("postgresql.")
+}
+
+/// A loopback address of its own for a practice node (its pod IP) whose port 5432 is free:
+/// `127.41.<this process>.<n>`.
+fn practice_ip() -> std::io::Result<std::net::IpAddr> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU32::new(1));
+    let base = (std::process::id() % 250) as u8;
+    for _ in 0..254 {
+        let n = next.fetch_add(1, Ordering::SeqCst) % 254 + 1;
+        let ip = std::net::Ipv4Addr::new(127, 41, base, n as u8);
+        if std::net::TcpListener::bind((ip, POSTGRESQL_POD_PORT)).is_ok() {
+            return Ok(ip.into());
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no loopback address 127.41.x.y with port 5432 free",
+    ))
 }

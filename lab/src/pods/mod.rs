@@ -15,6 +15,13 @@
 //!
 //! Every child is registered with a [`Watchdog`], which kills them all if this process dies
 //! without cleaning up (panic, SIGKILL).
+//!
+//! A practice namespace (labelled `drdctl.io/practice`, see [`crate::pg::PRACTICE_LABEL`]) is
+//! a network of its own: its pods get Service proxies of their own (made at its first pod,
+//! dropped with its last), and `postgresql` there is the namespace's own PostgreSQL pod (its
+//! pod IP and the Service's port), never the region's. The lab does not enforce
+//! NetworkPolicies; this separation is what keeps a practice namespace's services off the
+//! region's.
 
 mod proxy;
 mod watchdog;
@@ -59,10 +66,21 @@ pub struct ProcessRuntime {
     inner: Arc<Inner>,
 }
 
+/// A practice namespace's own Services: proxies and the addresses its pods use.
+struct NsNet {
+    endpoints: Endpoints,
+    services: HashMap<String, SocketAddr>,
+    _proxies: Vec<ServiceProxy>,
+}
+
 struct Inner {
     cfg: ProcessRuntimeConfig,
     store: OnceLock<Arc<Store>>,
     children: Mutex<HashMap<String, Child>>,
+    /// Practice namespaces' networks, by namespace.
+    nets: tokio::sync::Mutex<HashMap<String, NsNet>>,
+    /// The namespace of each running pod (by pod name) that lives in a practice namespace.
+    practice_pods: Mutex<HashMap<String, String>>,
     /// Each running pod's environment (what `kubectl exec` runs commands in).
     envs: Mutex<HashMap<String, Vec<(String, String)>>>,
     endpoints: Endpoints,
@@ -78,6 +96,8 @@ impl ProcessRuntime {
                 cfg,
                 store: OnceLock::new(),
                 children: Mutex::new(HashMap::new()),
+                nets: tokio::sync::Mutex::new(HashMap::new()),
+                practice_pods: Mutex::new(HashMap::new()),
                 envs: Mutex::new(HashMap::new()),
                 endpoints,
             }),
@@ -178,9 +198,67 @@ impl Inner {
         Ok(out)
     }
 
+    /// A practice namespace's Services: proxies on the region's address for the three
+    /// services, and `postgresql` at the namespace's own PostgreSQL pod.
+    async fn practice_net(
+        &self,
+        store: &Store,
+        ns: &str,
+    ) -> Result<(Endpoints, HashMap<String, SocketAddr>), String> {
+        let mut nets = self.nets.lock().await;
+        if !nets.contains_key(ns) {
+            let ip = self
+                .cfg
+                .services
+                .get("frontend-api")
+                .map(|a| a.ip())
+                .unwrap_or(Ipv4Addr::LOCALHOST.into());
+            let endpoints = Endpoints::default();
+            let mut services = HashMap::new();
+            let mut proxies = Vec::new();
+            for app in ["frontend-api", "business-logic", "data-ingest"] {
+                let p = ServiceProxy::start(SocketAddr::new(ip, 0), app, endpoints.clone())
+                    .await
+                    .map_err(|e| format!("starting the {ns}/{app} Service proxy: {e}"))?;
+                services.insert(app.to_string(), p.addr);
+                proxies.push(p);
+            }
+            nets.insert(
+                ns.to_string(),
+                NsNet {
+                    endpoints,
+                    services,
+                    _proxies: proxies,
+                },
+            );
+        }
+        let net = nets.get(ns).expect("just made");
+        let mut services = net.services.clone();
+        // The namespace's own PostgreSQL: its Ready pod's IP, at the Service's port.
+        let svc = store.get(resource("services").expect("served"), ns, "postgresql");
+        let port = svc
+            .as_ref()
+            .and_then(|s| s["spec"]["ports"][0]["port"].as_u64())
+            .unwrap_or(5432) as u16;
+        let (pods, _) = store.list(resource("pods").expect("served"), Some(ns));
+        if let Some(ip) = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "postgresql")
+            .find_map(|p| p.pointer("/status/podIP")?.as_str()?.parse().ok())
+        {
+            services.insert("postgresql".to_string(), SocketAddr::new(ip, port));
+        } else {
+            // No database pod yet: nothing answers (never the region's database).
+            services.insert(
+                "postgresql".to_string(),
+                SocketAddr::new(Ipv4Addr::new(127, 0, 0, 1).into(), 9),
+            );
+        }
+        Ok((net.endpoints.clone(), services))
+    }
+
     /// Service host names mean nothing here: point them at the lab's addresses.
-    fn rewrite(&self, env: &mut [(String, String)]) {
-        let services = &self.cfg.services;
+    fn rewrite(&self, env: &mut [(String, String)], services: &HashMap<String, SocketAddr>) {
         // DATABASE_HOST names a Service: both host and port come from that Service's address.
         let mut db: Option<SocketAddr> = None;
         for (name, value) in env.iter_mut() {
@@ -233,7 +311,17 @@ impl Inner {
         let ip = self.pod_ip();
         let listen = SocketAddr::from((ip, port));
         let mut env = self.resolve_env(&pod.namespace, &container)?;
-        self.rewrite(&mut env);
+        let store = self.store.get().expect("attached above").clone();
+        let (endpoints, services) = if crate::pg::is_practice_namespace(&store, &pod.namespace) {
+            self.practice_pods
+                .lock()
+                .expect("not poisoned")
+                .insert(pod.name.clone(), pod.namespace.clone());
+            self.practice_net(&store, &pod.namespace).await?
+        } else {
+            (self.endpoints.clone(), self.cfg.services.clone())
+        };
+        self.rewrite(&mut env, &services);
         let log = std::fs::File::create(self.cfg.log_dir.join(format!("{}.log", pod.name)))
             .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
@@ -294,7 +382,7 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.endpoints.add(&app, &pod.name, listen);
+        endpoints.add(&app, &pod.name, listen);
         tracing::info!(region = %self.cfg.region, pod = %pod.name, %listen, "pod ready");
         Ok(PodStarted {
             pod_ip: Some(ip.to_string()),
@@ -304,7 +392,19 @@ impl Inner {
     async fn stop_pod(self: Arc<Self>, pod: PodInfo) {
         let app = pod.labels.get("app").cloned().unwrap_or_default();
         self.envs.lock().expect("not poisoned").remove(&pod.name);
-        self.endpoints.remove(&app, &pod.name);
+        let practice_ns = self
+            .practice_pods
+            .lock()
+            .expect("not poisoned")
+            .remove(&pod.name);
+        match &practice_ns {
+            Some(ns) => {
+                if let Some(net) = self.nets.lock().await.get(ns) {
+                    net.endpoints.remove(&app, &pod.name);
+                }
+            }
+            None => self.endpoints.remove(&app, &pod.name),
+        }
         let child = self
             .children
             .lock()
@@ -312,6 +412,18 @@ impl Inner {
             .remove(&pod.name);
         if let Some(child) = child {
             terminate(child, Duration::from_secs(10)).await;
+        }
+        // The namespace's last pod: its Services go (their listeners close).
+        if let Some(ns) = practice_ns {
+            let left = self
+                .practice_pods
+                .lock()
+                .expect("not poisoned")
+                .values()
+                .any(|n| *n == ns);
+            if !left {
+                self.nets.lock().await.remove(&ns);
+            }
         }
     }
 }

@@ -4,4 +4,5 @@
 
 mod pair;
 mod pod;
+mod practice;
 mod support;

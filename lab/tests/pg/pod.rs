@@ -5,14 +5,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use kube::Api;
 use lab::pg::PgPair;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::net::TcpListener;
 
-use crate::support::{client, config, eventually, primary_region, PASSWORD};
+use crate::support::{client, config, eventually, primary_region};
 
 /// A local listener whose connections each go through one port-forward stream.
-async fn bridge(api: Api<Pod>, pod: &str, port: u16) -> u16 {
+pub(crate) async fn bridge(api: Api<Pod>, pod: &str, port: u16) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let local = listener.local_addr().unwrap().port();
     let pod = pod.to_string();
@@ -35,12 +34,7 @@ async fn port_forward_with_kube_rs_carries_a_sqlx_session() {
     let d = primary_region(&pair).await;
     let pods: Api<Pod> = Api::default_namespaced(client(&d));
     let port = bridge(pods.clone(), "postgresql-0", 5432).await;
-    let opts = PgConnectOptions::new()
-        .host("127.0.0.1")
-        .port(port)
-        .username("postgres")
-        .password(PASSWORD)
-        .database("appdb");
+    let opts = crate::support::superuser_at(port);
     let mut c = PgConnection::connect_with(&opts)
         .await
         .expect("connect through port-forward");

@@ -92,3 +92,13 @@ pub fn client(d: &KubeDouble) -> kube::Client {
     let config = kube::Config::new(d.url().parse().expect("double url"));
     kube::Client::try_from(config).expect("kube client")
 }
+
+/// The superuser on appdb at a local port (a port-forward bridge).
+pub fn superuser_at(port: u16) -> sqlx::postgres::PgConnectOptions {
+    sqlx::postgres::PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres")
+        .password(PASSWORD)
+        .database("appdb")
+}

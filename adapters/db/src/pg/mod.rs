@@ -387,6 +387,48 @@ impl PgDatabase {
     }
 }
 
+/// What `drdctl practice` asks of its copy of the data: how fresh it is and whether it is
+/// cut off from every other server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CopyProbe {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// `pg_last_xact_replay_timestamp()` as seconds since the epoch: the commit time of the
+    /// last transaction replayed (`None`: none replayed since the server started).
+    pub last_replayed_commit: Option<f64>,
+    /// `primary_conninfo` is set (the server would stream from somewhere).
+    pub primary_conninfo_set: bool,
+    /// A WAL receiver is running.
+    pub wal_receiver: bool,
+    /// `now()` on the server, seconds since the epoch.
+    pub now: f64,
+}
+
+impl PgDatabase {
+    /// The freshness and isolation of a copy (see [`CopyProbe`]); read-only.
+    pub async fn probe_copy(&self) -> DbResult<CopyProbe> {
+        let mut c = self.connect("postgres").await?;
+        let row: (bool, Option<f64>, bool, bool, f64) = sqlx::query_as(
+            "SELECT pg_is_in_recovery(), \
+                    extract(epoch FROM pg_last_xact_replay_timestamp())::float8, \
+                    current_setting('primary_conninfo') <> '', \
+                    EXISTS (SELECT 1 FROM pg_stat_wal_receiver), \
+                    extract(epoch FROM now())::float8",
+        )
+        .fetch_one(&mut c)
+        .await
+        .map_err(self.sql_err("reading the copy's replay time"))?;
+        let _ = c.close().await;
+        Ok(CopyProbe {
+            in_recovery: row.0,
+            last_replayed_commit: row.1,
+            primary_conninfo_set: row.2,
+            wal_receiver: row.3,
+            now: row.4,
+        })
+    }
+}
+
 /// `file` as given, for reports.
 pub(crate) fn display_path(p: &std::path::Path) -> String {
     PathBuf::from(p).display().to_string()
