@@ -310,6 +310,7 @@ pub enum Command {
     /// region). It reads the term blob every poll, asks the other region's guard when Azure
     /// does not answer, and a watchdog child process enforces the lease even while the guard
     /// is stopped. It never lifts a fence. See docs/witness.md.
+    #[command(after_help = EX_GUARD)]
     Guard(crate::guard::GuardArgs),
     /// Rehearse a failover in the DR cluster without touching production.
     ///
@@ -535,6 +536,7 @@ pub enum DnsAction {
 
 const EX_HISTORY: &str = "Examples:\n  drdctl history\n  drdctl history --limit 5\n  drdctl -o json history | jq '.[0].steps'\n  kubectl --context dr get events --field-selector reason=DrdctlFailover";
 // The EXAMPLES section of each command's help.
+const EX_GUARD: &str = "Examples:\n  # the sidecar of manifests/witness/<region> sets these from its environment\n  DRDCTL_POSTGRES_PASSWORD=... drdctl guard --region primary \\\n    --db-url postgres://postgres@127.0.0.1:5432/postgres \\\n    --witness-url https://drdwitness.blob.core.windows.net/drdctl/term \\\n    --peer http://postgresql-guard.dr.example.internal:8091\n  curl -s http://127.0.0.1:8091/v1/state | jq .lease_left_s   # its view: term, lease, why it fenced";
 const EX_BUILD_PUSH: &str = "Examples:\n  drdctl build-push --registry myacr.azurecr.io --image-version 1.4.0\n  drdctl build-push --service data-ingest --image-version 1.4.1\n  drdctl -o json build-push                  # digests as JSON";
 const EX_DEPLOY: &str = "Examples:\n  drdctl deploy                              # both regions, then wait for the rollouts\n  drdctl deploy --region dr --dry-run        # validate against the server, change nothing\n  drdctl deploy --registry myacr.azurecr.io --image-version 1.4.0";
 const EX_INIT_DB: &str = "Examples:\n  drdctl init-db                             # on the primary, idempotent\n  drdctl init-db --dry-run                   # apply and roll back: what would change\n  drdctl -o json init-db";
