@@ -138,6 +138,27 @@ async fn who_is_active(
     if let Some(e) = snapshot.dns.as_ref().and_then(|d| d.error.as_ref()) {
         text.push_str(&format!("  DNS record unreadable (not counted): {e}\n"));
     }
+    if let Some(t) = &snapshot.term {
+        match (&t.error, t.holder) {
+            (Some(e), _) => text.push_str(&format!("  witness term unreadable: {e}\n")),
+            (None, None) => {
+                text.push_str("  witness term: never written (create it: docs/witness.md)\n")
+            }
+            (None, Some(h)) => {
+                let writable = [&snapshot.primary, &snapshot.dr]
+                    .into_iter()
+                    .find(|r| r.db.writable())
+                    .map(|r| r.region);
+                let note = match writable {
+                    Some(w) if w != h => format!(
+                        "; it DISAGREES with the writable database in {w}: {w}'s guard fences it"
+                    ),
+                    _ => String::new(),
+                };
+                text.push_str(&format!("  witness term names {h} (n={}){note}\n", t.n));
+            }
+        }
+    }
     for r in [&snapshot.primary, &snapshot.dr] {
         text.push_str(&format!(
             "  {:<8} database {}; pod starts as {}; app role {}{}\n",
@@ -177,6 +198,7 @@ async fn who_is_active(
         "regions": [&snapshot.primary, &snapshot.dr],
         "unfinished_run": unfinished,
         "lock": lock,
+        "term": snapshot.term,
     });
     Ok((doc, text, code))
 }

@@ -414,6 +414,10 @@ async fn an_emergency_failover_with_the_primary_cut_off_never_has_two_writers() 
     );
     let out = lab.drdctl(&["verify", "--region", "dr"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = lab.drdctl(&["status"]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("witness term names dr (n=2)"), "{t}");
     lab.world.stop().await;
 }
 
