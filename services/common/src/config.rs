@@ -122,6 +122,10 @@ pub struct ServiceConfig {
     /// always, and one success in this many; 1 (`all`, the default) logs every request,
     /// 0 (`errors`) no success at all.
     pub access_log_every: u64,
+    /// data-ingest's group commit (`GROUP_COMMIT_US`): concurrent single-record ingests are
+    /// gathered for at most this long into one multi-row insert and one commit. `None` (the
+    /// default, `off` or 0): every request commits on its own.
+    pub group_commit: Option<Duration>,
 }
 
 /// What one instance accepts at most, and how long it waits for a client.
@@ -336,7 +340,25 @@ impl ServiceConfig {
                 )
             })?,
         };
+        let group_commit = match get("GROUP_COMMIT_US").as_deref().map(str::trim) {
+            None | Some("off") | Some("0") => None,
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+                    .map(Duration::from_micros)
+                    .ok_or_else(|| {
+                        invalid(
+                            "GROUP_COMMIT_US",
+                            format!(
+                                "{v:?} is not off or a number of microseconds from 1 to 100000"
+                            ),
+                        )
+                    })?,
+            ),
+        };
         Ok(ServiceConfig {
+            group_commit,
             access_log_every,
             limits,
             auth_tokens: auth_tokens.into_iter().map(SecretString::from).collect(),
@@ -399,6 +421,15 @@ mod tests {
         let e = load(&[("ACCESS_LOG", "some")]).unwrap_err();
         assert_eq!(e.var, "ACCESS_LOG");
         assert_eq!(load(&[]).unwrap().access_log_every, 1);
+        assert_eq!(load(&[]).unwrap().group_commit, None);
+        assert_eq!(
+            load(&[("GROUP_COMMIT_US", "300")]).unwrap().group_commit,
+            Some(Duration::from_micros(300))
+        );
+        assert_eq!(
+            load(&[("GROUP_COMMIT_US", "x")]).unwrap_err().var,
+            "GROUP_COMMIT_US"
+        );
         assert_eq!(
             load(&[("ACCESS_LOG", "errors")]).unwrap().access_log_every,
             0

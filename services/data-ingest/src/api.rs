@@ -30,13 +30,29 @@ pub struct Api {
     state: AppState,
     /// Connections of `POST /ingest` (see [`Lanes`]); `None` only if the database
     /// configuration were invalid, which the state already refused.
-    lanes: Option<Lanes>,
+    lanes: Option<std::sync::Arc<Lanes>>,
+    /// Group commit of single-record ingests (`GROUP_COMMIT_US`), when on.
+    group: Option<crate::group::GroupCommit>,
 }
 
 impl Api {
     pub fn new(state: AppState) -> Self {
-        let lanes = Lanes::new(&state.config.database).ok();
-        Api { state, lanes }
+        let lanes = Lanes::new(&state.config.database)
+            .ok()
+            .map(std::sync::Arc::new);
+        let group = match (&lanes, state.config.group_commit) {
+            (Some(l), Some(window)) => Some(crate::group::GroupCommit::start(
+                l.clone(),
+                window,
+                state.config.database.pool_max as usize,
+            )),
+            _ => None,
+        };
+        Api {
+            state,
+            lanes,
+            group,
+        }
     }
 
     /// Runs `INSERT ... RETURNING id` statements (one for a record, one for many) on a lane.
@@ -252,7 +268,15 @@ impl Api {
         };
         // Known down: 503 at once.
         self.state.db()?;
-        let ids: Result<Vec<i64>, sqlx::Error> = if shape == Shape::One {
+        let ids: Result<Vec<i64>, sqlx::Error> = if let (Shape::One, Some(group)) =
+            (&shape, &self.group)
+        {
+            let (data_type, source, range) = &rows[0];
+            group
+                .insert(data_type, source, data(range))
+                .await
+                .map(|id| vec![id])
+        } else if shape == Shape::One {
             let (data_type, source, range) = &rows[0];
             self.insert(
                 sqlx::query_scalar::<_, i64>(

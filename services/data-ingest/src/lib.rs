@@ -2,6 +2,7 @@
 //! all-or-nothing round trip) and reports on what it holds.
 
 pub mod api;
+pub mod group;
 pub mod records;
 
 use common::{Running, ServiceConfig, ServiceSpec};

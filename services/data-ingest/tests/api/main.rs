@@ -3,6 +3,7 @@
 
 mod binary;
 mod endpoints;
+mod group;
 mod helpers;
 mod hostile;
 mod resilience;
