@@ -32,7 +32,14 @@ struct Pending {
 /// The gatherer; cheap to share.
 pub struct GroupCommit {
     tx: mpsc::Sender<Pending>,
-    in_flight: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+/// Requests inside `insert`, and those of them in a batch being written.
+#[derive(Default)]
+struct Counts {
+    in_flight: AtomicUsize,
+    writing: AtomicUsize,
 }
 
 impl GroupCommit {
@@ -40,11 +47,11 @@ impl GroupCommit {
     pub fn start(lanes: Arc<Lanes>, window: Duration, workers: usize) -> GroupCommit {
         let (tx, rx) = mpsc::channel::<Pending>(4096);
         let rx = Arc::new(Mutex::new(rx));
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counts = Arc::new(Counts::default());
         for _ in 0..workers.max(1) {
-            tokio::spawn(worker(rx.clone(), lanes.clone(), window, in_flight.clone()));
+            tokio::spawn(worker(rx.clone(), lanes.clone(), window, counts.clone()));
         }
-        GroupCommit { tx, in_flight }
+        GroupCommit { tx, counts }
     }
 
     /// Stores one record; its id once the row is committed.
@@ -55,8 +62,8 @@ impl GroupCommit {
         payload: &str,
     ) -> Result<i64, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _done = InFlight(&self.in_flight);
+        self.counts.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _done = InFlight(&self.counts.in_flight);
         self.tx
             .send(Pending {
                 data_type: data_type.to_string(),
@@ -83,7 +90,7 @@ async fn worker(
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     lanes: Arc<Lanes>,
     window: Duration,
-    in_flight: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
 ) {
     loop {
         let batch = {
@@ -99,10 +106,13 @@ async fn worker(
                         Err(_) => break,
                     }
                 }
-                // Wait only while more requests are in flight than gathered (the other
-                // workers' batches count as in flight too: a little wait too many is the
-                // worst case), and not past the window.
-                if in_flight.load(Ordering::SeqCst) <= batch.len() {
+                // Wait only while more requests are on their way than gathered (those in
+                // batches being written do not count), and not past the window.
+                let coming = counts
+                    .in_flight
+                    .load(Ordering::SeqCst)
+                    .saturating_sub(counts.writing.load(Ordering::SeqCst));
+                if coming <= batch.len() {
                     break;
                 }
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -112,7 +122,10 @@ async fn worker(
             }
             batch
         };
+        let n = batch.len();
+        counts.writing.fetch_add(n, Ordering::SeqCst);
         run(&lanes, batch).await;
+        counts.writing.fetch_sub(n, Ordering::SeqCst);
     }
 }
 
