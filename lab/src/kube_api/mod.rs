@@ -3,6 +3,7 @@
 //! to AKS. [`KubeDouble`] is the handle tests and `drdctl lab` hold: it starts the server and
 //! the controller, and exposes the store, fault injection, the request log and API down/up.
 
+mod attach;
 mod controller;
 mod discovery;
 mod error;
@@ -16,9 +17,11 @@ mod metrics;
 mod patch;
 mod portforward;
 mod protobuf;
+mod pty;
 mod resources;
 mod selector;
 mod server;
+mod spdy;
 mod store;
 mod table;
 mod validate;

@@ -166,3 +166,56 @@ async fn follow_by_label_until_the_pods_go() {
     })
     .await;
 }
+
+/// `kubectl attach`: the pod's output from the attach on, until the pod goes (kubectl exits 0).
+#[tokio::test]
+async fn attach_streams_new_output_until_the_pod_goes() {
+    use std::io::Write;
+    let logs = tempfile::tempdir().unwrap();
+    let d = double_with_logs(logs.path()).await;
+    seed(&d, deployment("web", 1));
+    rolled_out(&d, "web").await;
+    let pod = pod_names(&d).remove(0);
+    let path = logs.path().join(format!("{pod}.log"));
+    std::fs::write(&path, "before the attach\n").unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let k = Kubectl::new(&d);
+    let mut child = k.spawn(&["attach", &pod]);
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The attach starts at the end of the log: write until a line comes through.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        for n in 0.. {
+            writeln!(log, "tick {n}").unwrap();
+            let next = tokio::time::timeout(Duration::from_millis(200), lines.next_line());
+            match next.await {
+                Ok(line) => return line.unwrap().expect("kubectl attach ended"),
+                Err(_) => continue, // not attached yet: write another
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("output through kubectl attach");
+    assert!(first.starts_with("tick "), "{first}");
+    writeln!(log, "after").unwrap();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("kubectl attach runs");
+        if line == "after" {
+            break;
+        }
+        assert!(line.starts_with("tick "), "{line}");
+    }
+    k.ok(&["delete", "pod", &pod, "--wait=false"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("kubectl attach ends when the pod goes")
+        .unwrap();
+    assert!(status.success());
+}
