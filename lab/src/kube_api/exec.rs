@@ -458,6 +458,64 @@ enum Input {
     Tty(std::sync::Arc<Pty>),
 }
 
+impl Input {
+    /// What the client sent on a channel to the server: stdin, its close (v5), resizes.
+    async fn take(&mut self, data: &[u8], v5: bool) {
+        let closes_stdin = v5 && data.first() == Some(&CLOSE) && data.get(1) == Some(&STDIN);
+        match (data.first(), self) {
+            (Some(&STDIN), Input::Pipe(stdin)) => {
+                if let Some(w) = stdin.as_mut() {
+                    if w.write_all(&data[1..]).await.is_err() {
+                        *stdin = None;
+                    }
+                }
+            }
+            (Some(&STDIN), Input::Tty(pty)) => {
+                let _ = pty.write_all(&data[1..]).await;
+            }
+            // Dropping the pipe is the process's end of input.
+            (_, Input::Pipe(stdin)) if closes_stdin => *stdin = None,
+            // The end of input on a terminal: ^D.
+            (_, Input::Tty(pty)) if closes_stdin => {
+                let _ = pty.write_all(&[0x04]).await;
+            }
+            (Some(&RESIZE), Input::Tty(pty)) => {
+                for (w, h) in super::pty::parse_resizes(&data[1..]) {
+                    let _ = pty.resize(w, h);
+                }
+            }
+            _ => {} // resizes without a terminal, and anything else
+        }
+    }
+}
+
+/// How long the terminal's first size is waited for before the command starts (kubectl sends
+/// it at once).
+const FIRST_SIZE: Duration = Duration::from_secs(1);
+
+/// Reads the client's messages until its first resize (or [`FIRST_SIZE`]), so the command
+/// starts on a terminal of the client's size, as a runtime creates it; returns the messages
+/// read, the resize last, to hand to the command once it runs.
+async fn first_size<S>(ws: &mut WebSocketStream<S>) -> Vec<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut early = Vec::new();
+    let _ = tokio::time::timeout(FIRST_SIZE, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(data) = msg {
+                let resize = data.first() == Some(&RESIZE);
+                early.push(data.to_vec());
+                if resize {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    early
+}
+
 /// How long output still written to the terminal is waited for after the command exited,
 /// when something it started keeps the terminal open.
 const TTY_DRAIN: Duration = Duration::from_secs(2);
@@ -503,6 +561,18 @@ async fn run<S>(
             }
         }
     }
+    let early = match &pty {
+        Some((p, _)) => {
+            let early = first_size(&mut ws).await;
+            for data in early.iter().filter(|d| d.first() == Some(&RESIZE)) {
+                for (w, h) in super::pty::parse_resizes(&data[1..]) {
+                    let _ = p.resize(w, h);
+                }
+            }
+            early
+        }
+        None => Vec::new(),
+    };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
@@ -564,6 +634,10 @@ async fn run<S>(
             (Input::Pipe(child.stdin.take()), 2)
         }
     };
+    // What the client typed before the command started.
+    for data in early.iter().filter(|d| d.first() != Some(&RESIZE)) {
+        input.take(data, v5).await;
+    }
     let mut exited: Option<ExitStatus> = None;
     let drain = tokio::time::sleep(Duration::MAX);
     tokio::pin!(drain);
@@ -590,32 +664,7 @@ async fn run<S>(
                 None => open = 0,
             },
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match (data.first(), &mut input) {
-                    (Some(&STDIN), Input::Pipe(stdin)) => {
-                        if let Some(w) = stdin.as_mut() {
-                            if w.write_all(&data[1..]).await.is_err() {
-                                *stdin = None;
-                            }
-                        }
-                    }
-                    (Some(&STDIN), Input::Tty(pty)) => {
-                        let _ = pty.write_all(&data[1..]).await;
-                    }
-                    (Some(&CLOSE), Input::Pipe(stdin)) if v5 && data.get(1) == Some(&STDIN) => {
-                        // Dropping the pipe is the process's end of input.
-                        *stdin = None;
-                    }
-                    (Some(&CLOSE), Input::Tty(pty)) if v5 && data.get(1) == Some(&STDIN) => {
-                        // The end of input on a terminal: ^D.
-                        let _ = pty.write_all(&[0x04]).await;
-                    }
-                    (Some(&RESIZE), Input::Tty(pty)) => {
-                        for (w, h) in super::pty::parse_resizes(&data[1..]) {
-                            let _ = pty.resize(w, h);
-                        }
-                    }
-                    _ => {} // resizes without a terminal, and anything else
-                },
+                Some(Ok(Message::Binary(data))) => input.take(&data, v5).await,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // The client went away: so does the command.
                     let _ = child.kill().await;

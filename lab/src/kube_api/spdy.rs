@@ -330,7 +330,17 @@ pub(crate) async fn serve<R, K>(
         dial,
         pod,
     };
-    let mut reader = BufReader::new(reader);
+    // Frames are read in a task of their own: reading one is not cancel-safe, and the loop
+    // below also waits for other things.
+    let (frames_tx, mut frames) = mpsc::channel(16);
+    let frame_reader = tokio::spawn(async move {
+        let mut reader = BufReader::new(reader);
+        while let Ok(f) = read_frame(&mut reader).await {
+            if frames_tx.send(f).await.is_err() {
+                return;
+            }
+        }
+    });
     loop {
         if *down.borrow() {
             break;
@@ -338,19 +348,20 @@ pub(crate) async fn serve<R, K>(
         tokio::select! {
             changed = down.changed() => if changed.is_err() { break },
             Some(id) = done_rx.recv() => { session.conns.remove(&id); }
-            frame = read_frame(&mut reader) => match frame {
-                Ok(f) => {
+            frame = frames.recv() => match frame {
+                Some(f) => {
                     if let Err(e) = session.handle(f).await {
                         tracing::debug!(error = %e, "port-forward session ended");
                         break;
                     }
                 }
-                Err(_) => break,
+                None => break,
             },
         }
     }
     // The client is gone (or the API went down): so are its connections and the transport.
     drop(session);
+    frame_reader.abort();
     writer.abort();
 }
 
@@ -511,32 +522,47 @@ impl Connection {
             Err(e) => return self.fail(e).await,
         };
         let (mut rd, mut wr) = conn.into_split();
+        // The client's bytes to the pod in a task of their own, so that neither direction
+        // waits for the other (an echo would otherwise fill both ways and stop). It ends with
+        // `true` when the client reset the stream or the session ended.
+        let mut upstream = tokio::spawn(async move {
+            while let Some(m) = from_client.recv().await {
+                match m {
+                    FromClient::Bytes(b) => {
+                        if wr.write_all(&b).await.is_err() {
+                            return false;
+                        }
+                    }
+                    FromClient::Fin => {
+                        let _ = wr.shutdown().await;
+                    }
+                }
+            }
+            true
+        });
         let mut buf = vec![0u8; CHUNK];
         loop {
             tokio::select! {
                 n = rd.read(&mut buf) => match n {
-                    Ok(0) | Err(_) => return self.finish().await,
+                    Ok(0) | Err(_) => break,
                     Ok(n) => {
                         let o = Out::Data { id: self.data_id, bytes: buf[..n].to_vec(), fin: false };
                         if self.out.send(o).await.is_err() {
+                            upstream.abort();
                             return;
                         }
                     }
                 },
-                m = from_client.recv() => match m {
-                    Some(FromClient::Bytes(b)) => {
-                        if wr.write_all(&b).await.is_err() {
-                            return self.finish().await;
-                        }
+                abandoned = &mut upstream => {
+                    if abandoned.unwrap_or(true) {
+                        return;
                     }
-                    Some(FromClient::Fin) => {
-                        let _ = wr.shutdown().await;
-                    }
-                    // The client reset the stream, or the session ended.
-                    None => return,
-                },
+                    break; // the pod's side is gone: so is the connection
+                }
             }
         }
+        upstream.abort();
+        self.finish().await;
     }
 }
 

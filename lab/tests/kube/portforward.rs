@@ -125,11 +125,13 @@ async fn forwards_concurrent_connections(websockets: bool) {
     let trips = bodies
         .iter()
         .map(|b| tokio::spawn(round_trip(f.local, b.clone())));
-    for (trip, body) in futures_util::future::join_all(trips)
-        .await
-        .into_iter()
-        .zip(&bodies)
-    {
+    let trips = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(trips),
+    )
+    .await
+    .expect("every connection ends");
+    for (trip, body) in trips.into_iter().zip(&bodies) {
         let back = trip.unwrap();
         assert_eq!(back.len(), body.len());
         assert!(back == *body, "the bytes came back changed");

@@ -111,6 +111,64 @@ async fn port_forward_errors_are_reported_like_the_api_server_does() {
     );
 }
 
+/// Real kubectl for the double, its kubeconfig and cache in `dir`.
+fn kubectl(d: &lab::KubeDouble, dir: &std::path::Path) -> tokio::process::Command {
+    let kubeconfig = dir.join("kubeconfig");
+    lab::kube_api::write_kubeconfig(&kubeconfig, &[("primary", &d.url())]).unwrap();
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .env("HOME", dir)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The PostgreSQL container restarted in place (the kubelet after a crash): start.sh runs
+/// again in the same pod, and `kubectl logs --previous` is the former run's log.
+#[tokio::test]
+async fn a_restarted_postgresql_container_keeps_its_previous_log() {
+    let pair = PgPair::new(config()).unwrap();
+    let d = primary_region(&pair).await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = |previous: bool| {
+        let mut cmd = kubectl(&d, dir.path());
+        cmd.args(["logs", "postgresql-0"]);
+        if previous {
+            cmd.arg("--previous");
+        }
+        async move {
+            let out = cmd.output().await.expect("kubectl must be installed");
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.success(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let (ok, _, err) = logs(true).await;
+    assert!(
+        !ok && err.contains("previous terminated container"),
+        "{err}"
+    );
+    let (_, first, _) = logs(false).await;
+    assert!(first.contains("decision=init-primary"), "{first}");
+
+    let pod = d
+        .restart_container("default", "postgresql-0", 1)
+        .await
+        .unwrap();
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
+    assert!(pair.primary.psql("appdb", "SELECT 1").await.is_ok());
+    let (ok, previous, err) = logs(true).await;
+    assert!(ok, "{err}");
+    assert!(previous.starts_with(&first), "{previous}");
+    let (_, current, _) = logs(false).await;
+    assert!(
+        current.contains("decision=") && !current.contains("init-primary"),
+        "{current}"
+    );
+}
+
 /// `kubectl port-forward pod/postgresql-0 <local>:5432`, as an operator runs it (SPDY/3.1
 /// tunnelled in a WebSocket, kubectl's default), carries PostgreSQL sessions: two at once
 /// through the one kubectl, a large result, then a clean end of each connection.
@@ -120,18 +178,10 @@ async fn kubectl_port_forward_carries_postgresql_sessions() {
     let pair = PgPair::new(config()).unwrap();
     let d = primary_region(&pair).await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    lab::kube_api::write_kubeconfig(&kubeconfig, &[("primary", &d.url())]).unwrap();
-    let mut kubectl = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
+    let mut kubectl = kubectl(&d, dir.path())
         .args(["port-forward", "pod/postgresql-0", "0:5432"])
         .args(["--address", "127.0.0.1"])
-        .env("HOME", dir.path())
         .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("kubectl must be installed");
     let mut lines = tokio::io::BufReader::new(kubectl.stdout.take().unwrap()).lines();
