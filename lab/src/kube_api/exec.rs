@@ -14,8 +14,9 @@
 //! root directory of its own holding `/tmp`: absolute paths in the command under it are mapped
 //! there, so `kubectl cp` (`tar` over exec) and a later `psql -f /tmp/...` see the same files,
 //! and two pods never share a `/tmp`. A new pod (a restart) starts with an empty one.
-//! `-t` gets no pseudo-terminal: stderr joins stdout (as a TTY merges them) and resizes are
-//! read and ignored.
+//! `-t` runs the command on a pseudo-terminal ([`super::pty`]): stderr joins stdout, the input
+//! is echoed and line-edited by the terminal, kubectl's resizes (channel 4) set its size, and
+//! the v5 close of stdin types ^D.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,17 +37,19 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::controller::PodInfo;
 use super::error::ApiError;
+use super::pty::{Pty, PtyReader};
 use super::server::Ctx;
 
 /// The subprotocols served, preferred first.
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
+pub(crate) const STDIN: u8 = 0;
+pub(crate) const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const STATUS: u8 = 3;
+const RESIZE: u8 = 4;
 /// v5: the client closed this channel (the next byte names it).
-const CLOSE: u8 = 0xFF;
+pub(crate) const CLOSE: u8 = 0xFF;
 
 /// How a command runs inside a pod: its environment and OS user.
 #[derive(Debug, Clone, Default)]
@@ -169,14 +172,15 @@ pub(crate) fn host_command(root: &Path, command: &[String]) -> Vec<String> {
 }
 
 /// What the request asks for.
-struct ExecRequest {
+pub(crate) struct ExecRequest {
     command: Vec<String>,
     container: String,
     stdin: bool,
     tty: bool,
 }
 
-fn parse_request(pod: &PodInfo, raw_query: &str) -> Result<ExecRequest, ApiError> {
+/// Reads an exec request's query (`attach`: no command).
+fn parse_request(pod: &PodInfo, raw_query: &str, attach: bool) -> Result<ExecRequest, ApiError> {
     let mut command = Vec::new();
     let mut container = None;
     let mut flags: HashMap<String, bool> = HashMap::new();
@@ -215,7 +219,7 @@ fn parse_request(pod: &PodInfo, raw_query: &str) -> Result<ExecRequest, ApiError
             )))
         }
     };
-    if command.is_empty() {
+    if command.is_empty() && !attach {
         return Err(ApiError::bad_request("you must specify at least 1 command"));
     }
     let flag = |k: &str| flags.get(k).copied().unwrap_or(false);
@@ -249,6 +253,43 @@ pub(crate) fn header_of(req: &Request, name: header::HeaderName) -> String {
         .to_string()
 }
 
+/// The remote-command subprotocol to answer with (v5 first), or why there is none.
+fn negotiate(req: &Request, what: &str) -> Result<&'static str, ApiError> {
+    let offered = header_of(req, header::SEC_WEBSOCKET_PROTOCOL);
+    let protocol = PROTOCOLS
+        .into_iter()
+        .find(|p| offered.split(',').any(|o| o.trim() == *p));
+    protocol
+        .filter(|_| header_of(req, header::UPGRADE).eq_ignore_ascii_case("websocket"))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the lab's API double serves {what} over WebSocket ({}) only; SPDY is not \
+                 implemented (upgrade {:?}, subprotocols {offered:?})",
+                PROTOCOLS.join(", "),
+                header_of(req, header::UPGRADE)
+            ))
+        })
+}
+
+/// Whether `protocol` (from [`negotiate`]) is v5, which has the close-stdin message.
+pub(crate) fn is_v5(protocol: &str) -> bool {
+    protocol == PROTOCOLS[0]
+}
+
+/// Checks an exec (or attach) request before the upgrade: a running pod, a valid query, a
+/// subprotocol both sides speak.
+pub(crate) fn accept(
+    req: &Request,
+    pod: &PodInfo,
+    raw_query: &str,
+    attach: bool,
+) -> Result<(ExecRequest, &'static str), ApiError> {
+    super::portforward::require_running(pod)?;
+    let request = parse_request(pod, raw_query, attach)?;
+    let what = if attach { "attach" } else { "exec" };
+    Ok((request, negotiate(req, what)?))
+}
+
 /// Serves one exec request: checks it, then upgrades and runs the command.
 pub(crate) fn exec(
     ctx: &Ctx,
@@ -256,22 +297,7 @@ pub(crate) fn exec(
     pod: &PodInfo,
     raw_query: &str,
 ) -> Result<Response, ApiError> {
-    super::portforward::require_running(pod)?;
-    let request = parse_request(pod, raw_query)?;
-    let offered = header_of(req, header::SEC_WEBSOCKET_PROTOCOL);
-    let protocol = PROTOCOLS
-        .into_iter()
-        .find(|p| offered.split(',').any(|o| o.trim() == *p));
-    let Some(protocol) =
-        protocol.filter(|_| header_of(req, header::UPGRADE).eq_ignore_ascii_case("websocket"))
-    else {
-        return Err(ApiError::bad_request(format!(
-            "the lab's API double serves exec over WebSocket ({}) only; SPDY is not implemented \
-             (upgrade {:?}, subprotocols {offered:?})",
-            PROTOCOLS.join(", "),
-            header_of(req, header::UPGRADE)
-        )));
-    };
+    let (request, protocol) = accept(req, pod, raw_query, false)?;
     let env = ctx.pod_io.exec_env(pod).map_err(|e| {
         ApiError::new(
             500,
@@ -298,26 +324,38 @@ pub(crate) fn exec(
                 format!("Internal error occurred: {e}"),
             )
         })?;
+    let v5 = is_v5(protocol);
+    serve_websocket(req, protocol, move |ws| run(ws, request, env, root, v5))
+}
+
+/// Answers the upgrade with `protocol` and hands the WebSocket to `serve` once upgraded.
+pub(crate) fn serve_websocket<F, Fut>(
+    req: &Request,
+    protocol: &'static str,
+    serve: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(WebSocketStream<poem::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let key = header_of(req, header::SEC_WEBSOCKET_KEY);
     let on_upgrade = req
         .take_upgrade()
         .map_err(|e| ApiError::bad_request(format!("cannot upgrade the connection: {e}")))?;
-    let v5 = protocol == PROTOCOLS[0];
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                tracing::debug!(error = %e, "exec upgrade failed");
+                tracing::debug!(error = %e, protocol, "upgrade failed");
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
-        run(ws, request, env, root, v5).await;
+        serve(WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await).await;
     });
     Ok(upgrade_response(&key, protocol))
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
+pub(crate) fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
@@ -377,7 +415,7 @@ pub(crate) fn spawn_reader<R, T>(
 }
 
 /// Ends the session as the kubelet does: the status, then a normal close, read to its end.
-async fn finish<S>(mut ws: WebSocketStream<S>, status: &Value)
+pub(crate) async fn finish<S>(mut ws: WebSocketStream<S>, status: &Value)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -398,57 +436,211 @@ where
     .await;
 }
 
+/// `program` as `PATH` in `env` finds it (a path with a slash as it is), if it exists.
+fn find_program(program: &str, env: &[(String, String)]) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Path::new(program).is_file().then(|| PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())?;
+    path.split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+}
+
+/// Where the command's input goes.
+enum Input {
+    /// Its stdin pipe (none when closed or not asked for).
+    Pipe(Option<tokio::process::ChildStdin>),
+    /// The terminal it runs on.
+    Tty(std::sync::Arc<Pty>),
+}
+
+impl Input {
+    /// What the client sent on a channel to the server: stdin, its close (v5), resizes.
+    async fn take(&mut self, data: &[u8], v5: bool) {
+        let closes_stdin = v5 && data.first() == Some(&CLOSE) && data.get(1) == Some(&STDIN);
+        match (data.first(), self) {
+            (Some(&STDIN), Input::Pipe(stdin)) => {
+                if let Some(w) = stdin.as_mut() {
+                    if w.write_all(&data[1..]).await.is_err() {
+                        *stdin = None;
+                    }
+                }
+            }
+            (Some(&STDIN), Input::Tty(pty)) => {
+                let _ = pty.write_all(&data[1..]).await;
+            }
+            // Dropping the pipe is the process's end of input.
+            (_, Input::Pipe(stdin)) if closes_stdin => *stdin = None,
+            // The end of input on a terminal: ^D.
+            (_, Input::Tty(pty)) if closes_stdin => {
+                let _ = pty.write_all(&[0x04]).await;
+            }
+            (Some(&RESIZE), Input::Tty(pty)) => {
+                for (w, h) in super::pty::parse_resizes(&data[1..]) {
+                    let _ = pty.resize(w, h);
+                }
+            }
+            _ => {} // resizes without a terminal, and anything else
+        }
+    }
+}
+
+/// How long the terminal's first size is waited for before the command starts (kubectl sends
+/// it at once).
+const FIRST_SIZE: Duration = Duration::from_secs(1);
+
+/// Reads the client's messages until its first resize (or [`FIRST_SIZE`]), so the command
+/// starts on a terminal of the client's size, as a runtime creates it; returns the messages
+/// read, the resize last, to hand to the command once it runs.
+async fn first_size<S>(ws: &mut WebSocketStream<S>) -> Vec<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut early = Vec::new();
+    let _ = tokio::time::timeout(FIRST_SIZE, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(data) = msg {
+                let resize = data.first() == Some(&RESIZE);
+                early.push(data.to_vec());
+                if resize {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    early
+}
+
+/// How long output still written to the terminal is waited for after the command exited,
+/// when something it started keeps the terminal open.
+const TTY_DRAIN: Duration = Duration::from_secs(2);
+
 async fn run<S>(
     mut ws: WebSocketStream<S>,
     request: ExecRequest,
-    env: ExecEnv,
+    mut env: ExecEnv,
     root: PathBuf,
     v5: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let argv = host_command(&root, &request.command);
+    let mut argv = host_command(&root, &request.command);
+    let not_found = || {
+        internal_error(&format!(
+            "exec: {:?}: executable file not found in $PATH",
+            request.command[0]
+        ))
+    };
+    // A terminal: the runtime's TERM, and the command in a session of its own with the
+    // terminal as its controlling one (`setsid --ctty`, when the image has setsid).
+    let mut pty = None;
+    if request.tty {
+        if find_program(&argv[0], &env.env).is_none() {
+            finish(ws, &not_found()).await;
+            return;
+        }
+        if !env.env.iter().any(|(k, _)| k == "TERM") {
+            env.env.push(("TERM".into(), "xterm".into()));
+        }
+        if let Some(setsid) = find_program("setsid", &env.env) {
+            let mut wrapped = vec![setsid.to_string_lossy().into_owned(), "--ctty".into()];
+            wrapped.push("--wait".into());
+            wrapped.append(&mut argv);
+            argv = wrapped;
+        }
+        match Pty::open() {
+            Ok(p) => pty = Some(p),
+            Err(e) => {
+                finish(ws, &internal_error(&format!("opening a terminal: {e}"))).await;
+                return;
+            }
+        }
+    }
+    let early = match &pty {
+        Some((p, _)) => {
+            let early = first_size(&mut ws).await;
+            for data in early.iter().filter(|d| d.first() == Some(&RESIZE)) {
+                for (w, h) in super::pty::parse_resizes(&data[1..]) {
+                    let _ = p.resize(w, h);
+                }
+            }
+            early
+        }
+        None => Vec::new(),
+    };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
         .envs(env.env.iter().cloned())
         .current_dir(&root)
-        .stdin(if request.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let pty = match pty {
+        Some((pty, slave)) => {
+            let (Ok(a), Ok(b)) = (slave.try_clone(), slave.try_clone()) else {
+                finish(ws, &internal_error("opening a terminal")).await;
+                return;
+            };
+            cmd.stdin(Stdio::from(a))
+                .stdout(Stdio::from(b))
+                .stderr(Stdio::from(slave));
+            Some(std::sync::Arc::new(pty))
+        }
+        None => {
+            cmd.stdin(if request.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            None
+        }
+    };
     if let Some((uid, gid)) = env.user {
         cmd.uid(uid).gid(gid);
     }
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // The command holds the terminal's slave: ours must close, or the master never ends.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            let msg = if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "exec: {:?}: executable file not found in $PATH",
-                    request.command[0]
-                )
+            let status = if e.kind() == std::io::ErrorKind::NotFound {
+                not_found()
             } else {
-                format!("exec: {:?}: {e}", request.command[0])
+                internal_error(&format!("exec: {:?}: {e}", request.command[0]))
             };
-            finish(ws, &internal_error(&msg)).await;
+            finish(ws, &status).await;
             return;
         }
     };
-    tracing::debug!(command = ?request.command, "exec started");
+    tracing::debug!(command = ?request.command, tty = request.tty, "exec started");
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let out = child.stdout.take().expect("piped stdout");
-    let err = child.stderr.take().expect("piped stderr");
-    spawn_reader(out, STDOUT, tx.clone());
-    // A TTY merges stderr into stdout.
-    spawn_reader(err, if request.tty { STDOUT } else { STDERR }, tx);
-    let mut stdin = child.stdin.take();
-    let mut open = 2;
+    let (mut input, mut open) = match &pty {
+        Some(pty) => {
+            spawn_reader(PtyReader(pty.clone()), STDOUT, tx);
+            (Input::Tty(pty.clone()), 1)
+        }
+        None => {
+            let out = child.stdout.take().expect("piped stdout");
+            let err = child.stderr.take().expect("piped stderr");
+            spawn_reader(out, STDOUT, tx.clone());
+            spawn_reader(err, STDERR, tx);
+            (Input::Pipe(child.stdin.take()), 2)
+        }
+    };
+    // What the client typed before the command started.
+    for data in early.iter().filter(|d| d.first() != Some(&RESIZE)) {
+        input.take(data, v5).await;
+    }
     let mut exited: Option<ExitStatus> = None;
+    let drain = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drain);
     while open > 0 || exited.is_none() {
         tokio::select! {
             status = child.wait(), if exited.is_none() => {
@@ -459,7 +651,9 @@ async fn run<S>(
                         return;
                     }
                 }
+                drain.as_mut().reset(tokio::time::Instant::now() + TTY_DRAIN);
             }
+            () = &mut drain, if pty.is_some() && exited.is_some() => break,
             got = rx.recv(), if open > 0 => match got {
                 Some((ch, Some(data))) => {
                     if ws.send(frame(ch, &data)).await.is_err() {
@@ -470,20 +664,7 @@ async fn run<S>(
                 None => open = 0,
             },
             msg = ws.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match data.first() {
-                    Some(&STDIN) => {
-                        if let Some(w) = stdin.as_mut() {
-                            if w.write_all(&data[1..]).await.is_err() {
-                                stdin = None;
-                            }
-                        }
-                    }
-                    Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
-                        // Dropping the pipe is the process's end of input.
-                        stdin = None;
-                    }
-                    _ => {} // resize (4) and anything else: no terminal here
-                },
+                Some(Ok(Message::Binary(data))) => input.take(&data, v5).await,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // The client went away: so does the command.
                     let _ = child.kill().await;

@@ -8,8 +8,9 @@
 //! keeps no per-line times, so a line's time is the one it carries (the services' JSON
 //! `timestamp`, start.sh's and PostgreSQL's leading stamp), else the previous line's, else the
 //! pod's start: that is what `--since` filters on and `--timestamps` prints.
-//! A container is never restarted in place here (a restart is a new pod), so `--previous`
-//! always answers the kubelet's "previous terminated container ... not found".
+//! `--previous` serves the log of a container's former run once it restarted in place
+//! (`restartCount` > 0, [`super::restart`]); for a container that never did (a replaced pod
+//! starts at 0) it answers the kubelet's "previous terminated container ... not found".
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -52,6 +53,8 @@ fn line_time(line: &str) -> Option<DateTime<Utc>> {
 
 /// What the request asks for.
 struct LogRequest {
+    /// `--previous`: the container whose former run's log is asked for.
+    previous: Option<String>,
     follow: bool,
     tail: Option<usize>,
     since: Option<DateTime<Utc>>,
@@ -61,6 +64,14 @@ struct LogRequest {
 
 fn bad_request(msg: String) -> ApiError {
     ApiError::bad_request(msg)
+}
+
+/// The kubelet's answer to `--previous` for a container that never restarted.
+fn previous_not_found(pod: &PodInfo, container: &str) -> ApiError {
+    bad_request(format!(
+        "previous terminated container {container:?} in pod {:?} not found",
+        pod.name
+    ))
 }
 
 fn parse(pod: &PodInfo, q: &BTreeMap<String, String>) -> Result<LogRequest, ApiError> {
@@ -90,17 +101,18 @@ fn parse(pod: &PodInfo, q: &BTreeMap<String, String>) -> Result<LogRequest, ApiE
         }
     };
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    if flag("previous") {
-        return Err(bad_request(format!(
-            "previous terminated container {container:?} in pod {:?} not found",
-            pod.name
-        )));
-    }
-    let started = pod
+    let status = pod
         .object
-        .pointer("/status/containerStatuses/0/state/running")
-        .is_some();
-    if !started {
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["name"] == container.as_str()));
+    let previous = flag("previous");
+    let restarted = status.is_some_and(|c| c["restartCount"].as_i64().unwrap_or(0) > 0);
+    if previous && !restarted {
+        return Err(previous_not_found(pod, &container));
+    }
+    let started = status.is_some_and(|c| c.pointer("/state/running").is_some());
+    if !started && !previous {
         return Err(bad_request(format!(
             "container {container:?} in pod {:?} is waiting to start: ContainerCreating",
             pod.name
@@ -124,6 +136,7 @@ fn parse(pod: &PodInfo, q: &BTreeMap<String, String>) -> Result<LogRequest, ApiE
         (None, None) => None,
     };
     Ok(LogRequest {
+        previous: previous.then_some(container),
         follow: flag("follow"),
         tail: number("tailLines")?.map(|n| n.max(0) as usize),
         since,
@@ -201,10 +214,18 @@ fn serve_inner(
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map_or_else(Utc::now, |d| d.to_utc());
     let mut timed = Timed { last: start };
-    let path = ctx.pod_io.log_path(pod);
-    let (lines, offset) = match &path {
-        Some(p) => read_lines(p, 0),
-        None => {
+    // The former run of a restarted container has ended: nothing to follow.
+    let path = ctx.pod_io.log_path(pod).filter(|_| req.previous.is_none());
+    let (lines, offset) = match (&req.previous, &path) {
+        (Some(container), _) => {
+            let text = ctx
+                .previous_logs
+                .get(&pod.uid, container)
+                .ok_or_else(|| previous_not_found(pod, container))?;
+            (text.lines().map(String::from).collect(), 0)
+        }
+        (None, Some(p)) => read_lines(p, 0),
+        (None, None) => {
             let text = ctx.pod_io.logs(pod).unwrap_or_default();
             (text.lines().map(String::from).collect(), 0)
         }

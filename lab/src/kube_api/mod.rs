@@ -3,6 +3,7 @@
 //! to AKS. [`KubeDouble`] is the handle tests and `drdctl lab` hold: it starts the server and
 //! the controller, and exposes the store, fault injection, the request log and API down/up.
 
+mod attach;
 mod controller;
 mod discovery;
 mod error;
@@ -16,9 +17,12 @@ mod metrics;
 mod patch;
 mod portforward;
 mod protobuf;
+mod pty;
 mod resources;
+mod restart;
 mod selector;
 mod server;
+mod spdy;
 mod store;
 mod table;
 mod validate;
@@ -160,6 +164,8 @@ impl KubeDouble {
             pod_io: cfg.pod_io.clone(),
             containers: Default::default(),
             cpu_samples: Default::default(),
+            runtime: cfg.runtime.clone(),
+            previous_logs: Default::default(),
         });
         let controller = controller::Controller::new(
             store,
@@ -284,7 +290,6 @@ impl KubeDouble {
     /// owning controller's status follows.
     pub fn set_pod_ready(&self, namespace: &str, name: &str, ready: bool) -> ApiResult<Value> {
         let res = resources::lookup("pods").expect("pods are served");
-        let flag = if ready { "True" } else { "False" };
         if !ready {
             if let Some(pod) = self.ctx.store.get(res, namespace, name) {
                 events::pod_event(
@@ -300,17 +305,7 @@ impl KubeDouble {
             .store
             .update(res, namespace, name, WriteOpts::status(), |old| {
                 let mut new = old.clone();
-                if let Some(conds) = new
-                    .pointer_mut("/status/conditions")
-                    .and_then(Value::as_array_mut)
-                {
-                    for c in conds
-                        .iter_mut()
-                        .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
-                    {
-                        c["status"] = serde_json::json!(flag);
-                    }
-                }
+                restart::set_ready_conditions(&mut new, ready);
                 if let Some(cs) = new
                     .pointer_mut("/status/containerStatuses")
                     .and_then(Value::as_array_mut)
@@ -321,6 +316,20 @@ impl KubeDouble {
                 }
                 Ok(new)
             })
+    }
+
+    /// Restarts the pod's (first) container in place, as the kubelet does after the container
+    /// exited with `exit_code` (a crash, a failed liveness probe): `restartCount` + 1,
+    /// `lastState.terminated`, the former log kept for `kubectl logs --previous`, the process
+    /// stopped and started again by the runtime. Resolves once it runs again (or is backing
+    /// off after a failed start).
+    pub async fn restart_container(
+        &self,
+        namespace: &str,
+        name: &str,
+        exit_code: i32,
+    ) -> ApiResult<Value> {
+        restart::restart_container(&self.ctx, namespace, name, exit_code).await
     }
 
     /// Creates an object (its `apiVersion` and `kind` pick the resource), as a client would.

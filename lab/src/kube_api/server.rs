@@ -36,6 +36,9 @@ pub(crate) struct Ctx {
     pub pod_io: Arc<dyn super::portforward::PodIo>,
     pub containers: super::exec::Containers,
     pub cpu_samples: super::metrics::CpuSamples,
+    /// Runs the pods (the controller's too): in-place container restarts use it.
+    pub runtime: Arc<dyn super::controller::PodRuntime>,
+    pub previous_logs: super::restart::PreviousLogs,
 }
 
 /// The Poem endpoint serving the whole API.

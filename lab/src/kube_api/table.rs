@@ -184,6 +184,20 @@ fn cells(res: &ResourceDef, o: &Value) -> Vec<Value> {
                         .find_map(|c| c.pointer("/state/waiting/reason").and_then(Value::as_str))
                 })
                 .unwrap_or(phase);
+            // kubectl's printer: the restarts, and how long ago the last one was.
+            let statuses = st["containerStatuses"].as_array();
+            let restarts: i64 = statuses.map_or(0, |a| {
+                a.iter().filter_map(|c| c["restartCount"].as_i64()).sum()
+            });
+            let last = statuses.and_then(|a| {
+                a.iter()
+                    .filter_map(|c| c.pointer("/lastState/terminated/finishedAt")?.as_str())
+                    .max()
+            });
+            let restarts = match last {
+                Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_age(t)),
+                _ => restarts.to_string(),
+            };
             let ip = st["podIP"].as_str().unwrap_or("<none>");
             let node = o
                 .pointer("/spec/nodeName")
@@ -193,7 +207,7 @@ fn cells(res: &ResourceDef, o: &Value) -> Vec<Value> {
                 name,
                 json!(format!("{ready}/{total}")),
                 json!(status),
-                json!("0"),
+                json!(restarts),
                 age,
                 json!(ip),
                 json!(node),

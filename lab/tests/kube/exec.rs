@@ -142,3 +142,82 @@ async fn cp_into_and_out_of_a_pod_with_its_own_tmp() {
         .await;
     assert!(!k.path("m").exists());
 }
+
+/// Runs `script` (util-linux) with `shell` as the command on a new terminal, `input` typed
+/// into it; returns what the terminal showed and the command's exit code.
+async fn on_a_terminal(k: &Kubectl, shell: &str, input: &[u8]) -> (String, Option<i32>) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", shell, "/dev/null"])
+        .env("HOME", k.path(""))
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&input).await;
+        // Keep the terminal's input open: script ends with the command, not with its stdin.
+        std::future::pending::<()>().await;
+        drop(stdin);
+    });
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the command on the terminal ends")
+        .unwrap();
+    (
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        out.status.code(),
+    )
+}
+
+/// Quotes `argv` for `sh -c`.
+fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `kubectl exec -it` on a terminal: the command runs on a pseudo-terminal of the pod's (a
+/// tty, the size kubectl sends, stderr on the terminal too), an interactive shell reads what is
+/// typed, and the exit code comes back.
+#[tokio::test]
+async fn exec_with_a_terminal() {
+    let d = double().await;
+    let pod = &pods_of(&d, "web", 1).await[0];
+    let k = Kubectl::new(&d);
+
+    // As the issue runs it.
+    let cmd = shell_line(&k.argv(&["exec", "-it", pod, "--", "sh", "-c", "echo hi"]));
+    let (out, code) = on_a_terminal(&k, &cmd, b"").await;
+    assert_eq!((out.as_str(), code), ("hi\r\n", Some(0)));
+
+    let script = "tty; stty size; echo err >&2; test -t 0 && echo stdin is a terminal; exit 4";
+    let cmd = shell_line(&k.argv(&["exec", "-it", pod, "--", "sh", "-c", script]));
+    let (out, code) = on_a_terminal(&k, &format!("stty cols 100 rows 30; {cmd}"), b"").await;
+    assert_eq!(code, Some(4), "{out}");
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{out:?}");
+    assert_eq!(
+        lines[1..],
+        [
+            "30 100",
+            "err",
+            "stdin is a terminal",
+            "command terminated with exit code 4",
+            ""
+        ],
+        "{out:?}"
+    );
+
+    // An interactive shell: a prompt, what is typed, its output.
+    let cmd = shell_line(&k.argv(&["exec", "-it", pod, "--", "sh"]));
+    let (out, code) = on_a_terminal(&k, &cmd, b"echo typed $((6*7))\nexit 5\n").await;
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("typed 42\r\n"), "{out:?}");
+}

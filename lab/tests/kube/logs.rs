@@ -166,3 +166,126 @@ async fn follow_by_label_until_the_pods_go() {
     })
     .await;
 }
+
+/// A double whose deployment `web` has one pod, its log `text`: the log directory (kept while
+/// it lives), the double, the pod and its log file.
+async fn one_pod_with_a_log(text: &str) -> (tempfile::TempDir, KubeDouble, String, PathBuf) {
+    let logs = tempfile::tempdir().unwrap();
+    let d = double_with_logs(logs.path()).await;
+    seed(&d, deployment("web", 1));
+    rolled_out(&d, "web").await;
+    let pod = pod_names(&d).remove(0);
+    let path = logs.path().join(format!("{pod}.log"));
+    std::fs::write(&path, text).unwrap();
+    (logs, d, pod, path)
+}
+
+/// `kubectl attach`: the pod's output from the attach on, until the pod goes (kubectl exits 0).
+#[tokio::test]
+async fn attach_streams_new_output_until_the_pod_goes() {
+    use std::io::Write;
+    let (_logs, d, pod, path) = one_pod_with_a_log("before the attach\n").await;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let k = Kubectl::new(&d);
+    let mut child = k.spawn(&["attach", &pod]);
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The attach starts at the end of the log: write until a line comes through.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
+        for n in 0.. {
+            writeln!(log, "tick {n}").unwrap();
+            let next = tokio::time::timeout(Duration::from_millis(200), lines.next_line());
+            match next.await {
+                Ok(line) => return line.unwrap().expect("kubectl attach ended"),
+                Err(_) => continue, // not attached yet: write another
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("output through kubectl attach");
+    assert!(first.starts_with("tick "), "{first}");
+    writeln!(log, "after").unwrap();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("kubectl attach runs");
+        if line == "after" {
+            break;
+        }
+        assert!(line.starts_with("tick "), "{line}");
+    }
+    k.ok(&["delete", "pod", &pod, "--wait=false"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("kubectl attach ends when the pod goes")
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A container restarted in place (the kubelet after a crash): `--previous` is its former
+/// run's log, the pod shows the restart; a replaced pod has no previous container.
+#[tokio::test]
+async fn previous_is_the_former_run_after_a_restart_in_place() {
+    let (_logs, d, pod, path) = one_pod_with_a_log("first run\nfirst run, last line\n").await;
+    let k = Kubectl::new(&d);
+    let not_found = format!(
+        "Error from server (BadRequest): previous terminated container \"web\" in pod \"{pod}\" not found"
+    );
+    let out = k.run(&["logs", &pod, "--previous"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), not_found);
+
+    let restarted = d.restart_container("default", &pod, 137).await.unwrap();
+    let status = &restarted["status"]["containerStatuses"][0];
+    assert_eq!(status["restartCount"], 1);
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 137);
+    assert_eq!(status["lastState"]["terminated"]["reason"], "Error");
+    assert!(
+        status["state"]["running"]["startedAt"].is_string(),
+        "{status}"
+    );
+    assert_eq!(
+        restarted["metadata"]["uid"],
+        d.get("pods", "default", &pod).unwrap()["metadata"]["uid"]
+    );
+    // The new run writes a new log.
+    std::fs::write(&path, "second run\n").unwrap();
+
+    assert_eq!(
+        k.ok(&["logs", &pod, "--previous"]).await,
+        "first run\nfirst run, last line\n"
+    );
+    assert_eq!(
+        k.ok(&["logs", &pod, "-p", "--tail=1"]).await,
+        "first run, last line\n"
+    );
+    // The former run has ended: -f prints it and returns.
+    let followed = tokio::time::timeout(
+        Duration::from_secs(20),
+        k.ok(&["logs", &pod, "--previous", "-f"]),
+    )
+    .await
+    .expect("logs -f --previous returns");
+    assert_eq!(followed, "first run\nfirst run, last line\n");
+    assert_eq!(k.ok(&["logs", &pod]).await, "second run\n");
+    let row = k.ok(&["get", "pod", &pod, "--no-headers"]).await;
+    assert!(row.contains(" Running   1 ("), "{row}");
+
+    // `rollout restart` replaces the pod: the new one never restarted.
+    k.ok(&["rollout", "restart", "deploy/web"]).await;
+    let new = eventually(20, "the replacement pod", || async {
+        let names = pod_names(&d);
+        (names.len() == 1 && names[0] != pod).then(|| names[0].clone())
+    })
+    .await;
+    rolled_out(&d, "web").await;
+    let out = k.run(&["logs", &new, "--previous"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        not_found.replace(&pod, &new)
+    );
+}

@@ -8,6 +8,7 @@ mod kube_rs;
 mod kubectl;
 mod logs;
 mod openapi;
+mod portforward;
 mod rollout;
 mod runtime;
 mod support;

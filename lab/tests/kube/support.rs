@@ -138,8 +138,16 @@ impl Kubectl {
 
     /// Starts kubectl with `args` (stdout piped, stdin empty), for commands that stream.
     pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
-        tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
+        let mut cmd = self.command(args);
+        cmd.stderr(std::process::Stdio::inherit());
+        cmd.spawn().expect("kubectl must be installed")
+    }
+
+    /// kubectl with `args`, to be spawned by the caller (stdin empty, stdout and stderr
+    /// piped, killed on drop), e.g. with extra environment.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig")
             .arg(self.dir.path().join("kubeconfig"))
             .arg("--context")
             .arg(&self.context)
@@ -149,9 +157,22 @@ impl Kubectl {
             .env("HOME", self.dir.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("kubectl must be installed")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The whole kubectl command line for `args` (kubeconfig, context, cache dir), e.g. to run
+    /// it on a terminal through `script`.
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
+        let d = self.dir.path();
+        let mut v = vec!["kubectl".to_string(), "--kubeconfig".to_string()];
+        v.push(d.join("kubeconfig").to_string_lossy().into_owned());
+        v.extend(["--context".to_string(), self.context.clone()]);
+        v.push("--cache-dir".to_string());
+        v.push(d.join("cache").to_string_lossy().into_owned());
+        v.extend(args.iter().map(|a| a.to_string()));
+        v
     }
 
     /// Runs kubectl with `args`, `input` as its stdin (none: an empty stdin).

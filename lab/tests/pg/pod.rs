@@ -8,7 +8,7 @@ use lab::pg::PgPair;
 use sqlx::{Connection, PgConnection};
 use tokio::net::TcpListener;
 
-use crate::support::{client, config, eventually, primary_region};
+use crate::support::{client, config, eventually, primary_region, PASSWORD};
 
 /// A local listener whose connections each go through one port-forward stream.
 pub(crate) async fn bridge(api: Api<Pod>, pod: &str, port: u16) -> u16 {
@@ -100,47 +100,136 @@ async fn port_forward_errors_are_reported_like_the_api_server_does() {
     );
 }
 
-/// FIXME(kubectl port-forward): kubectl 1.32 speaks SPDY/3.1 (directly or tunnelled in a
-/// WebSocket), which the double does not implement; it must at least say so clearly.
-#[tokio::test]
-async fn kubectl_port_forward_is_refused_with_a_clear_message() {
-    let d = lab::KubeDouble::start("primary", "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    d.create(
-        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}}),
-    )
-    .unwrap();
-    let pod = eventually(20, "a running pod", || async {
-        let pods = d.list("pods", Some("default"));
-        let p = pods.iter().find(|p| p["status"]["phase"] == "Running")?;
-        p["metadata"]["name"].as_str().map(String::from)
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
+/// Real kubectl for the double, its kubeconfig and cache in `dir`.
+fn kubectl(d: &lab::KubeDouble, dir: &std::path::Path) -> tokio::process::Command {
+    let kubeconfig = dir.join("kubeconfig");
     lab::kube_api::write_kubeconfig(&kubeconfig, &[("primary", &d.url())]).unwrap();
-    let out = tokio::process::Command::new("kubectl")
-        .arg("--kubeconfig")
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
         .arg(&kubeconfig)
         .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
-        .args(["port-forward", &format!("pod/{pod}"), "0:8080"])
-        .env("HOME", dir.path())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), out)
-        .await
-        .expect("kubectl port-forward returns")
-        .expect("kubectl must be installed");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        .arg(dir.join("cache"))
+        .env("HOME", dir)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// The PostgreSQL container restarted in place (the kubelet after a crash): start.sh runs
+/// again in the same pod, and `kubectl logs --previous` is the former run's log.
+#[tokio::test]
+async fn a_restarted_postgresql_container_keeps_its_previous_log() {
+    let pair = PgPair::new(config()).unwrap();
+    let d = primary_region(&pair).await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = |previous: bool| {
+        let mut cmd = kubectl(&d, dir.path());
+        cmd.args(["logs", "postgresql-0"]);
+        if previous {
+            cmd.arg("--previous");
+        }
+        async move {
+            let out = cmd.output().await.expect("kubectl must be installed");
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.success(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let (ok, _, err) = logs(true).await;
     assert!(
-        err.contains("SPDY (kubectl port-forward) is not implemented"),
+        !ok && err.contains("previous terminated container"),
         "{err}"
+    );
+    let (_, first, _) = logs(false).await;
+    assert!(first.contains("decision=init-primary"), "{first}");
+
+    let pod = d
+        .restart_container("default", "postgresql-0", 1)
+        .await
+        .unwrap();
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(pod["status"]["containerStatuses"][0]["ready"], true);
+    assert!(pair.primary.psql("appdb", "SELECT 1").await.is_ok());
+    let (ok, previous, err) = logs(true).await;
+    assert!(ok, "{err}");
+    assert!(previous.starts_with(&first), "{previous}");
+    let (_, current, _) = logs(false).await;
+    assert!(
+        current.contains("decision=") && !current.contains("init-primary"),
+        "{current}"
+    );
+}
+
+/// `kubectl port-forward pod/postgresql-0 <local>:5432`, as an operator runs it (SPDY/3.1
+/// tunnelled in a WebSocket, kubectl's default), carries PostgreSQL sessions: two at once
+/// through the one kubectl, a large result, then a clean end of each connection.
+#[tokio::test]
+async fn kubectl_port_forward_carries_postgresql_sessions() {
+    use tokio::io::AsyncBufReadExt;
+    let pair = PgPair::new(config()).unwrap();
+    let d = primary_region(&pair).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut kubectl = kubectl(&d, dir.path())
+        .args(["port-forward", "pod/postgresql-0", "0:5432"])
+        .args(["--address", "127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl must be installed");
+    let mut lines = tokio::io::BufReader::new(kubectl.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                return rest.strip_suffix(" -> 5432")?.parse().ok();
+            }
+        }
+        None
+    })
+    .await
+    .expect("kubectl port-forward starts")
+    .expect("a Forwarding from line");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let opts = crate::support::superuser_at(port);
+    let mut a = PgConnection::connect_with(&opts)
+        .await
+        .expect("connect through kubectl port-forward");
+    let mut b = PgConnection::connect_with(&opts).await.unwrap();
+    let big: String = sqlx::query_scalar("SELECT repeat('x', 500000)")
+        .fetch_one(&mut a)
+        .await
+        .unwrap();
+    assert_eq!(big.len(), 500_000);
+    let recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&mut b)
+        .await
+        .unwrap();
+    assert!(!recovery, "the primary region's pod runs the primary");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+    // A third, after the others ended, on the same session.
+    let mut c = PgConnection::connect_with(&opts).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    c.close().await.unwrap();
+    // psql, as an operator would use it.
+    let out = tokio::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=appdb"
+        ))
+        .args(["-tAc", "SELECT 'through ' || current_database()"])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .await
+        .expect("psql must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through appdb\n");
+    assert!(
+        kubectl.try_wait().unwrap().is_none(),
+        "kubectl keeps forwarding"
     );
 }
