@@ -166,6 +166,9 @@ pub struct Guard {
     pub started: Duration,
     /// The database as last observed.
     pub last_local: Option<Local>,
+    /// The database as last observed answering (a database that stops answering the guard
+    /// is taken to be what it last was: a writable one that only looks down is fenced).
+    pub last_answer: Option<Local>,
     /// A database that just became writable by promotion or by drdctl's unfence (never by a
     /// restart) has one lease from that moment to be confirmed: the run moved the term to
     /// this region just before, and the guard's next read confirms it.
@@ -183,6 +186,7 @@ impl Guard {
             writable_since: None,
             started: now,
             last_local: None,
+            last_answer: None,
             grace_until: None,
         }
     }
@@ -196,10 +200,13 @@ impl Guard {
         if promoted {
             self.grace_until = Some(now + self.timing.lease);
         }
-        if local == Local::Writable {
-            self.writable_since.get_or_insert(now);
-        } else {
-            self.writable_since = None;
+        if local != Local::Down {
+            if local == Local::Writable {
+                self.writable_since.get_or_insert(now);
+            } else {
+                self.writable_since = None;
+            }
+            self.last_answer = Some(local);
         }
         self.last_local = Some(local);
     }
@@ -254,7 +261,14 @@ impl Guard {
     /// Whether the database must be fenced now, and why. Only a writable database is fenced;
     /// the guard never lifts a fence.
     pub fn must_fence(&self, now: Duration, local: Local) -> Option<FenceReason> {
-        if local != Local::Writable {
+        // Not answering the guard (overloaded, hung) is not "not writable": clients may still
+        // get through. Judge it by what it last answered; the fence then fails and the stop
+        // command runs.
+        let effective = match local {
+            Local::Down => self.last_answer.unwrap_or(Local::Down),
+            other => other,
+        };
+        if effective != Local::Writable {
             return None;
         }
         if let Some((region, n)) = self.superseded() {
@@ -344,6 +358,19 @@ mod tests {
         g.observe(s(100), Local::Down);
         g.observe(s(10_000), Local::Writable);
         assert!(g.must_fence(s(10_000), Local::Writable).is_some());
+    }
+
+    #[test]
+    fn a_writable_database_that_stops_answering_is_still_fenced_a_standby_is_not() {
+        let mut g = Guard::new("primary", Timing::lab(), s(0));
+        g.on_witness(s(0), Some(("primary", 1)));
+        g.observe(s(100), Local::Writable);
+        g.observe(s(2000), Local::Down);
+        assert!(g.must_fence(s(6000), Local::Down).is_some());
+        let mut d = Guard::new("dr", Timing::lab(), s(0));
+        d.observe(s(100), Local::StreamingStandby);
+        d.observe(s(2000), Local::Down);
+        assert_eq!(d.must_fence(s(60_000), Local::Down), None);
     }
 
     #[test]

@@ -391,7 +391,12 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
             let local = local_state(&db, timing.timeout).await;
             seen.observe(now, local);
             let in_grace = seen.grace_until.is_some_and(|g| now < g);
-            if local == Local::Writable && !in_grace {
+            // (A database that stopped answering counts as what it last answered.)
+            let writable = match local {
+                Local::Down => seen.last_answer == Some(Local::Writable),
+                other => other == Local::Writable,
+            };
+            if writable && !in_grace {
                 let why = FenceReason::Unconfirmed {
                     since_ms: (now - deadline.unwrap_or(now) + timing.lease).as_millis() as u64,
                 };

@@ -242,7 +242,11 @@ impl World {
             for (i, name) in names.iter().enumerate() {
                 if let Some(done) = self.fencing[i] {
                     if t >= done {
-                        self.r[i].db.fenced = true;
+                        // A database that is down is not fenced (the attempt fails; the stop
+                        // command finds nothing to stop).
+                        if self.r[i].db.up {
+                            self.r[i].db.fenced = true;
+                        }
                         self.fencing[i] = None;
                         self.log.push(format!("t={t} guard {name} fenced it"));
                     }
