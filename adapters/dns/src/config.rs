@@ -45,6 +45,28 @@ impl fmt::Display for AuthMethod {
     }
 }
 
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+
+    /// The names `dns.auth` takes (`auto`, `client-secret`, ...).
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            AuthMethod::Auto,
+            AuthMethod::ClientSecret,
+            AuthMethod::WorkloadIdentity,
+            AuthMethod::ManagedIdentity,
+            AuthMethod::AzureCli,
+        ]
+        .into_iter()
+        .find(|m| m.to_string() == s)
+        .ok_or_else(|| {
+            format!(
+                "{s:?}: use auto, client-secret, workload-identity, managed-identity or azure-cli"
+            )
+        })
+    }
+}
+
 /// A region's value for the record: one or more IPv4 addresses (A) or one host name (CNAME).
 /// In TOML either a string or a list of strings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -433,6 +455,23 @@ impl DnsConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auth_methods_parse_by_their_names() {
+        for m in [
+            "auto",
+            "client-secret",
+            "workload-identity",
+            "managed-identity",
+            "azure-cli",
+        ] {
+            assert_eq!(m.parse::<AuthMethod>().unwrap().to_string(), m);
+        }
+        assert!("cli"
+            .parse::<AuthMethod>()
+            .unwrap_err()
+            .contains("azure-cli"));
+    }
+
     use super::*;
 
     fn good() -> DnsConfig {

@@ -35,15 +35,23 @@ pub struct Args {
     pub max_replay_age_secs: Option<u64>,
 }
 
-/// The witness term and the emergency wait `W`, from `[witness]`.
-pub fn witness(
-    config: &Config,
-) -> anyhow::Result<(Option<Arc<dyn engine::ports::Term>>, std::time::Duration)> {
-    let Some(w) = &config.witness else {
-        return Ok((None, std::time::Duration::ZERO));
+/// The lease timing `[witness]` names (`None`: no witness).
+fn witness_timing(config: &Config) -> anyhow::Result<Option<crate::guard::core::Timing>> {
+    config
+        .witness
+        .as_ref()
+        .map(|w| {
+            crate::guard::timing(&w.timing)
+                .map_err(|e| anyhow::anyhow!("{}: witness.timing: {e}", config.path.display()))
+        })
+        .transpose()
+}
+
+/// The witness term, from `[witness]`.
+pub fn witness(config: &Config) -> anyhow::Result<Option<Arc<dyn engine::ports::Term>>> {
+    let (Some(w), Some(timing)) = (&config.witness, witness_timing(config)?) else {
+        return Ok(None);
     };
-    let timing = crate::guard::timing(&w.timing)
-        .map_err(|e| anyhow::anyhow!("{}: witness.timing: {e}", config.path.display()))?;
     let dns_key = |k: &str| {
         config
             .dns
@@ -57,9 +65,9 @@ pub fn witness(
         .clone()
         .or_else(|| dns_key("auth"))
         .unwrap_or_else(|| "auto".into());
-    let auth = serde_json::from_value(serde_json::Value::String(auth_name.clone())).map_err(
-        |_| anyhow::anyhow!("{}: witness.auth {auth_name:?}: use auto, client-secret, workload-identity, managed-identity or azure-cli", config.path.display()),
-    )?;
+    let auth = auth_name
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{}: witness.auth {e}", config.path.display()))?;
     let cfg = drd_dns::WitnessConfig {
         url: w.url.clone(),
         auth,
@@ -72,10 +80,7 @@ pub fn witness(
     };
     let witness = drd_dns::BlobWitness::from_env(&cfg)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?;
-    Ok((
-        Some(Arc::new(engine::ports::BlobTerm(Arc::new(witness)))),
-        timing.wait,
-    ))
+    Ok(Some(Arc::new(engine::ports::BlobTerm(Arc::new(witness)))))
 }
 
 /// The real ports, from the config.
@@ -98,7 +103,7 @@ pub async fn ports(config: &Config, state_dir: &Path) -> anyhow::Result<Ports> {
         },
         None => None,
     };
-    let (term, _) = witness(config)?;
+    let term = witness(config)?;
     Ok(Ports {
         primary: region(Region::Primary).await?,
         dr: region(Region::Dr).await?,
@@ -344,7 +349,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<u8> {
         standby_replicas: config.app.standby_replicas,
         deployments: config.app.deployments.clone(),
         max_replay_age_secs: args.max_replay_age_secs,
-        lease_wait_ms: witness(config)?.1.as_millis() as u64,
+        lease_wait_ms: witness_timing(config)?.map_or(0, |t| t.wait.as_millis() as u64),
     };
     let (who, host) = who();
     let opts = engine::Options {

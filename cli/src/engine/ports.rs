@@ -202,8 +202,9 @@ impl Dns for AzureDnsPort {
 pub struct BlobTerm(pub Arc<dyn drd_dns::Witness>);
 
 impl BlobTerm {
+    /// The term and its ETag, for a compare-and-swap: a read that does not answer in time is
+    /// tried twice more.
     async fn read_versioned(&self) -> anyhow::Result<Option<drd_dns::Versioned>> {
-        // A read that does not answer in time is tried twice more.
         let mut last = None;
         for _ in 0..3 {
             match self.0.read().await {
@@ -221,7 +222,8 @@ impl BlobTerm {
 #[async_trait]
 impl Term for BlobTerm {
     async fn read(&self) -> anyhow::Result<Option<(Region, u64)>> {
-        let Some(v) = self.read_versioned().await? else {
+        // One attempt: the engine's observation tries every read three times already.
+        let Some(v) = self.0.read().await? else {
             return Ok(None);
         };
         let region = Region::parse(&v.term.region).ok_or_else(|| {

@@ -258,17 +258,20 @@ impl Guard {
         self.grace_until.map_or(lease, |g| g.max(lease))
     }
 
+    /// Whether the database is to be taken as writable: not answering the guard (overloaded,
+    /// hung) is not "not writable", since clients may still get through; it is judged by what
+    /// it last answered (the fence then fails and the stop command runs).
+    pub fn looks_writable(&self, local: Local) -> bool {
+        match local {
+            Local::Down => self.last_answer == Some(Local::Writable),
+            other => other == Local::Writable,
+        }
+    }
+
     /// Whether the database must be fenced now, and why. Only a writable database is fenced;
     /// the guard never lifts a fence.
     pub fn must_fence(&self, now: Duration, local: Local) -> Option<FenceReason> {
-        // Not answering the guard (overloaded, hung) is not "not writable": clients may still
-        // get through. Judge it by what it last answered; the fence then fails and the stop
-        // command runs.
-        let effective = match local {
-            Local::Down => self.last_answer.unwrap_or(Local::Down),
-            other => other,
-        };
-        if effective != Local::Writable {
+        if !self.looks_writable(local) {
             return None;
         }
         if let Some((region, n)) = self.superseded() {

@@ -93,6 +93,19 @@ fn lease_file(term_file: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The lease deadline (`CLOCK_BOOTTIME` nanoseconds) the watchdog enforces.
+fn write_lease(path: &Path, until: Duration) -> std::io::Result<()> {
+    write_atomic(path, until.as_nanos().to_string().as_bytes())
+}
+
+/// [`write_lease`]'s deadline, if the file holds one.
+fn read_lease(path: &Path) -> Option<Duration> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_nanos)
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -150,6 +163,7 @@ async fn fence(db: &PgDatabase, budget: Duration, stop: Option<&str>, why: &Fenc
 #[derive(Debug, Serialize)]
 struct StateView {
     guard: Guard,
+    /// The database as the guard last saw it.
     local: Local,
     /// Seconds of lease left (negative: expired).
     lease_left_s: f64,
@@ -159,7 +173,6 @@ struct StateView {
 
 struct Shared {
     guard: Mutex<Guard>,
-    local: Mutex<Local>,
     last_error: Mutex<Option<String>>,
     fenced_for: Mutex<Option<FenceReason>>,
 }
@@ -187,13 +200,10 @@ pub async fn run(args: GuardArgs) -> Result<()> {
     if args.watchdog {
         return watchdog(&args, timing).await;
     }
-    let auth = serde_json::from_value(serde_json::Value::String(args.auth.clone()))
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "--auth {:?}: use auto, client-secret, workload-identity, managed-identity or azure-cli",
-                args.auth
-            )
-        })?;
+    let auth = args
+        .auth
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--auth {e}"))?;
     let witness = BlobWitness::from_env(&WitnessConfig {
         url: args.witness_url.clone(),
         auth,
@@ -208,19 +218,11 @@ pub async fn run(args: GuardArgs) -> Result<()> {
     }
     let shared = Arc::new(Shared {
         guard: Mutex::new(Guard::new(&args.region, timing, boottime())),
-        local: Mutex::new(Local::Down),
         last_error: Mutex::new(None),
         fenced_for: Mutex::new(None),
     });
     let lease_path = lease_file(&args.term_file);
-    write_atomic(
-        &lease_path,
-        lock(&shared.guard)
-            .lease_until()
-            .as_nanos()
-            .to_string()
-            .as_bytes(),
-    )?;
+    write_lease(&lease_path, lock(&shared.guard).lease_until())?;
     // The watchdog: the same binary, its own process (a stopped guard does not stop it).
     let exe = std::env::current_exe().context("finding drdctl's own path for the watchdog")?;
     let mut wd = tokio::process::Command::new(exe);
@@ -295,14 +297,13 @@ pub async fn run(args: GuardArgs) -> Result<()> {
                 }
             }
         }
-        *lock(&shared.local) = local;
         let (lease_until, verdict) = {
             let mut g = lock(&shared.guard);
             let now = boottime();
             g.observe(now, local);
             (g.lease_until(), g.must_fence(now, local))
         };
-        let _ = write_atomic(&lease_path, lease_until.as_nanos().to_string().as_bytes());
+        let _ = write_lease(&lease_path, lease_until);
         if let Some(why) = verdict {
             fence(&db, timing.fence_budget, args.stop_command.as_deref(), &why).await;
             *lock(&shared.fenced_for) = Some(why);
@@ -342,8 +343,8 @@ async fn serve(
         let guard = lock(&shared.guard).clone();
         let left = guard.lease_until().as_secs_f64() - boottime().as_secs_f64();
         Json(StateView {
+            local: guard.last_local.unwrap_or(Local::Down),
             guard,
-            local: *lock(&shared.local),
             lease_left_s: left,
             last_error: lock(&shared.last_error).clone(),
             fenced_for: lock(&shared.fenced_for).clone(),
@@ -382,21 +383,13 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
     // one lease to be confirmed (the guard's next read does it).
     let mut seen = Guard::new(&args.region, timing, boottime());
     loop {
-        let deadline = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u128>().ok())
-            .map(|ns| Duration::from_nanos(ns.min(u64::MAX as u128) as u64));
+        let deadline = read_lease(&path);
         let now = boottime();
         if deadline.is_some_and(|d| now >= d) {
             let local = local_state(&db, timing.timeout).await;
             seen.observe(now, local);
             let in_grace = seen.grace_until.is_some_and(|g| now < g);
-            // (A database that stopped answering counts as what it last answered.)
-            let writable = match local {
-                Local::Down => seen.last_answer == Some(Local::Writable),
-                other => other == Local::Writable,
-            };
-            if writable && !in_grace {
+            if seen.looks_writable(local) && !in_grace {
                 let why = FenceReason::Unconfirmed {
                     since_ms: (now - deadline.unwrap_or(now) + timing.lease).as_millis() as u64,
                 };

@@ -138,13 +138,18 @@ impl Lab {
     }
 }
 
-async fn app_write(addr: std::net::SocketAddr, sql: &str) -> Result<(), String> {
-    let opts = sqlx::postgres::PgConnectOptions::new()
+/// A session as the application's role on `appdb`.
+fn app_options(addr: std::net::SocketAddr) -> sqlx::postgres::PgConnectOptions {
+    sqlx::postgres::PgConnectOptions::new()
         .host(&addr.ip().to_string())
         .port(addr.port())
         .username("appuser")
         .password(PASSWORD)
-        .database("appdb");
+        .database("appdb")
+}
+
+async fn app_write(addr: std::net::SocketAddr, sql: &str) -> Result<(), String> {
+    let opts = app_options(addr);
     let work = async {
         let mut c = sqlx::PgConnection::connect_with(&opts).await?;
         sqlx::query(sql).execute(&mut c).await?;
@@ -227,12 +232,7 @@ fn writer(lab: &Lab, t0: Instant) -> (Acked, tokio::task::JoinHandle<()>) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let out = acked.clone();
     let task = tokio::spawn(async move {
-        let opts = sqlx::postgres::PgConnectOptions::new()
-            .host(&addr.ip().to_string())
-            .port(addr.port())
-            .username("appuser")
-            .password(PASSWORD)
-            .database("appdb");
+        let opts = app_options(addr);
         loop {
             let Ok(Ok(mut c)) = tokio::time::timeout(
                 Duration::from_millis(300),

@@ -26,6 +26,14 @@ enum Tag {
     Info,
 }
 
+/// One record: its id.
+pub(crate) const INSERT_ONE: &str =
+    "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id";
+/// Many records in one statement (three arrays): their ids in the arrays' order.
+pub(crate) const INSERT_MANY: &str = "INSERT INTO ingested_data (data_type, source, payload) \
+     SELECT t, s, d::jsonb FROM UNNEST($1::varchar[], $2::varchar[], $3::text[]) \
+     WITH ORDINALITY AS u(t, s, d, n) ORDER BY n RETURNING id";
+
 pub struct Api {
     state: AppState,
     /// Connections of `POST /ingest` (see [`Lanes`]); `None` only if the database
@@ -268,39 +276,32 @@ impl Api {
         };
         // Known down: 503 at once.
         self.state.db()?;
-        let ids: Result<Vec<i64>, sqlx::Error> = if let (Shape::One, Some(group)) =
-            (&shape, &self.group)
-        {
-            let (data_type, source, range) = &rows[0];
-            group
-                .insert(data_type, source, data(range))
-                .await
-                .map(|id| vec![id])
-        } else if shape == Shape::One {
-            let (data_type, source, range) = &rows[0];
-            self.insert(
-                sqlx::query_scalar::<_, i64>(
-                    "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
+        let ids: Result<Vec<i64>, sqlx::Error> =
+            if let (Shape::One, Some(group)) = (&shape, &self.group) {
+                let (data_type, source, range) = &rows[0];
+                group
+                    .insert(data_type, source, data(range))
+                    .await
+                    .map(|id| vec![id])
+            } else if shape == Shape::One {
+                let (data_type, source, range) = &rows[0];
+                self.insert(
+                    sqlx::query_scalar::<_, i64>(INSERT_ONE)
+                        .bind(data_type)
+                        .bind(source)
+                        .bind(data(range)),
                 )
-                .bind(data_type)
-                .bind(source)
-                .bind(data(range)),
-            )
-            .await
-        } else {
-            let types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-            let sources: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-            let payloads: Vec<&str> = rows.iter().map(|r| data(&r.2)).collect();
-            let query = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO ingested_data (data_type, source, payload) \
-                 SELECT t, s, d::jsonb FROM UNNEST($1::varchar[], $2::varchar[], $3::text[]) \
-                 WITH ORDINALITY AS u(t, s, d, n) ORDER BY n RETURNING id",
-            )
-            .bind(types)
-            .bind(sources)
-            .bind(payloads);
-            self.insert(query).await
-        };
+                .await
+            } else {
+                let types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+                let sources: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+                let payloads: Vec<&str> = rows.iter().map(|r| data(&r.2)).collect();
+                let query = sqlx::query_scalar::<_, i64>(INSERT_MANY)
+                    .bind(types)
+                    .bind(sources)
+                    .bind(payloads);
+                self.insert(query).await
+            };
         match ids {
             Ok(ids) => Ok(IngestResponse::Created(Json(Ingested {
                 status: "ingested".into(),

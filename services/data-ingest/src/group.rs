@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::db::Lanes;
+
+use crate::api::{INSERT_MANY, INSERT_ONE};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 /// The most rows in one statement (bounded bind arrays and statement time).
@@ -145,28 +147,22 @@ async fn run(lanes: &Lanes, batch: Vec<Pending>) {
     };
     let result = if batch.len() == 1 {
         let p = &batch[0];
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
-        )
-        .bind(&p.data_type)
-        .bind(&p.source)
-        .bind(&p.payload)
-        .fetch_all(&mut lane.conn)
-        .await
+        sqlx::query_scalar::<_, i64>(INSERT_ONE)
+            .bind(&p.data_type)
+            .bind(&p.source)
+            .bind(&p.payload)
+            .fetch_all(&mut lane.conn)
+            .await
     } else {
         let types: Vec<&str> = batch.iter().map(|p| p.data_type.as_str()).collect();
         let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
         let payloads: Vec<&str> = batch.iter().map(|p| p.payload.as_str()).collect();
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO ingested_data (data_type, source, payload) \
-             SELECT t, s, d::jsonb FROM UNNEST($1::varchar[], $2::varchar[], $3::text[]) \
-             WITH ORDINALITY AS u(t, s, d, n) ORDER BY n RETURNING id",
-        )
-        .bind(types)
-        .bind(sources)
-        .bind(payloads)
-        .fetch_all(&mut lane.conn)
-        .await
+        sqlx::query_scalar::<_, i64>(INSERT_MANY)
+            .bind(types)
+            .bind(sources)
+            .bind(payloads)
+            .fetch_all(&mut lane.conn)
+            .await
     };
     lane.done(&result);
     match result {
@@ -191,14 +187,12 @@ async fn run(lanes: &Lanes, batch: Vec<Pending>) {
             for p in batch {
                 let one = async {
                     let mut lane = lanes.take().await?;
-                    let r = sqlx::query_scalar::<_, i64>(
-                        "INSERT INTO ingested_data (data_type, source, payload) VALUES ($1, $2, $3::jsonb) RETURNING id",
-                    )
-                    .bind(&p.data_type)
-                    .bind(&p.source)
-                    .bind(&p.payload)
-                    .fetch_one(&mut lane.conn)
-                    .await;
+                    let r = sqlx::query_scalar::<_, i64>(INSERT_ONE)
+                        .bind(&p.data_type)
+                        .bind(&p.source)
+                        .bind(&p.payload)
+                        .fetch_one(&mut lane.conn)
+                        .await;
                     lane.done(&r);
                     r
                 }
