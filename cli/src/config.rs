@@ -414,6 +414,18 @@ impl Config {
             timeout: self.timeout,
         }
     }
+
+    /// The names of `region`'s PostgreSQL objects in `namespace` (its own, or a practice
+    /// run's), from `regions.<region>.database`.
+    pub fn pod_names(&self, region: &str, namespace: &str) -> drd_db::PodNames {
+        let r = self.region(region);
+        drd_db::PodNames {
+            pod: r.database.pod.clone(),
+            port: r.database.port,
+            secret: r.database.secret.clone(),
+            ..drd_db::PodNames::new(&r.context, namespace)
+        }
+    }
 }
 
 #[cfg(test)]

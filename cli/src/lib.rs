@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dbhost;
 pub mod engine;
 pub mod exit;
 pub mod guard;

@@ -1,54 +1,11 @@
 //! How to reach one region's PostgreSQL and with which credentials.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-/// The Kubernetes side of a region: the client of its kube context, and the names of the
-/// PostgreSQL objects the manifests create.
-#[derive(Clone)]
-pub struct KubeTarget {
-    /// A client for the region's kube context.
-    pub client: kube::Client,
-    /// The context's name (for messages).
-    pub context: String,
-    /// Namespace of the PostgreSQL objects (`default`).
-    pub namespace: String,
-    /// The PostgreSQL pod (`postgresql-0`).
-    pub pod: String,
-    /// Its container port (5432).
-    pub port: u16,
-    /// The password secret (`postgresql-secret`).
-    pub secret: String,
-    /// The desired-role ConfigMap start.sh reads (`postgresql-role`).
-    pub role_config_map: String,
-}
-
-impl KubeTarget {
-    /// The manifests' names: pod `postgresql-0` port 5432, `postgresql-secret`,
-    /// `postgresql-role`, in `namespace`.
-    pub fn new(client: kube::Client, context: &str, namespace: &str) -> Self {
-        KubeTarget {
-            client,
-            context: context.to_string(),
-            namespace: namespace.to_string(),
-            pod: "postgresql-0".into(),
-            port: 5432,
-            secret: "postgresql-secret".into(),
-            role_config_map: "postgresql-role".into(),
-        }
-    }
-}
-
-impl std::fmt::Debug for KubeTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeTarget")
-            .field("context", &self.context)
-            .field("namespace", &self.namespace)
-            .field("pod", &self.pod)
-            .finish()
-    }
-}
+use crate::host::PodHost;
 
 /// How SQL connections reach the server.
 #[derive(Clone, Debug)]
@@ -80,8 +37,8 @@ pub struct RegionConfig {
     pub region: String,
     /// How to connect.
     pub access: Access,
-    /// The region's kube API (required for port-forward, the secret, and rejoin).
-    pub kube: Option<KubeTarget>,
+    /// The region's cluster (required for port-forward, the secret, and rejoin).
+    pub kube: Option<Arc<dyn PodHost>>,
     /// The user drdctl logs in as: the superuser (`postgres`), needed for promote, fence and
     /// slots.
     pub user: String,
@@ -102,7 +59,7 @@ pub struct RegionConfig {
 
 impl RegionConfig {
     /// Port-forward through `kube`, password from the region's secret: the default access.
-    pub fn port_forward(region: &str, kube: KubeTarget) -> Self {
+    pub fn port_forward(region: &str, kube: Arc<dyn PodHost>) -> Self {
         RegionConfig {
             region: region.to_string(),
             access: Access::PortForward,
@@ -138,10 +95,13 @@ impl RegionConfig {
     /// How this region is reached, for messages.
     pub fn via(&self) -> String {
         match (&self.access, &self.kube) {
-            (Access::PortForward, Some(k)) => format!(
-                "port-forward to pod {}/{}:{} (kube context {})",
-                k.namespace, k.pod, k.port, k.context
-            ),
+            (Access::PortForward, Some(k)) => {
+                let k = k.names();
+                format!(
+                    "port-forward to pod {}/{}:{} (kube context {})",
+                    k.namespace, k.pod, k.port, k.context
+                )
+            }
             (Access::PortForward, None) => "port-forward (no kube context configured)".into(),
             (Access::Url(u), _) => redact_url(u),
         }

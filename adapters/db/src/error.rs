@@ -34,21 +34,9 @@ pub enum DbError {
         /// Where the password came from.
         hint: String,
     },
-    /// The password secret is missing.
-    #[error("region {region}: secret {namespace}/{name} not found in kube context {context}: it holds the database passwords (key `password`, optional `superuser-password`). Create it (`kubectl create secret generic {name} --from-literal=password=... -n {namespace}`) or pass the password through the environment")]
+    /// The password secret is missing, or has none of the keys looked for.
+    #[error("region {region}: secret {namespace}/{name} in kube context {context} is missing or has none of the keys {keys:?}: it holds the database passwords (key `password`, optional `superuser-password`). Create it (`kubectl create secret generic {name} --from-literal=password=... -n {namespace}`) or pass the password through the environment")]
     MissingSecret {
-        /// The region.
-        region: String,
-        /// The kube context.
-        context: String,
-        /// The namespace.
-        namespace: String,
-        /// The secret's name.
-        name: String,
-    },
-    /// The secret exists but has none of the keys looked for.
-    #[error("region {region}: secret {namespace}/{name} (kube context {context}) has none of the keys {keys:?}")]
-    MissingSecretKey {
         /// The region.
         region: String,
         /// The kube context.
@@ -77,9 +65,9 @@ pub enum DbError {
         context: String,
         /// What was being done.
         what: String,
-        /// kube-rs's error.
+        /// The Kubernetes adapter's error.
         #[source]
-        source: Box<kube::Error>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The operation needs kube access (declarative rejoin, role ConfigMap) but the region was
     /// configured with a URL only.

@@ -1,10 +1,11 @@
 //! drd-db: drdctl's view of each region's PostgreSQL.
 //!
 //! [`Database`] is what the engine and the commands use; [`PgDatabase`] is its one real
-//! implementation (sqlx). A region is reached through the kube API's port-forward to its
-//! `postgresql-0` pod (the default: a local listener bridges each connection to
-//! `Api::<Pod>::portforward`) or a direct URL; the password comes from the region's
-//! `postgresql-secret` through the kube API, the environment, or a value.
+//! implementation (sqlx). A region is reached through a port-forward to its `postgresql-0`
+//! pod (the default) or a direct URL; the password comes from the region's
+//! `postgresql-secret`, the environment, or a value. The Kubernetes side (secret,
+//! port-forward, role ConfigMap, pod restart) is the [`PodHost`] trait: drd-db has no
+//! Kubernetes client; drdctl implements it with drd-kube.
 //!
 //! - Read: [`Database::status`]: role, timeline, current/received/replayed LSN, replay paused,
 //!   lag in bytes and seconds, replication connections and slots. [`cluster_status`] puts both
@@ -19,7 +20,7 @@
 
 mod config;
 mod error;
-mod kube;
+mod host;
 mod lsn;
 mod pg;
 mod rejoin;
@@ -32,9 +33,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use config::{Access, KubeTarget, PasswordSource, RegionConfig};
+pub use config::{Access, PasswordSource, RegionConfig};
 pub use error::{DbError, DbResult};
-pub use kube::FIELD_MANAGER;
+pub use host::{Forward, HostError, PodHost, PodNames};
 pub use lsn::{BadLsn, Lsn};
 pub use pg::{CopyProbe, PgDatabase};
 pub use rejoin::{RejoinMethod, RejoinOutcome};

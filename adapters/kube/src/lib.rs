@@ -14,11 +14,12 @@ mod audit;
 mod error;
 mod lease;
 mod objects;
+mod pod;
 mod rollout;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -32,6 +33,7 @@ use serde_json::{json, Value};
 
 pub use error::KubeError;
 pub use lease::{LeaseHolder, LeaseTaken};
+pub use pod::{PodNotReady, PortForward, RestartError};
 pub use rollout::{Rollout, RolloutKind};
 
 pub type Result<T, E = KubeError> = std::result::Result<T, E>;
@@ -107,14 +109,16 @@ pub trait Cluster: Send + Sync {
     async fn failing_pods(&self) -> Result<Vec<(String, String)>>;
 }
 
-/// The one real [`Cluster`]: kube-rs against the API server of a kube context.
+/// The one real [`Cluster`]: kube-rs against the API server of a kube context. Cheap to
+/// clone (the clones share the client and the discovery cache).
+#[derive(Clone)]
 pub struct KubeCluster {
     target: Target,
     client: Client,
     server: String,
     /// The kubeconfig user of the context (who drdctl acts as, for the audit trail).
     user: Option<String>,
-    resources: Mutex<HashMap<String, (ApiResource, ApiCapabilities)>>,
+    resources: Arc<Mutex<HashMap<String, (ApiResource, ApiCapabilities)>>>,
 }
 
 fn kubeconfig_path(explicit: &Option<PathBuf>) -> PathBuf {
@@ -179,12 +183,60 @@ impl KubeCluster {
             client,
             server,
             user,
-            resources: Mutex::new(HashMap::new()),
+            resources: Arc::default(),
         })
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// A cluster over a client already made (tests against a double, whose URL needs no
+    /// kubeconfig). `server` is for messages.
+    pub fn with_client(target: Target, client: Client, server: &str) -> Self {
+        KubeCluster {
+            target,
+            client,
+            server: server.to_string(),
+            user: None,
+            resources: Arc::default(),
+        }
+    }
+
+    /// The namespace this cluster's calls act in.
+    pub fn namespace(&self) -> &str {
+        &self.target.namespace
+    }
+
+    /// The same cluster (client, context) acting in `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> Self {
+        let mut c = self.clone();
+        c.target.namespace = namespace.to_string();
+        c
+    }
+
+    /// The first of `keys` present in Secret `name` (`data`, then `stringData`), never
+    /// formatted anywhere. Missing secret or keys: [`KubeError::MissingSecret`].
+    pub async fn secret_first(&self, name: &str, keys: &[&str]) -> Result<SecretString> {
+        let missing = || KubeError::MissingSecret {
+            context: self.target.context.clone(),
+            namespace: self.target.namespace.clone(),
+            name: name.to_string(),
+            key: keys.join(" or "),
+        };
+        let secret = self
+            .secrets()
+            .get_opt(name)
+            .await
+            .map_err(|e| self.err(format!("reading Secret/{name}"), e))?
+            .ok_or_else(missing)?;
+        let found = keys.iter().find_map(|key| {
+            let data = secret.data.as_ref().and_then(|d| d.get(*key));
+            data.map(|b| b.0.clone()).or_else(|| {
+                let strings = secret.string_data.as_ref()?;
+                strings.get(*key).map(|s| s.clone().into_bytes())
+            })
+        });
+        let bytes = found.ok_or_else(missing)?;
+        Ok(SecretString::from(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
     }
 
     /// The kubeconfig user of the context (`None`: none named).
@@ -465,38 +517,7 @@ impl Cluster for KubeCluster {
     }
 
     async fn secret_value(&self, name: &str, key: &str) -> Result<SecretString> {
-        let secret = self
-            .secrets()
-            .get_opt(name)
-            .await
-            .map_err(|e| self.err(format!("reading Secret/{name}"), e))?
-            .ok_or_else(|| KubeError::MissingSecret {
-                context: self.target.context.clone(),
-                namespace: self.target.namespace.clone(),
-                name: name.to_string(),
-                key: key.to_string(),
-            })?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|s| s.clone().into_bytes())
-            })
-            .ok_or_else(|| KubeError::MissingSecret {
-                context: self.target.context.clone(),
-                namespace: self.target.namespace.clone(),
-                name: name.to_string(),
-                key: key.to_string(),
-            })?;
-        Ok(SecretString::from(
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ))
+        self.secret_first(name, &[key]).await
     }
 
     async fn rollout(&self, kind: RolloutKind, name: &str) -> Result<Rollout> {
@@ -568,12 +589,12 @@ impl Cluster for KubeCluster {
     }
 
     async fn patch_configmap(&self, name: &str, data: &BTreeMap<String, String>) -> Result<()> {
+        let params = PatchParams {
+            field_manager: Some("drdctl".into()),
+            ..PatchParams::default()
+        };
         self.configmaps()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "data": data })),
-            )
+            .patch(name, &params, &Patch::Merge(json!({ "data": data })))
             .await
             .map(|_| ())
             .map_err(|e| self.err(format!("patching ConfigMap/{name}"), e))

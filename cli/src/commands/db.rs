@@ -2,24 +2,23 @@
 
 use std::time::Duration;
 
-use drd_db::{
-    Database, InitDbOptions, KubeTarget, PasswordSource, PgDatabase, RegionConfig, WaitProgress,
-};
+use drd_db::{Database, InitDbOptions, PasswordSource, PgDatabase, RegionConfig, WaitProgress};
 use drd_kube::{Cluster, KubeCluster, RolloutKind};
 use serde::Serialize;
 
 use crate::cli::Output;
 use crate::config::Config;
+use crate::dbhost::KubeHost;
 use crate::ui::Progress;
 
 /// The region's database as the config describes it: port-forward through the region's kube
 /// context (default), or a direct URL with the password from DRDCTL_DB_PASSWORD / the Secret.
 pub fn database(config: &Config, region: &str, cluster: &KubeCluster) -> PgDatabase {
     let r = config.region(region);
-    let mut kube = KubeTarget::new(cluster.client().clone(), &r.context, &r.namespace);
-    kube.pod = r.database.pod.clone();
-    kube.port = r.database.port;
-    kube.secret = r.database.secret.clone();
+    let kube = KubeHost::new(
+        cluster.in_namespace(&r.namespace),
+        config.pod_names(region, &r.namespace),
+    );
     let cfg = match (&r.database.access[..], &r.database.url) {
         ("url", Some(url)) => {
             let password = if std::env::var_os("DRDCTL_DB_PASSWORD").is_some() {

@@ -88,6 +88,16 @@ fn crates_depend_only_as_the_architecture_says() {
             .any(|(d, optional)| d == "lab" && *optional),
         "drdctl's lab must stay optional (feature `lab`)"
     );
+    let kube_clients: Vec<_> = deps
+        .iter()
+        .filter(|(_, d)| d.iter().any(|(n, _)| n == "kube" || n == "k8s-openapi"))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(
+        kube_clients,
+        ["drd-kube"],
+        "one Kubernetes adapter: only drd-kube talks to the API (drd-db asks through its PodHost trait)"
+    );
     assert!(
         !on("test-support")
             .iter()

@@ -18,7 +18,7 @@ use sqlx::Connection;
 
 use crate::config::{Access, PasswordSource, RegionConfig};
 use crate::error::{DbError, DbResult};
-use crate::kube::{self as k, Bridge};
+use crate::host::{Forward, HostError, PodHost};
 
 mod fence;
 mod init;
@@ -35,7 +35,7 @@ use crate::{
 /// A region's PostgreSQL through sqlx.
 pub struct PgDatabase {
     cfg: RegionConfig,
-    bridge: tokio::sync::OnceCell<Bridge>,
+    bridge: tokio::sync::OnceCell<Box<dyn Forward>>,
     password: tokio::sync::OnceCell<Option<SecretString>>,
 }
 
@@ -76,15 +76,52 @@ impl PgDatabase {
         }
     }
 
-    fn kube(&self, what: &str) -> DbResult<&crate::config::KubeTarget> {
-        self.cfg.kube.as_ref().ok_or_else(|| DbError::NeedsKube {
+    fn kube(&self, what: &str) -> DbResult<&dyn PodHost> {
+        self.cfg.kube.as_deref().ok_or_else(|| DbError::NeedsKube {
             region: self.region_name(),
             what: what.to_string(),
         })
     }
 
+    /// The cluster's answer as the adapter's error, naming the region, the context and the
+    /// objects.
+    fn host_err(&self, what: &str) -> impl FnOnce(HostError) -> DbError {
+        let region = self.region_name();
+        let names = self.cfg.kube.as_ref().map(|k| k.names().clone());
+        let keys: Vec<String> = self.secret_keys().iter().map(|k| k.to_string()).collect();
+        let what = what.to_string();
+        move |e| {
+            let (context, namespace, name) = names
+                .map(|n| (n.context, n.namespace, n.secret))
+                .unwrap_or_default();
+            match e {
+                HostError::MissingSecret(_) => DbError::MissingSecret {
+                    region,
+                    context,
+                    namespace,
+                    name,
+                    keys,
+                },
+                HostError::NotReady { reason, log } => DbError::Rejoin {
+                    region,
+                    reason,
+                    log,
+                },
+                HostError::Api(source) => DbError::Kube {
+                    region,
+                    context,
+                    what,
+                    source,
+                },
+            }
+        }
+    }
+
     fn password_hint(&self) -> String {
-        match (&self.cfg.password, &self.cfg.kube) {
+        match (
+            &self.cfg.password,
+            self.cfg.kube.as_ref().map(|k| k.names()),
+        ) {
             (PasswordSource::KubeSecret, Some(k)) => format!(
                 "secret {}/{} keys {} (kube context {})",
                 k.namespace,
@@ -119,9 +156,11 @@ impl PgDatabase {
                         }),
                     PasswordSource::KubeSecret => {
                         let kube = self.kube("reading the password secret")?;
-                        let v =
-                            k::secret_value(&self.cfg.region, kube, &self.secret_keys()).await?;
-                        Ok(Some(SecretString::from(v)))
+                        let v = kube
+                            .secret_value(&self.secret_keys())
+                            .await
+                            .map_err(self.host_err("reading the password secret"))?;
+                        Ok(Some(v))
                     }
                 }
             })
@@ -146,7 +185,7 @@ impl PgDatabase {
                 let kube = self.kube("port-forward")?;
                 let bridge = self
                     .bridge
-                    .get_or_try_init(|| Bridge::start(kube))
+                    .get_or_try_init(|| kube.forward())
                     .await
                     .map_err(|e| DbError::Unreachable {
                         region: self.region_name(),

@@ -8,7 +8,6 @@ use sqlx::Connection;
 
 use super::PgDatabase;
 use crate::error::{DbError, DbResult};
-use crate::kube as k;
 use crate::rejoin::{parse_log, RejoinMethod, RejoinOutcome};
 use crate::status::DbRole;
 use crate::{Database, DesiredRole, PromoteOutcome, RejoinOptions, SlotOutcome};
@@ -194,13 +193,18 @@ impl PgDatabase {
                 data.insert("primary_port".to_string(), primary_port.to_string());
             }
         }
-        k::patch_role_config(&self.cfg.region, kube, &data).await
+        kube.patch_role_config(&data)
+            .await
+            .map_err(self.host_err("patching the role ConfigMap"))
     }
 
     pub(super) async fn rejoin_impl(&self, opts: &RejoinOptions) -> DbResult<RejoinOutcome> {
         let t0 = Instant::now();
-        let kube = self.kube("rejoin (ConfigMap and pod restart)")?.clone();
-        let cm = k::role_config(&self.cfg.region, &kube).await?;
+        let kube = self.kube("rejoin (ConfigMap and pod restart)")?;
+        let cm = kube
+            .role_config()
+            .await
+            .map_err(self.host_err("reading the role ConfigMap"))?;
         let host = opts
             .primary_host
             .clone()
@@ -209,7 +213,7 @@ impl PgDatabase {
                 region: self.region_name(),
                 reason: format!(
                     "no primary to follow: pass one, or set peer_host in configmap {}",
-                    kube.role_config_map
+                    kube.names().role_config_map
                 ),
                 log: String::new(),
             })?;
@@ -249,12 +253,15 @@ impl PgDatabase {
             primary_port: port,
         })
         .await?;
-        let log = k::restart_pod(&self.cfg.region, &kube, opts.timeout).await?;
+        let log = kube
+            .restart_pod(opts.timeout)
+            .await
+            .map_err(self.host_err("restarting the database pod"))?;
         let parsed = parse_log(&log);
         let method = parsed.method.clone().ok_or_else(|| DbError::Rejoin {
             region: self.region_name(),
             reason: "the pod restarted but its log names no rejoin path".into(),
-            log: k::tail(&log, 30),
+            log: tail(&log, 30),
         })?;
         // Streaming from the new primary is the proof.
         let remaining = opts
@@ -272,7 +279,7 @@ impl PgDatabase {
         .map_err(|e| DbError::Rejoin {
             region: self.region_name(),
             reason: e.to_string(),
-            log: k::tail(&log, 30),
+            log: tail(&log, 30),
         })?;
         let discarded = match (&method, old_end, parsed.diverged_at) {
             (RejoinMethod::Rewind | RejoinMethod::BaseBackup { .. }, Some(end), Some(fork)) => {
@@ -293,4 +300,10 @@ impl PgDatabase {
             log: parsed.lines,
         })
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -3,16 +3,14 @@
 
 use std::time::Duration;
 
-use drd_db::{no_progress, Database, DbError, KubeTarget, PgDatabase, RegionConfig};
+use drd_db::{no_progress, Database, DbError, PgDatabase};
 use lab::KubeDouble;
 use serde_json::json;
 
-use crate::support::primary_only;
+use crate::support::{port_forward_config, primary_only};
 
 fn db_for(kube: &KubeDouble, region: &str) -> PgDatabase {
-    let config = kube::Config::new(kube.url().parse().unwrap());
-    let client = kube::Client::try_from(config).unwrap();
-    let mut cfg = RegionConfig::port_forward(region, KubeTarget::new(client, region, "default"));
+    let mut cfg = port_forward_config(kube, region);
     cfg.connect_timeout = Duration::from_secs(5);
     PgDatabase::new(cfg)
 }

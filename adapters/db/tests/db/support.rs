@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drd_db::{KubeTarget, PgDatabase, RegionConfig};
+use drd_db::{PgDatabase, PodNames, RegionConfig};
 use lab::pg::{PgPair, PgPairConfig, PgPodRuntime, RoleFiles};
 use lab::{KubeDouble, KubeDoubleConfig};
 use serde_json::{json, Value};
@@ -20,6 +20,24 @@ pub struct Region {
     pub name: &'static str,
     pub kube: KubeDouble,
     pub node: lab::pg::SharedNode,
+}
+
+/// The region's database as drdctl reaches it: drd-kube's port-forward to `postgresql-0` in
+/// `default` of the double (kube context named as the region), the password from the secret.
+pub fn port_forward_config(kube: &KubeDouble, region: &str) -> RegionConfig {
+    let url = kube.url();
+    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("double url")))
+        .expect("kube client");
+    let target = drd_kube::Target {
+        region: region.to_string(),
+        context: region.to_string(),
+        kubeconfig: None,
+        namespace: "default".into(),
+        timeout: None,
+    };
+    let cluster = drd_kube::KubeCluster::with_client(target, client, &url);
+    let host = drdctl::dbhost::KubeHost::new(cluster, PodNames::new(region, "default"));
+    RegionConfig::port_forward(region, host)
 }
 
 /// Both regions.
@@ -114,16 +132,9 @@ impl Region {
         .await;
     }
 
-    /// A kube-rs client for this region's double.
-    pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.kube.url().parse().expect("double url"));
-        kube::Client::try_from(config).expect("kube client")
-    }
-
     /// The adapter as drdctl builds it: port-forward, password from the secret.
     pub fn db(&self) -> PgDatabase {
-        let target = KubeTarget::new(self.client(), self.name, "default");
-        PgDatabase::new(RegionConfig::port_forward(self.name, target))
+        PgDatabase::new(port_forward_config(&self.kube, self.name))
     }
 
     /// A direct SQL connection to appdb as the superuser (test-side checks).

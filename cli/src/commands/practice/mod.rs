@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use drd_db::{Database, DbRole, KubeTarget, PgDatabase, RegionConfig};
+use drd_db::{Database, DbRole, PgDatabase, RegionConfig};
 use drd_kube::KubeCluster;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -502,11 +502,10 @@ async fn practice(run: &mut Run<'_>, report: &mut Report, wait: Duration) -> any
 
 /// The practice namespace's database, through port-forward to its `postgresql-0`.
 fn practice_database(run: &Run<'_>) -> PgDatabase {
-    let r = run.config.region("dr");
-    let mut kube = KubeTarget::new(run.dr.client().clone(), &r.context, &run.ns);
-    kube.pod = r.database.pod.clone();
-    kube.port = r.database.port;
-    kube.secret = r.database.secret.clone();
+    let kube = crate::dbhost::KubeHost::new(
+        run.dr.in_namespace(&run.ns),
+        run.config.pod_names("dr", &run.ns),
+    );
     PgDatabase::new(RegionConfig::port_forward("dr-practice", kube))
 }
 
