@@ -277,6 +277,19 @@ pub struct TtlReport {
     pub wait_until: Option<String>,
 }
 
+impl TtlReport {
+    /// One line for the audit trail: what happened to which record.
+    pub fn headline(&self) -> String {
+        let what = if self.changed {
+            format!("TTL {} s -> {} s", self.ttl_before, self.ttl_after)
+        } else {
+            format!("TTL already {} s", self.ttl_after)
+        };
+        let plan = if self.planned { " (plan)" } else { "" };
+        format!("{} {}: {what}{plan}", self.fqdn, self.record_type)
+    }
+}
+
 impl fmt::Display for TtlReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let prefix = if self.planned { "plan: " } else { "" };

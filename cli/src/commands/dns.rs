@@ -106,7 +106,7 @@ async fn audit_ttl(
 ) {
     let mut record = crate::audit::Record::new(kind, started);
     record.result = match report {
-        Ok(r) => r.to_string().lines().next().unwrap_or_default().to_string(),
+        Ok(r) => r.headline(),
         Err(e) => format!("failed: {e}"),
     };
     record.exit_code = if report.is_ok() { 0 } else { 1 };

@@ -560,26 +560,24 @@ fn one_line(s: &str) -> String {
     }
 }
 
-/// A plain HTTP GET over a fresh connection: (status, body).
+/// An HTTP GET of `http://{addr}{path}` on a fresh connection: (status, body).
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let host = addr.split(':').next().unwrap_or(addr);
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: drdctl-verify\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .user_agent("drdctl-verify")
+        .pool_max_idle_per_host(0)
+        .build()
         .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {}", one_line(head)))?;
-    Ok((code, body.to_string()))
+    let resp = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .map_err(|e| match e {
+            e if e.is_timeout() => "timed out".to_string(),
+            e if e.is_connect() => format!("cannot connect: {e}"),
+            e => format!("not an HTTP answer: {e}"),
+        })?;
+    let code = resp.status().as_u16();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    Ok((code, body))
 }

@@ -3,6 +3,7 @@
 //! events.k8s.io view, and `kubectl describe`.
 
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::support::{deployment, double, eventually, pod_names, rolled_out, seed, Kubectl};
 
@@ -20,10 +21,14 @@ async fn scaling_pods_and_probes_become_events() {
     let hash = d.get("deployments", "default", "web").unwrap()["spec"]["template"].clone();
     let rs = format!("web-{}", lab::kube_api::template_hash(&hash));
 
-    let out = eventually(10, "the scale-down's events", || async {
-        let out = k.ok(&["get", "events", "--sort-by=.lastTimestamp"]).await;
-        (out.contains("to 1 from 3") && out.contains("Stopping container")).then_some(out)
-    })
+    let out = eventually(
+        "the scale-down's events",
+        Duration::from_secs(10),
+        || async {
+            let out = k.ok(&["get", "events", "--sort-by=.lastTimestamp"]).await;
+            (out.contains("to 1 from 3") && out.contains("Stopping container")).then_some(out)
+        },
+    )
     .await;
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     // Columns as words: the padding is kubectl's.

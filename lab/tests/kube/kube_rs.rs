@@ -496,20 +496,24 @@ async fn namespaces_and_statefulset_pods() {
     sts["kind"] = json!("StatefulSet");
     seed(&d, sts);
     let pods: Api<Pod> = Api::default_namespaced(client(&d));
-    eventually(10, "statefulset pods ready", || async {
-        let items = pods
-            .list(&ListParams::default().labels("app=postgresql"))
-            .await
-            .ok()?
-            .items;
-        let ready = items.iter().filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        (ready.count() == 2).then_some(())
-    })
+    eventually(
+        "statefulset pods ready",
+        Duration::from_secs(10),
+        || async {
+            let items = pods
+                .list(&ListParams::default().labels("app=postgresql"))
+                .await
+                .ok()?
+                .items;
+            let ready = items.iter().filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            (ready.count() == 2).then_some(())
+        },
+    )
     .await;
     assert!(pods.get("postgresql-0").await.is_ok() && pods.get("postgresql-1").await.is_ok());
 }

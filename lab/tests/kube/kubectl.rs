@@ -3,6 +3,7 @@
 //! about wire formats (discovery, Status, watch framing, Scale, patches, apply).
 
 use serde_json::{json, Value};
+use std::time::Duration;
 
 use crate::support::{
     config_map, deployment, double, eventually, pod_names, rolled_out, seed, service, Kubectl,
@@ -244,9 +245,11 @@ async fn delete_deployment_removes_its_pods() {
     let k = Kubectl::new(&d);
     let out = k.ok(&["delete", "deploy/frontend-api"]).await;
     assert_eq!(out.trim(), "deployment.apps \"frontend-api\" deleted");
-    eventually(10, "pods garbage-collected", || async {
-        d.list("pods", Some("default")).is_empty().then_some(())
-    })
+    eventually(
+        "pods garbage-collected",
+        Duration::from_secs(10),
+        || async { d.list("pods", Some("default")).is_empty().then_some(()) },
+    )
     .await;
 }
 

@@ -161,7 +161,7 @@ async fn follow_by_label_until_the_pods_go() {
         .expect("kubectl logs -f ends when the pods go")
         .unwrap();
     assert!(status.success());
-    eventually(5, "pods gone", || async {
+    eventually("pods gone", Duration::from_secs(5), || async {
         pod_names(&d).is_empty().then_some(())
     })
     .await;
@@ -277,7 +277,7 @@ async fn previous_is_the_former_run_after_a_restart_in_place() {
 
     // `rollout restart` replaces the pod: the new one never restarted.
     k.ok(&["rollout", "restart", "deploy/web"]).await;
-    let new = eventually(20, "the replacement pod", || async {
+    let new = eventually("the replacement pod", Duration::from_secs(20), || async {
         let names = pod_names(&d);
         (names.len() == 1 && names[0] != pod).then(|| names[0].clone())
     })

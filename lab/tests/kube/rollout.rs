@@ -1,6 +1,7 @@
 //! ReplicaSets, `kubectl rollout history` and `kubectl rollout undo` with real kubectl.
 
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::support::{deployment, double, eventually, rolled_out, seed, Kubectl};
 
@@ -53,7 +54,7 @@ async fn history_and_undo() {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
     };
-    let h = eventually(10, "three revisions", || async {
+    let h = eventually("three revisions", Duration::from_secs(10), || async {
         let h = history(&k).await;
         (h.len() == 3 && h[2].1 == "image 3.0").then_some(h)
     })
@@ -77,7 +78,7 @@ async fn history_and_undo() {
     assert_eq!(out.trim(), "deployment.apps/web rolled back");
     assert_eq!(image(&d), "web:2.0");
     rolled_out(&d, "web").await;
-    let h = eventually(10, "revision 2 again as 4", || async {
+    let h = eventually("revision 2 again as 4", Duration::from_secs(10), || async {
         let h = history(&k).await;
         (h.iter().map(|r| r.0.as_str()).collect::<Vec<_>>() == ["1", "3", "4"]).then_some(h)
     })
@@ -98,10 +99,14 @@ async fn history_and_undo() {
 
     // The ReplicaSets go with their Deployment.
     k.ok(&["delete", "deploy/web"]).await;
-    eventually(10, "replica sets collected", || async {
-        d.list("replicasets", Some("default"))
-            .is_empty()
-            .then_some(())
-    })
+    eventually(
+        "replica sets collected",
+        Duration::from_secs(10),
+        || async {
+            d.list("replicasets", Some("default"))
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
 }

@@ -60,13 +60,13 @@ async fn runtime_starts_and_stops_pods() {
         Ok(dep)
     })
     .unwrap();
-    eventually(10, "a pod stopped", || async {
+    eventually("a pod stopped", Duration::from_secs(10), || async {
         (rec.stopped.lock().unwrap().len() == 1).then_some(())
     })
     .await;
 
     seed(&d, deployment("broken", 1));
-    let pod = eventually(10, "broken pod reported", || async {
+    let pod = eventually("broken pod reported", Duration::from_secs(10), || async {
         d.list("pods", Some("default")).into_iter().find(|p| {
             p["metadata"]["labels"]["app"] == "broken" && p["status"]["phase"] == "Running"
         })
@@ -90,7 +90,7 @@ async fn a_pod_turning_not_ready_shows_in_the_deployment() {
         .unwrap()
         .to_string();
     d.set_pod_ready("default", &pod, false).unwrap();
-    eventually(10, "readyReplicas drops", || async {
+    eventually("readyReplicas drops", Duration::from_secs(10), || async {
         let dep = d.get("deploy", "default", "web")?;
         (dep["status"]["readyReplicas"] == 1 && dep["status"]["unavailableReplicas"] == 1)
             .then_some(())

@@ -2,7 +2,6 @@
 //! build a kube-rs client or a kubectl runner for it, fixtures, and deadline polling (tests never
 //! sleep to synchronise).
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -35,14 +34,7 @@ pub fn client(d: &KubeDouble) -> Client {
     Client::try_from(config).expect("kube client")
 }
 
-/// Polls `check` until it returns Some, or panics after `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    test_support::eventually(what, Duration::from_secs(secs), check).await
-}
+pub use test_support::eventually;
 
 /// A Deployment manifest.
 pub fn deployment(name: &str, replicas: i64) -> Value {
@@ -84,18 +76,22 @@ pub fn seed(d: &KubeDouble, mut obj: Value) -> Value {
 
 /// Waits until the deployment `name` is fully rolled out (kubectl's verdict).
 pub async fn rolled_out(d: &KubeDouble, name: &str) -> Value {
-    eventually(20, &format!("deployment {name} rolled out"), || async {
-        let o = d.get("deployments", "default", name)?;
-        let gen = o["metadata"]["generation"].as_i64()?;
-        let st = &o["status"];
-        let want = o["spec"]["replicas"].as_i64()?;
-        let n = |k: &str| st[k].as_i64().unwrap_or(0);
-        let done = st["observedGeneration"].as_i64() == Some(gen)
-            && n("updatedReplicas") == want
-            && n("replicas") == want
-            && n("availableReplicas") == want;
-        done.then_some(o)
-    })
+    eventually(
+        &format!("deployment {name} rolled out"),
+        Duration::from_secs(20),
+        || async {
+            let o = d.get("deployments", "default", name)?;
+            let gen = o["metadata"]["generation"].as_i64()?;
+            let st = &o["status"];
+            let want = o["spec"]["replicas"].as_i64()?;
+            let n = |k: &str| st[k].as_i64().unwrap_or(0);
+            let done = st["observedGeneration"].as_i64() == Some(gen)
+                && n("updatedReplicas") == want
+                && n("replicas") == want
+                && n("availableReplicas") == want;
+            done.then_some(o)
+        },
+    )
     .await
 }
 

@@ -6,6 +6,7 @@ use kube::api::LogParams;
 use kube::Api;
 use lab::pg::PgPair;
 use sqlx::{Connection, PgConnection};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::support::{client, config, eventually, primary_region, PASSWORD};
@@ -89,7 +90,7 @@ async fn port_forward_errors_are_reported_like_the_api_server_does() {
     );
     // PostgreSQL down, pod still there: the dial error comes back.
     pair.primary.stop().await.unwrap();
-    let msg = eventually(10, "a dial error", || async {
+    let msg = eventually("a dial error", Duration::from_secs(10), || async {
         let mut pf = pods.portforward("postgresql-0", &[5432]).await.ok()?;
         pf.take_error(5432)?.await
     })

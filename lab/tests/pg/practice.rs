@@ -9,6 +9,7 @@ use lab::kube_api::{resource, WriteOpts};
 use lab::pg::PgPair;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
+use std::time::Duration;
 
 use crate::pod::bridge;
 use crate::support::{client, config, eventually, primary_region, PASSWORD};
@@ -60,14 +61,18 @@ async fn a_practice_namespace_gets_a_node_of_its_own_cloned_from_the_regions() {
                     ],
                     "ports": [{"containerPort": 5432}]}]}}}}))
         .unwrap();
-    let ip = eventually(180, "the practice copy Ready", || async {
-        let pod = d.get("pods", ns, "postgresql-0")?;
-        let ready = pod["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then(|| pod["status"]["podIP"].as_str().map(str::to_string))?
-    })
+    let ip = eventually(
+        "the practice copy Ready",
+        Duration::from_secs(180),
+        || async {
+            let pod = d.get("pods", ns, "postgresql-0")?;
+            let ready = pod["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then(|| pod["status"]["podIP"].as_str().map(str::to_string))?
+        },
+    )
     .await;
     assert_ne!(
         ip,
@@ -116,9 +121,11 @@ async fn a_practice_namespace_gets_a_node_of_its_own_cloned_from_the_regions() {
             WriteOpts::default(),
         )
         .unwrap();
-    eventually(60, "the copy's processes gone", || async {
-        processes_naming(&needle).is_empty().then_some(())
-    })
+    eventually(
+        "the copy's processes gone",
+        Duration::from_secs(60),
+        || async { processes_naming(&needle).is_empty().then_some(()) },
+    )
     .await;
     assert_eq!(
         pair.primary

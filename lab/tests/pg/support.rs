@@ -1,7 +1,6 @@
 //! Helpers: deadline polling (tests never sleep to synchronise), a started pair, a region's
 //! double running the PostgreSQL pod, and a kube-rs client.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +11,7 @@ use serde_json::{json, Value};
 /// The secret's `password`: `:` and `\` test the passfile escaping.
 pub const PASSWORD: &str = "lab:pw\\1";
 
-/// Polls `check` until it returns Some, or panics after `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    test_support::eventually(what, Duration::from_secs(secs), check).await
-}
+pub use test_support::eventually;
 
 /// A pair's config; `WAL_KEEP_SIZE` keeps the old primary's pre-fork WAL for pg_rewind.
 pub fn config() -> PgPairConfig {
@@ -40,7 +32,7 @@ pub async fn pair() -> PgPair {
 /// Waits until `sql` (one value) on `node`'s appdb returns `want`.
 pub async fn wait_value(node: &lab::PgNode, sql: &str, want: &str) {
     let what = format!("{sql} = {want} on {}", node.name());
-    eventually(60, &what, || async {
+    eventually(&what, Duration::from_secs(60), || async {
         (node.psql("appdb", sql).await.ok()?.as_str() == want).then_some(())
     })
     .await;
@@ -72,7 +64,7 @@ pub async fn primary_region(pair: &PgPair) -> KubeDouble {
                 "spec": {"containers": [{"name": "postgresql", "image": "postgres:15",
                     "ports": [{"containerPort": 5432}]}]}}}}))
         .unwrap();
-    eventually(120, "postgresql-0 Ready", || async {
+    eventually("postgresql-0 Ready", Duration::from_secs(120), || async {
         let pod = d.get("pods", "default", "postgresql-0")?;
         ready(&pod).then_some(())
     })

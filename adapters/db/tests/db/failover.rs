@@ -197,10 +197,14 @@ async fn follows_the_new_primary(lab: &Lab, p: &PgDatabase, d: &PgDatabase) {
         .await
         .expect("rejoin again");
     assert_eq!(again.method, RejoinMethod::AlreadyStandby);
-    eventually(30, "one primary, streaming", || async {
-        let st = cluster_status(&[p, d]).await;
-        (st.warnings.is_empty() && st.lag.is_some()).then_some(())
-    })
+    eventually(
+        "one primary, streaming",
+        Duration::from_secs(30),
+        || async {
+            let st = cluster_status(&[p, d]).await;
+            (st.warnings.is_empty() && st.lag.is_some()).then_some(())
+        },
+    )
     .await;
 }
 

@@ -2,6 +2,7 @@
 //! slots and the lag in bytes.
 
 use drd_db::{cluster_status, Database, DbRole};
+use std::time::Duration;
 
 use crate::support::{lab, make_table};
 
@@ -28,23 +29,27 @@ async fn a_row_on_the_primary_reaches_the_standby_and_lag_is_measured_in_bytes()
         "{:?}",
         ps.slots
     );
-    crate::support::eventually(30, "the standby to stream", || async {
+    crate::support::eventually("the standby to stream", Duration::from_secs(30), || async {
         let s = d.status().await.ok()?;
         (s.wal_receiver?.status == "streaming").then_some(())
     })
     .await;
-    crate::support::eventually(30, "dr_slot to show on pg_stat_replication", || async {
-        let s = p.status().await.ok()?;
-        s.replication
-            .iter()
-            .any(|c| c.application_name == "dr_slot" && c.state == "streaming")
-            .then_some(())
-    })
+    crate::support::eventually(
+        "dr_slot to show on pg_stat_replication",
+        Duration::from_secs(30),
+        || async {
+            let s = p.status().await.ok()?;
+            s.replication
+                .iter()
+                .any(|c| c.application_name == "dr_slot" && c.state == "streaming")
+                .then_some(())
+        },
+    )
     .await;
 
     // Replay paused: the primary moves on, the standby's replayed LSN does not.
     lab.dr.exec("SELECT pg_wal_replay_pause()").await;
-    crate::support::eventually(30, "replay to pause", || async {
+    crate::support::eventually("replay to pause", Duration::from_secs(30), || async {
         d.status()
             .await
             .ok()?
@@ -56,7 +61,7 @@ async fn a_row_on_the_primary_reaches_the_standby_and_lag_is_measured_in_bytes()
     lab.primary
         .exec("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(2, 1000) g")
         .await;
-    let status = crate::support::eventually(30, "lag to show", || async {
+    let status = crate::support::eventually("lag to show", Duration::from_secs(30), || async {
         let st = cluster_status(&[&p, &d]).await;
         st.lag.filter(|l| l.bytes > 100_000).map(|_| st)
     })
@@ -76,7 +81,7 @@ async fn a_row_on_the_primary_reaches_the_standby_and_lag_is_measured_in_bytes()
     assert!(json["lag"]["bytes"].as_u64().unwrap() > 100_000);
 
     lab.dr.exec("SELECT pg_wal_replay_resume()").await;
-    crate::support::eventually(30, "the lag to close", || async {
+    crate::support::eventually("the lag to close", Duration::from_secs(30), || async {
         let st = cluster_status(&[&p, &d]).await;
         st.lag.filter(|l| l.bytes == 0).map(|_| ())
     })

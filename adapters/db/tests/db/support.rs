@@ -1,7 +1,6 @@
 //! The lab for these tests: both regions' doubles with the manifests' PostgreSQL StatefulSet,
 //! role ConfigMap and secret, pods run by [`PgPodRuntime`]; and adapters for each region.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,14 +46,7 @@ pub struct Lab {
     _pair: PgPair,
 }
 
-/// Polls `check` until it returns Some, or panics after `secs` seconds.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    test_support::eventually(what, Duration::from_secs(secs), check).await
-}
+pub use test_support::eventually;
 
 /// The manifests' StatefulSet, as the double receives it from `drdctl deploy`, with `env`
 /// added to the container's environment.
@@ -112,8 +104,8 @@ impl Region {
     /// Waits until `postgresql-0` is Ready (start.sh finished, PostgreSQL accepting).
     pub async fn pod_ready(&self) {
         eventually(
-            240,
             &format!("postgresql-0 Ready in {}", self.name),
+            Duration::from_secs(240),
             || async {
                 let pod = self.kube.get("pods", "default", "postgresql-0")?;
                 if let Some(msg) = pod
@@ -172,7 +164,7 @@ impl Region {
     /// Waits until `sql` returns `want`.
     pub async fn wait_value(&self, sql: &str, want: &str) {
         let what = format!("{sql} = {want} in {}", self.name);
-        eventually(60, &what, || async {
+        eventually(&what, Duration::from_secs(60), || async {
             let mut c = self.sql().await;
             let v: Option<String> = sqlx::query_scalar(sql).fetch_one(&mut c).await.ok()?;
             (v.as_deref() == Some(want)).then_some(())
