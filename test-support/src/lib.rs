@@ -14,13 +14,16 @@
 //! The binaries come from `PG_BIN` or `/usr/lib/postgresql/15/bin`.
 
 pub mod registry;
+mod watchdog;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+pub use watchdog::Watchdog;
 
 use anyhow::{bail, Context, Result};
 
@@ -50,8 +53,8 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Makes sure the unprivileged `postgres` user exists (root only).
-fn ensure_postgres_user() -> Result<()> {
+/// Makes sure the unprivileged `postgres` user exists (root only; the lab's nodes use it too).
+pub fn ensure_postgres_user() -> Result<()> {
     let exists = Command::new("id")
         .args(["-u", "postgres"])
         .stdout(Stdio::null())
@@ -103,9 +106,8 @@ pub struct PgCluster {
     pub port: u16,
     dir: PathBuf,
     as_postgres: bool,
-    // Keeping the write end open keeps the watchdog waiting; it is closed when we exit.
-    _watchdog_pipe: Mutex<ChildStdin>,
-    _watchdog: Mutex<Child>,
+    // Stops the server and removes its files when this process ends, however it ends.
+    _watchdog: Watchdog,
 }
 
 impl PgCluster {
@@ -134,15 +136,14 @@ impl PgCluster {
         }
 
         // The watchdog first, so even a failed start leaves nothing behind.
-        let (pipe, watchdog) = spawn_watchdog(&dir, as_postgres)?;
+        let watchdog = cluster_watchdog(&dir, as_postgres)?;
 
         let mut cluster = PgCluster {
             host: opts.host.clone(),
             port: 0,
             dir: dir.clone(),
             as_postgres,
-            _watchdog_pipe: Mutex::new(pipe),
-            _watchdog: Mutex::new(watchdog),
+            _watchdog: watchdog,
         };
         cluster.run_checked(
             bin.join("initdb"),
@@ -402,7 +403,7 @@ fn chown_postgres(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn spawn_watchdog(dir: &Path, as_postgres: bool) -> Result<(ChildStdin, Child)> {
+fn cluster_watchdog(dir: &Path, as_postgres: bool) -> Result<Watchdog> {
     let pg_ctl = pg_bin_dir().join("pg_ctl");
     let data = dir.join("data");
     let stop = format!(
@@ -415,22 +416,15 @@ fn spawn_watchdog(dir: &Path, as_postgres: bool) -> Result<(ChildStdin, Child)> 
     } else {
         stop
     };
-    // `cat` returns when every write end of its stdin is closed, i.e. when the test process is
-    // gone. setsid keeps a Ctrl-C to the test's process group from killing it first.
     let script = format!(
-        "cat >/dev/null; if [ -f '{data}/postmaster.pid' ]; then {stop} >/dev/null 2>&1; fi; rm -rf '{dir}'",
+        "if [ -f '{data}/postmaster.pid' ]; then {stop} >/dev/null 2>&1; fi; rm -rf '{dir}'",
         data = data.display(),
         dir = dir.display()
     );
-    let mut child = Command::new("setsid")
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the clean-up watchdog (setsid sh)")?;
-    let pipe = child.stdin.take().expect("piped stdin");
-    Ok((pipe, child))
+    Ok(Watchdog::spawn(
+        &format!("cluster {}", dir.display()),
+        &script,
+    )?)
 }
 
 /// A port that was free a moment ago on `host`.
@@ -548,14 +542,13 @@ impl PgCluster {
         if as_postgres {
             chown_postgres(&dir)?;
         }
-        let (pipe, watchdog) = spawn_watchdog(&dir, as_postgres)?;
+        let watchdog = cluster_watchdog(&dir, as_postgres)?;
         let mut standby = PgCluster {
             host: primary.host.clone(),
             port: 0,
             dir: dir.clone(),
             as_postgres,
-            _watchdog_pipe: Mutex::new(pipe),
-            _watchdog: Mutex::new(watchdog),
+            _watchdog: watchdog,
         };
         let data = dir.join("data");
         let port = primary.port.to_string();

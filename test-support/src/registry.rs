@@ -22,8 +22,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::Watchdog;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,8 +135,7 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
     access: Arc<Log>,
     stderr: Arc<Log>,
-    watchdog_pipe: Option<ChildStdin>,
-    watchdog: Child,
+    watchdog: Watchdog,
 }
 
 impl TestRegistry {
@@ -194,7 +195,15 @@ impl TestRegistry {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let (watchdog_pipe, watchdog) = spawn_watchdog(child.id(), dir.path())?;
+        // Kills the registry and removes its files if the test process dies first.
+        let watchdog = Watchdog::spawn(
+            "the test registry",
+            &format!(
+                "kill -9 {} 2>/dev/null; rm -rf '{}'",
+                child.id(),
+                dir.path().display()
+            ),
+        )?;
 
         // stdout: the access log; stderr: the service log, where the address is announced.
         let access = Arc::new(Log::default());
@@ -213,7 +222,6 @@ impl TestRegistry {
             dir,
             access,
             stderr,
-            watchdog_pipe: Some(watchdog_pipe),
             watchdog,
         };
         match rx.recv_timeout(TIMEOUT) {
@@ -292,10 +300,7 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         // Tell the watchdog we clean up ourselves, then stop the registry; the temp dir goes
         // when `dir` drops.
-        if let Some(mut p) = self.watchdog_pipe.take() {
-            let _ = p.write_all(b"done\n");
-        }
-        let _ = self.watchdog.wait();
+        self.watchdog.disarm();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -326,24 +331,6 @@ fn drain(
             log.grew.notify_all();
         }
     });
-}
-
-/// A process that, when this process ends without saying `done`, kills the registry and
-/// removes its files. setsid keeps a Ctrl-C to the test's process group from killing it first.
-fn spawn_watchdog(pid: u32, dir: &Path) -> Result<(ChildStdin, Child)> {
-    let script = format!(
-        "if read -r _; then exit 0; fi; kill -9 {pid} 2>/dev/null; rm -rf '{}'",
-        dir.display()
-    );
-    let mut child = Command::new("setsid")
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the registry's clean-up watchdog (setsid sh)")?;
-    let pipe = child.stdin.take().expect("piped stdin");
-    Ok((pipe, child))
 }
 
 #[cfg(test)]

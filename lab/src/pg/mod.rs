@@ -19,8 +19,6 @@ mod pair;
 mod runtime;
 mod watchdog;
 
-use std::process::{Command, Stdio};
-
 pub use node::{
     default_pg_bin, default_start_script, free_port, Passwords, PgNode, PgNodeConfig, Role,
     RoleFiles, SharedNode, StartReport,
@@ -84,34 +82,9 @@ pub(crate) fn postgres_owner() -> PgResult<Option<(u32, u32)>> {
     if !nix::unistd::Uid::effective().is_root() {
         return Ok(None);
     }
-    let lookup = || {
-        nix::unistd::User::from_name("postgres")
-            .map_err(|e| PgError::Setup(format!("looking up the postgres user: {e}")))
-    };
-    let user = match lookup()? {
-        Some(u) => u,
-        None => {
-            let ok = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/bin/sh",
-                    "postgres",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            match lookup()? {
-                Some(u) => u,
-                None if !ok => return Err(PgError::Setup(
-                    "could not create the `postgres` user (useradd failed); create it and retry"
-                        .into(),
-                )),
-                None => return Err(PgError::Setup("the postgres user is missing".into())),
-            }
-        }
-    };
+    test_support::ensure_postgres_user().map_err(|e| PgError::Setup(format!("{e:#}")))?;
+    let user = nix::unistd::User::from_name("postgres")
+        .map_err(|e| PgError::Setup(format!("looking up the postgres user: {e}")))?
+        .ok_or_else(|| PgError::Setup("the postgres user is missing".into()))?;
     Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
 }

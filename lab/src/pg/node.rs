@@ -19,8 +19,8 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
-use super::watchdog::Watchdog;
 use super::{PgError, PgResult};
+use test_support::Watchdog;
 
 /// The role a node should take on its next start (the ConfigMap's `role`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +235,7 @@ impl PgNode {
             .tempdir()
             .map_err(io_err("creating the node's temp dir"))?
             .keep();
-        let watchdog = Watchdog::spawn(&dir)?;
+        let watchdog = super::watchdog::spawn(&dir)?;
         for sub in ["role", "scripts", "logs"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io_err(format!("creating {sub}/")))?;
         }

@@ -1,16 +1,12 @@
-//! Kills the lab's child processes if this process dies without doing it (panic, SIGKILL).
-//!
-//! A `sh` holds the read end of a pipe whose write end only this process has; when this
-//! process ends, `cat` sees end-of-file and the shell sends SIGKILL to every pid registered.
+//! Kills the lab's child processes if this process dies without doing it (panic, SIGKILL), on
+//! test-support's one [`test_support::Watchdog`]: its script kills every pid registered in a
+//! file.
 
 use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
 
 pub struct Watchdog {
     pids_file: tempfile::NamedTempFile,
-    _pipe: Mutex<ChildStdin>,
-    _child: Mutex<Child>,
+    _dog: test_support::Watchdog,
 }
 
 impl Watchdog {
@@ -19,20 +15,13 @@ impl Watchdog {
             .prefix("drd-lab-pids-")
             .tempfile()?;
         let script = format!(
-            "cat >/dev/null; for p in $(cat '{f}'); do kill -9 \"$p\" 2>/dev/null; done; rm -f '{f}'",
+            "for p in $(cat '{f}'); do kill -9 \"$p\" 2>/dev/null; done; rm -f '{f}'",
             f = pids_file.path().display()
         );
-        let mut child = Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let pipe = child.stdin.take().expect("piped stdin");
+        let dog = test_support::Watchdog::spawn("the lab's pods", &script)?;
         Ok(Watchdog {
             pids_file,
-            _pipe: Mutex::new(pipe),
-            _child: Mutex::new(child),
+            _dog: dog,
         })
     }
 
