@@ -72,21 +72,14 @@ impl Lab {
     /// Two regions whose `postgresql-0` pods run real PostgreSQL (start.sh), reachable by
     /// drdctl through port-forward; app pods are simulated.
     pub async fn start_with_pg() -> Lab {
-        use lab::pg::{PgPair, PgPairConfig, PgPodRuntime};
+        use lab::pg::{PgPair, PgPairConfig};
         let pair = PgPair::new(PgPairConfig::new(PASSWORD)).expect("create the PostgreSQL nodes");
         let (p_role, d_role) = pair.initial_roles();
         let start = |region: &'static str, node: lab::pg::SharedNode| async move {
-            let rt = PgPodRuntime::new(node);
-            let kube = KubeDouble::start_with(
-                KubeDoubleConfig::new(region, "127.0.0.1:0".parse().unwrap())
-                    .pod_start_delay(Duration::from_millis(50))
-                    .runtime(std::sync::Arc::new(rt.clone()))
-                    .pod_io(std::sync::Arc::new(rt.clone())),
-            )
-            .await
-            .unwrap();
-            rt.bind(&kube);
-            kube
+            lab::world::RegionBuilder::new(region, node)
+                .start()
+                .await
+                .unwrap()
         };
         let primary = start("primary", pair.primary.clone()).await;
         let dr = start("dr", pair.dr.clone()).await;
@@ -98,25 +91,7 @@ impl Lab {
         .unwrap();
         for (region, role) in [("primary", &p_role), ("dr", &d_role)] {
             let overlay = dir.path().join(format!("overlay-{region}"));
-            std::fs::create_dir_all(&overlay).unwrap();
-            let ops: Vec<String> = role
-                .to_config_map_data()
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| {
-                    format!("      - op: add\n        path: /data/{k}\n        value: {v}\n")
-                })
-                .collect();
-            std::fs::write(
-                overlay.join("kustomization.yaml"),
-                format!(
-                    "resources:\n  - {}\npatches:\n  - target:\n      kind: ConfigMap\n      name: postgresql-role\n    patch: |-\n{}",
-                    repo_root().join("manifests").join(region).display(),
-                    ops.concat()
-                ),
-            )
-            .unwrap();
+            lab::world::write_overlay(&overlay, &repo_root(), region, role).unwrap();
         }
         let lab = Lab {
             primary,

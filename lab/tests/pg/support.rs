@@ -1,12 +1,10 @@
 //! Helpers: deadline polling (tests never sleep to synchronise), a started pair, a region's
 //! double running the PostgreSQL pod, and a kube-rs client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lab::pg::{PgPair, PgPairConfig, PgPodRuntime, RoleFiles};
-use lab::{KubeDouble, KubeDoubleConfig};
-use serde_json::{json, Value};
+use lab::pg::{PgPair, PgPairConfig};
+use lab::KubeDouble;
 
 /// The secret's `password`: `:` and `\` test the passfile escaping.
 pub const PASSWORD: &str = "lab:pw\\1";
@@ -40,43 +38,17 @@ pub async fn wait_value(node: &lab::PgNode, sql: &str, want: &str) {
 
 /// The primary region's double, whose `postgresql` StatefulSet pod runs the pair's primary.
 pub async fn primary_region(pair: &PgPair) -> KubeDouble {
-    let rt = PgPodRuntime::new(pair.primary.clone());
-    let cfg = KubeDoubleConfig::new("primary", "127.0.0.1:0".parse().unwrap())
+    lab::world::RegionBuilder::new("primary", pair.primary.clone())
         .sync_delay(Duration::from_millis(10))
-        .runtime(Arc::new(rt.clone()))
-        .pod_io(Arc::new(rt.clone()));
-    let d = KubeDouble::start_with(cfg).await.expect("start the double");
-    rt.bind(&d);
-    let role: RoleFiles = pair.initial_roles().0;
-    d.create(json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "postgresql-secret", "namespace": "default"},
-        "stringData": {"password": PASSWORD}}))
-        .unwrap();
-    d.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "postgresql-role", "namespace": "default"},
-        "data": role.to_config_map_data()}))
-        .unwrap();
-    d.create(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "postgresql", "namespace": "default"},
-        "spec": {"serviceName": "postgresql-headless", "replicas": 1,
-            "selector": {"matchLabels": {"app": "postgresql"}},
-            "template": {"metadata": {"labels": {"app": "postgresql"}},
-                "spec": {"containers": [{"name": "postgresql", "image": "postgres:15",
-                    "ports": [{"containerPort": 5432}]}]}}}}))
-        .unwrap();
-    eventually("postgresql-0 Ready", Duration::from_secs(120), || async {
-        let pod = d.get("pods", "default", "postgresql-0")?;
-        ready(&pod).then_some(())
-    })
-    .await;
-    d
-}
-
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
+        .deployed(
+            &test_support::workspace_root(),
+            PASSWORD,
+            &pair.initial_roles().0,
+            &[],
+        )
+        .start()
+        .await
+        .expect("start the primary region")
 }
 
 /// A kube-rs client for a double.

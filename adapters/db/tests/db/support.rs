@@ -1,13 +1,12 @@
 //! The lab for these tests: both regions' doubles with the manifests' PostgreSQL StatefulSet,
 //! role ConfigMap and secret, pods run by [`PgPodRuntime`]; and adapters for each region.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use drd_db::{PgDatabase, PodNames, RegionConfig};
-use lab::pg::{PgPair, PgPairConfig, PgPodRuntime, RoleFiles};
-use lab::{KubeDouble, KubeDoubleConfig};
-use serde_json::{json, Value};
+use lab::pg::{PgPair, PgPairConfig, RoleFiles};
+use lab::world::RegionBuilder;
+use lab::KubeDouble;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
@@ -48,82 +47,22 @@ pub struct Lab {
 
 pub use test_support::eventually;
 
-/// The manifests' StatefulSet, as the double receives it from `drdctl deploy`, with `env`
-/// added to the container's environment.
-fn statefulset(env: &[(&str, &str)]) -> Value {
-    let path = test_support::workspace_root().join("manifests/base/postgresql/statefulset.yaml");
-    let yaml = std::fs::read_to_string(path).expect("read statefulset.yaml");
-    let mut v: Value = serde_yaml::from_str(&yaml).expect("parse statefulset.yaml");
-    v["metadata"]["namespace"] = json!("default");
-    let vars = v
-        .pointer_mut("/spec/template/spec/containers/0/env")
-        .and_then(Value::as_array_mut)
-        .expect("the container has env");
-    for (name, value) in env {
-        vars.push(json!({"name": name, "value": value}));
-    }
-    v
-}
-
-fn secret(password: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret",
-           "metadata": {"name": "postgresql-secret", "namespace": "default"},
-           "type": "Opaque", "stringData": {"password": password}})
-}
-
-fn role_config_map(role: &RoleFiles) -> Value {
-    json!({"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": "postgresql-role", "namespace": "default"},
-           "data": role.to_config_map_data()})
-}
-
 async fn region(
     name: &'static str,
     node: lab::pg::SharedNode,
     role: &RoleFiles,
     env: &[(&str, &str)],
 ) -> Region {
-    let rt = PgPodRuntime::new(node.clone());
-    let cfg = KubeDoubleConfig::new(name, "127.0.0.1:0".parse().unwrap())
+    let kube = RegionBuilder::new(name, node.clone())
         .sync_delay(Duration::from_millis(10))
-        .runtime(Arc::new(rt.clone()))
-        .pod_io(Arc::new(rt.clone()));
-    let kube = KubeDouble::start_with(cfg).await.expect("start the double");
-    rt.bind(&kube);
-    kube.create(secret(PASSWORD)).expect("create the secret");
-    kube.create(role_config_map(role))
-        .expect("create the role configmap");
-    kube.create(statefulset(env))
-        .expect("create the statefulset");
-    let r = Region { name, kube, node };
-    r.pod_ready().await;
-    r
+        .deployed(&test_support::workspace_root(), PASSWORD, role, env)
+        .start()
+        .await
+        .expect("start the region");
+    Region { name, kube, node }
 }
 
 impl Region {
-    /// Waits until `postgresql-0` is Ready (start.sh finished, PostgreSQL accepting).
-    pub async fn pod_ready(&self) {
-        eventually(
-            &format!("postgresql-0 Ready in {}", self.name),
-            Duration::from_secs(240),
-            || async {
-                let pod = self.kube.get("pods", "default", "postgresql-0")?;
-                if let Some(msg) = pod
-                    .pointer("/status/containerStatuses/0/state/waiting/message")
-                    .and_then(Value::as_str)
-                {
-                    panic!("postgresql-0 in {} failed to start: {msg}", self.name);
-                }
-                let ready = pod["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                ready.then_some(())
-            },
-        )
-        .await;
-    }
-
     /// The adapter as drdctl builds it: port-forward, password from the secret.
     pub fn db(&self) -> PgDatabase {
         PgDatabase::new(port_forward_config(&self.kube, self.name))

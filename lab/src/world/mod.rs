@@ -17,13 +17,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod region;
+
+pub use region::{pod_ready, RegionBuilder};
+
 use crate::azure::{RecordSet, ZoneId};
 use crate::control::{ControlServer, Controls, RegionHandle, CONTROL_FILE};
 use crate::kube_api::write_kubeconfig;
-use crate::pg::{PgPair, PgPairConfig, PgPodRuntime};
+use crate::pg::{PgPair, PgPairConfig};
 use crate::pods::{Endpoints, ProcessRuntime, ProcessRuntimeConfig, ServiceProxy};
 use crate::wan::{Link, Party, Relay, Wan, WanSettings};
-use crate::{AzureDouble, DnsServer, KubeDouble, KubeDoubleConfig};
+use crate::{AzureDouble, DnsServer, KubeDouble};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const CLIENT_ID: &str = "5a0e2b3c-7d4f-4e21-9c1a-abcdefabcdef";
@@ -112,15 +116,12 @@ async fn region(
         },
         endpoints,
     )?;
-    let pg_rt =
-        PgPodRuntime::with_fallback(node, Arc::new(runtime.clone()), Arc::new(runtime.clone()));
-    let kube = KubeDouble::start_with(
-        KubeDoubleConfig::new(name, SocketAddr::new(ip, 0))
-            .runtime(Arc::new(pg_rt.clone()))
-            .pod_io(Arc::new(pg_rt.clone())),
-    )
-    .await?;
-    pg_rt.bind(&kube);
+    let kube = RegionBuilder::new(name, node)
+        .addr(SocketAddr::new(ip, 0))
+        .fallback(Arc::new(runtime.clone()), Arc::new(runtime.clone()))
+        .start()
+        .await
+        .map_err(std::io::Error::other)?;
     runtime.attach(kube.store().clone());
     let me = Party::Region(name.to_string());
     let api = Relay::start(
@@ -299,24 +300,11 @@ impl World {
             .pg
             .roles_via(self.replication[0].addr, self.replication[1].addr);
         for (region, role) in [("primary", &p_role), ("dr", &d_role)] {
-            let overlay = dir.join("overlays").join(region);
-            std::fs::create_dir_all(&overlay)?;
-            let ops: String = role
-                .to_config_map_data()
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    format!("      - op: add\n        path: /data/{k}\n        value: {v}\n")
-                })
-                .collect();
-            std::fs::write(
-                overlay.join("kustomization.yaml"),
-                format!(
-                    "# The lab's overlay: the region's overlay with the lab's PostgreSQL addresses.\nresources:\n  - {}\npatches:\n  - target:\n      kind: ConfigMap\n      name: postgresql-role\n    patch: |-\n{ops}",
-                    relative_to(&overlay, &self.cfg.repo_root.join("manifests").join(region))
-                        .display()
-                ),
+            write_overlay(
+                &dir.join("overlays").join(region),
+                &self.cfg.repo_root,
+                region,
+                role,
             )?;
         }
         let ingress = |r: &Region| r.ingress.addr.to_string();
@@ -433,6 +421,32 @@ dr = "{dip}"
         let _ = self.pg.dr.stop().await;
         let _ = std::fs::remove_file(self.cfg.dir.join(CONTROL_FILE));
     }
+}
+
+/// Writes the kustomization in `overlay`: the repository's overlay of `region` with `role` (the
+/// lab's PostgreSQL addresses) patched into its `postgresql-role` ConfigMap.
+pub fn write_overlay(
+    overlay: &Path,
+    repo_root: &Path,
+    region: &str,
+    role: &crate::pg::RoleFiles,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(overlay)?;
+    let ops: String = role
+        .to_config_map_data()
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("      - op: add\n        path: /data/{k}\n        value: {v}\n"))
+        .collect();
+    let base = relative_to(overlay, &repo_root.join("manifests").join(region));
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "# The lab's overlay: the region's overlay with the lab's PostgreSQL addresses.\nresources:\n  - {}\npatches:\n  - target:\n      kind: ConfigMap\n      name: postgresql-role\n    patch: |-\n{ops}",
+            base.display()
+        ),
+    )
 }
 
 fn wan_from_env() -> Result<WanSettings, Box<dyn std::error::Error + Send + Sync>> {
