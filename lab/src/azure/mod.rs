@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use blob::{Blob, BlobStore, BlobWriteError};
-pub use faults::{ArmFaults, Endpoint, Fault, RecordedRequest, RequestLog};
+pub use faults::{ArmFaults, Endpoint, Fault, RecordedRequest, RequestLog, WriteFaults};
 pub use server::API_VERSION;
 pub use store::{AzureStore, Patch, Preconditions, RecordSet, Records, WriteError, Zone, ZoneId};
 pub use token::TokenIssuer;
