@@ -21,9 +21,6 @@ use super::token::TokenIssuer;
 /// The one api-version the double (and drdctl) speaks: the current GA version of Azure DNS.
 pub const API_VERSION: &str = "2018-05-01";
 
-/// The Blob service version the double answers with (`x-ms-version`).
-pub const STORAGE_VERSION: &str = "2021-08-06";
-
 /// What every request handler can reach.
 pub(crate) struct Ctx {
     pub store: Arc<AzureStore>,
