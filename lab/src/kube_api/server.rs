@@ -413,12 +413,16 @@ fn name_of<'c>(c: &'c Call<'_>) -> &'c str {
     c.name.as_deref().unwrap_or_default()
 }
 
-fn get(c: &Call<'_>) -> ApiResult<Response> {
-    let obj = c
-        .ctx
+/// The object the call names, or NotFound.
+fn stored(c: &Call<'_>) -> ApiResult<Value> {
+    c.ctx
         .store
         .get(c.res, c.ns(), name_of(c))
-        .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))?;
+        .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))
+}
+
+fn get(c: &Call<'_>) -> ApiResult<Response> {
+    let obj = stored(c)?;
     if table::wants_table(&c.accept) {
         return Ok(json_response(
             200,
@@ -710,11 +714,7 @@ pub(crate) fn to_scale(obj: &Value) -> Value {
 }
 
 fn get_scale(c: &Call<'_>) -> ApiResult<Response> {
-    let obj = c
-        .ctx
-        .store
-        .get(c.res, c.ns(), name_of(c))
-        .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))?;
+    let obj = stored(c)?;
     Ok(json_response(200, &to_scale(&obj)))
 }
 
