@@ -89,6 +89,12 @@ impl<F, X: Default> Faults<F, X> {
         lock(&self.state).next.pop_front()
     }
 
+    /// The latency to add and the failure to answer with, for one request (under one lock).
+    pub(crate) fn take(&self) -> (Duration, Option<F>) {
+        let mut s = lock(&self.state);
+        (s.latency, s.next.pop_front())
+    }
+
     /// Reads or changes the double's other faults.
     pub(crate) fn extra<T>(&self, f: impl FnOnce(&mut X) -> T) -> T {
         f(&mut lock(&self.state).extra)

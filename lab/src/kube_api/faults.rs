@@ -2,8 +2,6 @@
 //! and the record of what clients actually sent. (Taking the whole API down is on `KubeDouble`,
 //! because it closes the listener.)
 
-use std::time::Duration;
-
 use super::error::ApiError;
 
 /// Faults applied to every request before it is served.
@@ -24,11 +22,6 @@ impl Faults {
     /// How many injected failures are still pending.
     pub fn pending_failures(&self) -> usize {
         self.pending()
-    }
-
-    /// The latency to add and the failure to answer with, for one request.
-    pub(crate) fn take(&self) -> (Duration, Option<ApiError>) {
-        (self.latency(), self.take_next())
     }
 }
 
