@@ -7,6 +7,7 @@
 pub mod azure;
 pub mod control;
 pub mod dns_server;
+pub mod faults;
 pub mod guards;
 pub mod kube_api;
 pub mod pg;

@@ -21,6 +21,9 @@ use std::sync::Mutex;
 use poem::http::{HeaderMap, Method, StatusCode};
 use poem::Response;
 
+/// The Blob service version the double answers with (`x-ms-version`).
+pub const STORAGE_VERSION: &str = "2021-08-06";
+
 /// One stored blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blob {
@@ -139,7 +142,7 @@ fn error(status: u16, code: &str, message: &str, request_id: &str) -> Response {
         .content_type("application/xml")
         .header("x-ms-error-code", code)
         .header("x-ms-request-id", request_id)
-        .header("x-ms-version", super::server::STORAGE_VERSION)
+        .header("x-ms-version", STORAGE_VERSION)
         .body(body)
 }
 
@@ -195,7 +198,7 @@ pub(crate) fn handle(
             .header("etag", b.etag.as_str())
             .header("last-modified", http_date(b.last_modified))
             .header("x-ms-request-id", request_id)
-            .header("x-ms-version", super::server::STORAGE_VERSION)
+            .header("x-ms-version", STORAGE_VERSION)
     };
     match *method {
         Method::GET | Method::HEAD => match store.get(container, &blob) {

@@ -3,9 +3,7 @@
 //! the record of what clients sent (never a secret or a token: only whether a request carried
 //! a valid one).
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -23,97 +21,56 @@ pub enum Fault {
 
 type WriteHook = Box<dyn FnOnce() + Send>;
 
+/// What ARM does to the next write besides failing it.
 #[derive(Default)]
-struct State {
-    latency: Duration,
-    next: VecDeque<Fault>,
+pub struct WriteFaults {
     lost_write: Option<u16>,
     before_write: Option<WriteHook>,
 }
 
-/// Faults applied to ARM requests (the token endpoint is not affected).
-#[derive(Default)]
-pub struct ArmFaults {
-    state: Mutex<State>,
-}
-
-impl std::fmt::Debug for ArmFaults {
+impl std::fmt::Debug for WriteFaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.lock();
-        f.debug_struct("ArmFaults")
-            .field("latency", &s.latency)
-            .field("next", &s.next)
-            .field("lost_write", &s.lost_write)
-            .field("before_write", &s.before_write.is_some())
+        f.debug_struct("WriteFaults")
+            .field("lost_write", &self.lost_write)
+            .field("before_write", &self.before_write.is_some())
             .finish()
     }
 }
 
+/// Faults applied to ARM requests (the token endpoint is not affected).
+pub type ArmFaults = crate::faults::Faults<Fault, WriteFaults>;
+
 impl ArmFaults {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds `latency` before every ARM response (zero turns it off).
-    pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
-    }
-
-    /// The current added latency.
-    pub fn latency(&self) -> Duration {
-        self.lock().latency
-    }
-
     /// Makes the next `n` ARM requests fail with HTTP `status` (e.g. 500, 503) and the ARM
     /// error body a real server sends for it.
     pub fn fail_next(&self, n: usize, status: u16) {
-        let mut s = self.lock();
-        for _ in 0..n {
-            s.next.push_back(Fault::Status(status));
-        }
+        self.push_next(n, || Fault::Status(status));
     }
 
     /// Makes the next `n` ARM requests answer 429 with `Retry-After: retry_after_secs`.
     pub fn throttle_next(&self, n: usize, retry_after_secs: u64) {
-        let mut s = self.lock();
-        for _ in 0..n {
-            s.next.push_back(Fault::Throttle { retry_after_secs });
-        }
+        self.push_next(n, || Fault::Throttle { retry_after_secs });
     }
 
     /// The next PUT or PATCH is applied, and then answered with `status` instead of the new
     /// record set: a response lost on the way back. A client that retries with the old
     /// `If-Match` then gets 412.
     pub fn lose_next_write_response(&self, status: u16) {
-        self.lock().lost_write = Some(status);
+        self.extra(|w| w.lost_write = Some(status));
     }
 
     /// Runs `hook` when the next PUT or PATCH arrives, before its `If-Match` is checked: a
     /// concurrent change between the client's read and its write.
     pub fn before_next_write(&self, hook: impl FnOnce() + Send + 'static) {
-        self.lock().before_write = Some(Box::new(hook));
-    }
-
-    /// How many queued failures are still pending.
-    pub fn pending(&self) -> usize {
-        self.lock().next.len()
-    }
-
-    /// Removes every fault.
-    pub fn clear(&self) {
-        *self.lock() = State::default();
-    }
-
-    pub(crate) fn take_next(&self) -> Option<Fault> {
-        self.lock().next.pop_front()
+        self.extra(|w| w.before_write = Some(Box::new(hook)));
     }
 
     pub(crate) fn take_before_write(&self) -> Option<WriteHook> {
-        self.lock().before_write.take()
+        self.extra(|w| w.before_write.take())
     }
 
     pub(crate) fn take_lost_write(&self) -> Option<u16> {
-        self.lock().lost_write.take()
+        self.extra(|w| w.lost_write.take())
     }
 }
 
@@ -160,33 +117,10 @@ pub struct RecordedRequest {
     pub status: u16,
 }
 
-const LOG_CAPACITY: usize = 10_000;
-
 /// The most recent requests (bounded), oldest first.
-#[derive(Debug, Default)]
-pub struct RequestLog {
-    entries: Mutex<VecDeque<RecordedRequest>>,
-}
+pub type RequestLog = crate::faults::RequestLog<RecordedRequest>;
 
 impl RequestLog {
-    pub(crate) fn push(&self, r: RecordedRequest) {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if e.len() >= LOG_CAPACITY {
-            e.pop_front();
-        }
-        e.push_back(r);
-    }
-
-    /// A copy of every recorded request.
-    pub fn snapshot(&self) -> Vec<RecordedRequest> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
     /// The ARM requests only.
     pub fn arm(&self) -> Vec<RecordedRequest> {
         self.snapshot()
@@ -206,13 +140,5 @@ impl RequestLog {
             .into_iter()
             .filter(|r| r.endpoint == Endpoint::Token)
             .collect()
-    }
-
-    /// Forgets every recorded request.
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 }

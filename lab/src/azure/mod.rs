@@ -13,7 +13,9 @@
 //! a plain-http authority host, so clients keep `https://` URLs and map them to this address
 //! with a loopback transport (drd-dns does that when its `arm_endpoint` is `http://127.0.0.1:…`).
 
+mod arm;
 mod blob;
+mod ctx;
 mod faults;
 mod server;
 mod store;
@@ -29,16 +31,16 @@ use poem::Server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use arm::API_VERSION;
 pub use blob::{Blob, BlobStore, BlobWriteError};
-pub use faults::{ArmFaults, Endpoint, Fault, RecordedRequest, RequestLog};
-pub use server::API_VERSION;
+pub use faults::{ArmFaults, Endpoint, Fault, RecordedRequest, RequestLog, WriteFaults};
 pub use store::{AzureStore, Patch, Preconditions, RecordSet, Records, WriteError, Zone, ZoneId};
 pub use token::TokenIssuer;
 
 /// One running Azure double (ARM + token endpoint on one loopback port).
 pub struct AzureDouble {
     addr: SocketAddr,
-    ctx: Arc<server::Ctx>,
+    ctx: Arc<ctx::Ctx>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
 }
@@ -61,7 +63,7 @@ impl AzureDouble {
     pub async fn start_with_store(addr: SocketAddr, store: Arc<AzureStore>) -> io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let ctx = Arc::new(server::Ctx {
+        let ctx = Arc::new(ctx::Ctx {
             store,
             faults: Arc::new(ArmFaults::default()),
             requests: Arc::new(RequestLog::default()),

@@ -173,8 +173,7 @@ pub struct Zone {
 impl Zone {
     /// The record set of this type and name, if any.
     pub fn record_set(&self, record_type: &str, name: &str) -> Option<&RecordSet> {
-        self.record_sets
-            .get(&(record_type.to_ascii_uppercase(), name.to_ascii_lowercase()))
+        self.record_sets.get(&record_key(record_type, name))
     }
 
     /// The ARM JSON of the zone.
@@ -230,12 +229,28 @@ pub struct Patch {
     pub records: Option<Records>,
 }
 
+/// The key of a record set in its zone: upper-case type, lower-case name.
+fn record_key(record_type: &str, name: &str) -> (String, String) {
+    (record_type.to_ascii_uppercase(), name.to_ascii_lowercase())
+}
+
 fn etag_matches(header: &str, current: &str) -> bool {
     header.split(',').any(|t| {
         let t = t.trim();
         let t = t.strip_prefix("W/").unwrap_or(t);
         t == "*" || t.trim_matches('"') == current
     })
+}
+
+/// `If-Match` against the current ETag.
+fn check_if_match(header: &str, current: &str) -> Result<(), WriteError> {
+    if etag_matches(header, current) {
+        return Ok(());
+    }
+    Err(WriteError::PreconditionFailed(format!(
+        "The condition '{header}' in the If-Match header was not satisfied. The current was \
+         '{current}'."
+    )))
 }
 
 fn new_etag() -> String {
@@ -383,9 +398,7 @@ impl AzureStore {
         let out = {
             let mut st = self.lock();
             let zone = st.zones.get_mut(&id.key())?;
-            let rs = zone
-                .record_sets
-                .get_mut(&(record_type.to_ascii_uppercase(), name.to_ascii_lowercase()))?;
+            let rs = zone.record_sets.get_mut(&record_key(record_type, name))?;
             change(rs);
             rs.etag = new_etag();
             rs.clone()
@@ -402,12 +415,7 @@ impl AzureStore {
         mut record_set: RecordSet,
         pre: &Preconditions,
     ) -> Result<(RecordSet, bool), WriteError> {
-        let out = {
-            let mut st = self.lock();
-            let zone = st
-                .zones
-                .get_mut(&id.key())
-                .ok_or(WriteError::ZoneNotFound)?;
+        self.write_zone(id, |zone| {
             let rtype = record_set.record_type().to_string();
             let key = (rtype.clone(), record_set.name.to_ascii_lowercase());
             let existing = zone.record_sets.get(&key);
@@ -420,14 +428,7 @@ impl AzureStore {
                             id.zone, rtype, record_set.name
                         )))
                     }
-                    Some(cur) if !etag_matches(m, &cur.etag) => {
-                        return Err(WriteError::PreconditionFailed(format!(
-                            "The condition '{m}' in the If-Match header was not satisfied. \
-                             The current was '{}'.",
-                            cur.etag
-                        )))
-                    }
-                    Some(_) => {}
+                    Some(cur) => check_if_match(m, &cur.etag)?,
                 }
             }
             if let (Some(n), Some(cur)) = (&pre.if_none_match, existing) {
@@ -456,10 +457,8 @@ impl AzureStore {
             let created = existing.is_none();
             record_set.etag = new_etag();
             zone.record_sets.insert(key, record_set.clone());
-            (record_set, created)
-        };
-        self.bump();
-        Ok(out)
+            Ok((record_set, created))
+        })
     }
 
     /// PATCH semantics: merge into an existing record set under `If-Match`.
@@ -471,24 +470,13 @@ impl AzureStore {
         patch: Patch,
         pre: &Preconditions,
     ) -> Result<RecordSet, WriteError> {
-        let out = {
-            let mut st = self.lock();
-            let zone = st
-                .zones
-                .get_mut(&id.key())
-                .ok_or(WriteError::ZoneNotFound)?;
+        self.write_zone(id, |zone| {
             let rs = zone
                 .record_sets
-                .get_mut(&(record_type.to_ascii_uppercase(), name.to_ascii_lowercase()))
+                .get_mut(&record_key(record_type, name))
                 .ok_or(WriteError::RecordNotFound)?;
             if let Some(m) = &pre.if_match {
-                if !etag_matches(m, &rs.etag) {
-                    return Err(WriteError::PreconditionFailed(format!(
-                        "The condition '{m}' in the If-Match header was not satisfied. \
-                         The current was '{}'.",
-                        rs.etag
-                    )));
-                }
+                check_if_match(m, &rs.etag)?;
             }
             if let Some(r) = &patch.records {
                 if r.record_type() != rs.record_type() {
@@ -510,7 +498,23 @@ impl AzureStore {
                 rs.records = r;
             }
             rs.etag = new_etag();
-            rs.clone()
+            Ok(rs.clone())
+        })
+    }
+
+    /// Runs `write` on the zone under the lock; a write that succeeds bumps the version.
+    fn write_zone<T>(
+        &self,
+        id: &ZoneId,
+        write: impl FnOnce(&mut Zone) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let out = {
+            let mut st = self.lock();
+            let zone = st
+                .zones
+                .get_mut(&id.key())
+                .ok_or(WriteError::ZoneNotFound)?;
+            write(zone)?
         };
         self.bump();
         Ok(out)
@@ -522,7 +526,7 @@ impl AzureStore {
             let mut st = self.lock();
             st.zones.get_mut(&id.key()).is_some_and(|z| {
                 z.record_sets
-                    .remove(&(record_type.to_ascii_uppercase(), name.to_ascii_lowercase()))
+                    .remove(&record_key(record_type, name))
                     .is_some()
             })
         };

@@ -22,10 +22,10 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::controller::PodInfo;
+use super::ctx::Ctx;
 use super::error::ApiError;
 use super::exec::{accept, finish, frame, serve_websocket, STDOUT};
-use super::server::Ctx;
+use super::pod::PodInfo;
 use super::store::Store;
 
 /// How often the pod's log is checked for new output (and the pod for its end).

@@ -86,12 +86,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "kind": r.kind,
             "verbs": r.verbs(),
         });
-        if !r.short_names.is_empty() {
-            entry["shortNames"] = json!(r.short_names);
-        }
-        if !r.categories.is_empty() {
-            entry["categories"] = json!(r.categories);
-        }
+        add_names(&mut entry, r);
         resources.push(entry);
         for sub in r.subresources {
             let mut s = json!({
@@ -119,6 +114,16 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     )
 }
 
+/// The short names and categories of `r`, when it has any, on its discovery entry.
+fn add_names(entry: &mut Value, r: &ResourceDef) {
+    if !r.short_names.is_empty() {
+        entry["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        entry["categories"] = json!(r.categories);
+    }
+}
+
 fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
     RESOURCES
         .iter()
@@ -131,12 +136,7 @@ fn aggregated_resources(group: &str, version: &str) -> Vec<Value> {
                 "singularResource": r.singular,
                 "verbs": r.verbs(),
             });
-            if !r.short_names.is_empty() {
-                entry["shortNames"] = json!(r.short_names);
-            }
-            if !r.categories.is_empty() {
-                entry["categories"] = json!(r.categories);
-            }
+            add_names(&mut entry, r);
             if !r.subresources.is_empty() {
                 let subs: Vec<Value> = r
                     .subresources

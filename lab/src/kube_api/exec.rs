@@ -8,7 +8,7 @@
 //! `details.causes[0].message`, which kubectl turns into its own exit code), then a Close with
 //! code 1000: anything else loses the exit code on the client side.
 //!
-//! The command runs as a real process in the pod's environment, from [`PodIo::exec_env`]: for
+//! The command runs as a real process in the pod's environment, from [`super::PodIo::exec_env`]: for
 //! the PostgreSQL pod the node's (its OS user, `PGHOST` its socket directory, the server
 //! binaries on `PATH`), for a service pod the service's environment. Each container has a
 //! root directory of its own holding `/tmp`: absolute paths in the command under it are mapped
@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -35,10 +34,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::controller::PodInfo;
+use super::ctx::Ctx;
 use super::error::ApiError;
+use super::pod::{require_running, PodInfo};
+use super::pod_io::ExecEnv;
 use super::pty::{Pty, PtyReader};
-use super::server::Ctx;
 
 /// The subprotocols served, preferred first.
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
@@ -50,78 +50,6 @@ const STATUS: u8 = 3;
 const RESIZE: u8 = 4;
 /// v5: the client closed this channel (the next byte names it).
 pub(crate) const CLOSE: u8 = 0xFF;
-
-/// How a command runs inside a pod: its environment and OS user.
-#[derive(Debug, Clone, Default)]
-pub struct ExecEnv {
-    /// The whole environment (`PATH` included).
-    pub env: Vec<(String, String)>,
-    /// The uid and gid to run as; `None` for this process's own.
-    pub user: Option<(u32, u32)>,
-}
-
-impl ExecEnv {
-    /// A generic container: the literal `env` values of the pod's first container on a
-    /// standard `PATH`, as this process's user.
-    pub fn from_spec(pod: &PodInfo) -> Self {
-        let mut env = vec![
-            (
-                "PATH".to_string(),
-                "/usr/local/bin:/usr/bin:/bin".to_string(),
-            ),
-            ("HOSTNAME".to_string(), pod.name.clone()),
-        ];
-        for e in pod
-            .object
-            .pointer("/spec/containers/0/env")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
-                env.push((k.to_string(), v.to_string()));
-            }
-        }
-        ExecEnv { env, user: None }
-    }
-}
-
-/// The containers' root directories (`/tmp` of each), by pod uid and container.
-#[derive(Default)]
-pub(crate) struct Containers {
-    roots: Mutex<HashMap<(String, String), tempfile::TempDir>>,
-}
-
-impl Containers {
-    /// The root of `container` in the pod `uid`, created (with a world-writable `/tmp`, as in
-    /// an image) on first use.
-    pub(crate) fn root(&self, uid: &str, container: &str) -> std::io::Result<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
-        let mut roots = self.roots.lock().expect("containers lock");
-        let key = (uid.to_string(), container.to_string());
-        if let Some(d) = roots.get(&key) {
-            return Ok(d.path().to_path_buf());
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("drd-lab-container-")
-            .tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
-        let path = dir.path().to_path_buf();
-        roots.insert(key, dir);
-        Ok(path)
-    }
-
-    /// Forgets the containers of pods that no longer exist (their files go with them).
-    pub(crate) fn retain(&self, live_uids: &[String]) {
-        self.roots
-            .lock()
-            .expect("containers lock")
-            .retain(|(uid, _), _| live_uids.contains(uid));
-    }
-}
 
 /// `/tmp/x` -> `<root>/tmp/x` when the path's first directory exists in the container's root.
 fn map_path(root: &Path, arg: &str) -> Option<String> {
@@ -284,7 +212,7 @@ pub(crate) fn accept(
     raw_query: &str,
     attach: bool,
 ) -> Result<(ExecRequest, &'static str), ApiError> {
-    super::portforward::require_running(pod)?;
+    require_running(pod)?;
     let request = parse_request(pod, raw_query, attach)?;
     let what = if attach { "attach" } else { "exec" };
     Ok((request, negotiate(req, what)?))

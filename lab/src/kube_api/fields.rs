@@ -66,15 +66,7 @@ pub fn collect(obj: &Value) -> FieldSet {
 
 fn walk(v: &Value, keys: &[String], fp: FieldPath, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, child) in m {
-                let mut keys = keys.to_vec();
-                keys.push(k.clone());
-                let mut p = fp.clone();
-                p.push(Pe::F(k.clone()));
-                walk(child, &keys, p, out);
-            }
-        }
+        Value::Object(m) if !m.is_empty() => walk_fields(m, keys, &fp, out),
         Value::Array(items) => match merge_key(keys) {
             Some(key) if items.iter().all(|i| i.get(key).is_some()) => {
                 for item in items {
@@ -96,13 +88,18 @@ fn walk(v: &Value, keys: &[String], fp: FieldPath, out: &mut FieldSet) {
 
 fn walk_element(item: &Value, keys: &[String], fp: FieldPath, out: &mut FieldSet) {
     if let Some(m) = item.as_object() {
-        for (k, child) in m {
-            let mut keys = keys.to_vec();
-            keys.push(k.clone());
-            let mut p = fp.clone();
-            p.push(Pe::F(k.clone()));
-            walk(child, &keys, p, out);
-        }
+        walk_fields(m, keys, &fp, out);
+    }
+}
+
+/// Walks each field of an object, one level below `fp`.
+fn walk_fields(m: &Map<String, Value>, keys: &[String], fp: &FieldPath, out: &mut FieldSet) {
+    for (k, child) in m {
+        let mut keys = keys.to_vec();
+        keys.push(k.clone());
+        let mut p = fp.clone();
+        p.push(Pe::F(k.clone()));
+        walk(child, &keys, p, out);
     }
 }
 

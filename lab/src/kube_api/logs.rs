@@ -4,7 +4,7 @@
 //! each new line sent as it is written, until the pod goes (then kubectl exits 0). Errors are
 //! `400 BadRequest` Status bodies with the kubelet's messages.
 //!
-//! The text is the pod's log file from [`PodIo::log_path`] (else [`PodIo::logs`]). The double
+//! The text is the pod's log file from [`super::PodIo::log_path`] (else [`super::PodIo::logs`]). The double
 //! keeps no per-line times, so a line's time is the one it carries (the services' JSON
 //! `timestamp`, start.sh's and PostgreSQL's leading stamp), else the previous line's, else the
 //! pod's start: that is what `--since` filters on and `--timestamps` prints.
@@ -24,10 +24,10 @@ use poem::{Body, Response};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::controller::PodInfo;
+use super::ctx::Ctx;
 use super::error::ApiError;
+use super::pod::PodInfo;
 use super::resources;
-use super::server::Ctx;
 
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);

@@ -1,18 +1,16 @@
 //! The metrics API (`metrics.k8s.io/v1beta1` PodMetrics), as metrics-server serves it, for
 //! `kubectl top pods`: each pod's real CPU and memory, read from `/proc` for the processes
-//! [`PodIo::processes`] names (a service pod's process; the PostgreSQL pod's whole process
+//! [`super::PodIo::processes`] names (a service pod's process; the PostgreSQL pod's whole process
 //! group: postmaster, backends, walsender). CPU is the rate since the previous read of the
 //! same pod (the first read: since the processes started), memory the resident set.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::controller::PodInfo;
-use super::server::Ctx;
+use super::ctx::Ctx;
+use super::pod::PodInfo;
 
 /// Linux's USER_HZ: the unit of utime/stime in `/proc/<pid>/stat`.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -56,10 +54,6 @@ pub fn process_group(pgid: u32) -> Vec<u32> {
         })
         .collect()
 }
-
-/// The previous CPU reading of each pod (uid): total CPU seconds, when.
-#[derive(Default)]
-pub(crate) struct CpuSamples(Mutex<HashMap<String, (f64, Instant)>>);
 
 fn usage(ctx: &Ctx, pod: &PodInfo) -> (f64, u64) {
     let procs: Vec<(f64, u64, f64)> = ctx

@@ -5,6 +5,7 @@
 
 mod attach;
 mod controller;
+mod ctx;
 mod discovery;
 mod error;
 mod events;
@@ -15,6 +16,8 @@ mod kubeconfig;
 mod logs;
 mod metrics;
 mod patch;
+mod pod;
+mod pod_io;
 mod portforward;
 mod protobuf;
 mod pty;
@@ -39,13 +42,13 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch as watch_channel, Mutex};
 use tokio::task::JoinHandle;
 
-pub use controller::{template_hash, DelayRuntime, PodInfo, PodRuntime, PodStarted};
+pub use controller::template_hash;
 pub use error::{ApiError, ApiResult, Cause};
-pub use exec::ExecEnv;
 pub use faults::{Faults, RecordedRequest, RequestLog};
 pub use kubeconfig::{kubeconfig_yaml, write_kubeconfig};
 pub use metrics::process_group;
-pub use portforward::{pod_ip_target, PodIo, PodIpIo};
+pub use pod::{DelayRuntime, PodInfo, PodRuntime, PodStarted};
+pub use pod_io::{pod_ip_target, ExecEnv, PodIo, PodIpIo};
 pub use resources::{lookup as resource, ResourceDef, Subresource, RESOURCES};
 pub use selector::{FieldSelector, LabelSelector};
 pub use store::{Event, EventType, Store, WriteOpts};
@@ -120,13 +123,13 @@ struct Running {
 pub struct KubeDouble {
     region: String,
     addr: SocketAddr,
-    ctx: Arc<server::Ctx>,
+    ctx: Arc<ctx::Ctx>,
     down_tx: watch_channel::Sender<bool>,
     server: Mutex<Option<Running>>,
     controller: JoinHandle<()>,
 }
 
-fn serve(listener: tokio::net::TcpListener, ctx: Arc<server::Ctx>) -> io::Result<Running> {
+fn serve(listener: tokio::net::TcpListener, ctx: Arc<ctx::Ctx>) -> io::Result<Running> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = Server::new_with_acceptor(acceptor);
@@ -153,7 +156,7 @@ impl KubeDouble {
         let addr = listener.local_addr()?;
         let store = Store::new();
         let (down_tx, down_rx) = watch_channel::channel(false);
-        let ctx = Arc::new(server::Ctx {
+        let ctx = Arc::new(ctx::Ctx {
             store: store.clone(),
             faults: Arc::new(Faults::default()),
             requests: Arc::new(RequestLog::default()),

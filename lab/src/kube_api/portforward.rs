@@ -21,7 +21,7 @@
 //! forwarding port 5432 to pod ...: dial tcp ...: connection refused`). When the region's API
 //! goes down, open forwards are cut, as on a real outage.
 //!
-//! Where a pod's port really is comes from a [`PodIo`]: by default the pod's `status.podIP` and
+//! Where a pod's port really is comes from a [`super::PodIo`]: by default the pod's `status.podIP` and
 //! the same port; the lab's PostgreSQL runtime maps `postgresql-0:5432` to its node's address.
 
 use std::collections::BTreeMap;
@@ -31,91 +31,21 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
 use poem::{Request, Response};
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::controller::PodInfo;
+use super::ctx::Ctx;
 use super::error::ApiError;
-use super::exec::ExecEnv;
+use super::pod::{require_running, PodInfo};
 use super::resources;
-use super::server::Ctx;
 use super::spdy;
 
 /// The channel subprotocol the double answers kube-rs with (the one kube-rs and the API server
 /// share).
 const PROTOCOL: &str = "v4.channel.k8s.io";
-
-/// What the double needs to know to reach into a pod: where its ports are, and its log.
-pub trait PodIo: Send + Sync + 'static {
-    /// The address that `port` of `pod` is served on, or why it cannot be reached.
-    fn forward_target(&self, pod: &PodInfo, port: u16) -> Result<SocketAddr, String> {
-        pod_ip_target(pod, port)
-    }
-
-    /// The pod's log (`kubectl logs`); `None` when the runtime keeps none.
-    fn logs(&self, _pod: &PodInfo) -> Option<String> {
-        None
-    }
-
-    /// The file the pod's log is written to, when there is one (`kubectl logs -f` follows it).
-    fn log_path(&self, _pod: &PodInfo) -> Option<std::path::PathBuf> {
-        None
-    }
-
-    /// The pod's processes (`kubectl top pods` reads their CPU and memory); none by default.
-    fn processes(&self, _pod: &PodInfo) -> Vec<u32> {
-        Vec::new()
-    }
-
-    /// How `kubectl exec` runs a command in `pod`; by default a generic container
-    /// ([`ExecEnv::from_spec`]).
-    fn exec_env(&self, pod: &PodInfo) -> Result<ExecEnv, String> {
-        Ok(ExecEnv::from_spec(pod))
-    }
-}
-
-/// The default: a pod's port is `status.podIP:port`, and pods have no logs.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PodIpIo;
-
-impl PodIo for PodIpIo {}
-
-/// `status.podIP:port`, the kubelet's view of a pod's port.
-pub fn pod_ip_target(pod: &PodInfo, port: u16) -> Result<SocketAddr, String> {
-    let ip = pod
-        .object
-        .pointer("/status/podIP")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("pod {} has no IP yet", pod.name))?;
-    let ip = ip
-        .parse()
-        .map_err(|_| format!("pod {} has an invalid IP {ip:?}", pod.name))?;
-    Ok(SocketAddr::new(ip, port))
-}
-
-pub(crate) fn pod_info(region: &str, pod: &Value) -> PodInfo {
-    let meta = &pod["metadata"];
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    PodInfo {
-        region: region.to_string(),
-        namespace: s(&meta["namespace"]),
-        name: s(&meta["name"]),
-        uid: s(&meta["uid"]),
-        labels: meta["labels"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), s(v))).collect())
-            .unwrap_or_default(),
-        owner: meta["ownerReferences"]
-            .as_array()
-            .and_then(|a| a.first())
-            .map(|o| (s(&o["kind"]), s(&o["name"]))),
-        object: pod.clone(),
-    }
-}
 
 fn status_response(e: &ApiError) -> Response {
     Response::builder()
@@ -139,7 +69,7 @@ pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
     let Some(pod) = ctx.store.get(pods, ns, name) else {
         return Some(status_response(&ApiError::not_found(pods, name)));
     };
-    let info = pod_info(&ctx.region, &pod);
+    let info = PodInfo::from_pod(&ctx.region, &pod);
     let query: BTreeMap<String, String> =
         form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
             .into_owned()
@@ -156,22 +86,6 @@ pub(crate) async fn intercept(ctx: &Ctx, req: &Request) -> Option<Response> {
             Err(e) => status_response(&e),
         },
     })
-}
-
-/// Streams (exec, port-forward) need a running pod.
-pub(crate) fn require_running(pod: &PodInfo) -> Result<(), ApiError> {
-    let phase = pod
-        .object
-        .pointer("/status/phase")
-        .and_then(Value::as_str)
-        .unwrap_or("Pending");
-    if phase != "Running" {
-        return Err(ApiError::bad_request(format!(
-            "unable to upgrade connection: pod {} is not running (phase {phase})",
-            pod.name
-        )));
-    }
-    Ok(())
 }
 
 /// kubectl's SPDY session tunnelled in a WebSocket (kubectl ≥ 1.30, client-go

@@ -7,6 +7,8 @@
 //! carried by the k8s-pb crate), limited to the messages those kubectl generators emit; fields
 //! of other message types are skipped.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, ApiResult};
@@ -110,27 +112,6 @@ enum Wire<'a> {
     Skip,
 }
 
-fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn text(b: &[u8]) -> ApiResult<String> {
     String::from_utf8(b.to_vec()).map_err(|_| malformed())
 }
@@ -198,7 +179,7 @@ fn message(buf: &[u8], schema: &[Field]) -> ApiResult<Value> {
                 let raw = len_of(&entry, 2).unwrap_or_default();
                 let value = match field.ty {
                     MapStr => json!(text(raw)?),
-                    MapBytes => json!(b64(raw)),
+                    MapBytes => json!(STANDARD.encode(raw)),
                     _ => json!(text(len_of(&raw_fields(raw)?, 1).unwrap_or_default())?),
                 };
                 let map = out.entry(field.name).or_insert_with(|| json!({}));

@@ -141,238 +141,31 @@ macro_rules! res {
     };
 }
 
-/// Every resource the double serves.
+/// Every resource the double serves: group, version, plural, singular, kind, namespaced, short
+/// names, categories, subresources, generation.
+#[rustfmt::skip]
 pub static RESOURCES: &[ResourceDef] = &[
-    res!(
-        "",
-        "v1",
-        "events",
-        "event",
-        "Event",
-        true,
-        &["ev"],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "events.k8s.io",
-        "v1",
-        "events",
-        "event",
-        "Event",
-        true,
-        &["ev"],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "",
-        "v1",
-        "namespaces",
-        "namespace",
-        "Namespace",
-        false,
-        &["ns"],
-        &[],
-        STATUS,
-        false
-    ),
-    res!(
-        "",
-        "v1",
-        "configmaps",
-        "configmap",
-        "ConfigMap",
-        true,
-        &["cm"],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "",
-        "v1",
-        "secrets",
-        "secret",
-        "Secret",
-        true,
-        &[],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "",
-        "v1",
-        "services",
-        "service",
-        "Service",
-        true,
-        &["svc"],
-        &["all"],
-        STATUS,
-        false
-    ),
-    res!(
-        "",
-        "v1",
-        "pods",
-        "pod",
-        "Pod",
-        true,
-        &["po"],
-        &["all"],
-        STATUS,
-        false
-    ),
-    res!(
-        "",
-        "v1",
-        "serviceaccounts",
-        "serviceaccount",
-        "ServiceAccount",
-        true,
-        &["sa"],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "apps",
-        "v1",
-        "deployments",
-        "deployment",
-        "Deployment",
-        true,
-        &["deploy"],
-        &["all"],
-        STATUS_SCALE,
-        true
-    ),
-    res!(
-        "apps",
-        "v1",
-        "replicasets",
-        "replicaset",
-        "ReplicaSet",
-        true,
-        &["rs"],
-        &["all"],
-        STATUS_SCALE,
-        true
-    ),
-    res!(
-        "apps",
-        "v1",
-        "statefulsets",
-        "statefulset",
-        "StatefulSet",
-        true,
-        &["sts"],
-        &["all"],
-        STATUS_SCALE,
-        true
-    ),
-    res!(
-        "networking.k8s.io",
-        "v1",
-        "ingresses",
-        "ingress",
-        "Ingress",
-        true,
-        &["ing"],
-        &[],
-        STATUS,
-        true
-    ),
-    res!(
-        "networking.k8s.io",
-        "v1",
-        "networkpolicies",
-        "networkpolicy",
-        "NetworkPolicy",
-        true,
-        &["netpol"],
-        &[],
-        &[],
-        true
-    ),
-    res!(
-        "policy",
-        "v1",
-        "poddisruptionbudgets",
-        "poddisruptionbudget",
-        "PodDisruptionBudget",
-        true,
-        &["pdb"],
-        &[],
-        STATUS,
-        true
-    ),
-    res!(
-        "autoscaling",
-        "v2",
-        "horizontalpodautoscalers",
-        "horizontalpodautoscaler",
-        "HorizontalPodAutoscaler",
-        true,
-        &["hpa"],
-        &["all"],
-        STATUS,
-        false
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "roles",
-        "role",
-        "Role",
-        true,
-        &[],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "rolebindings",
-        "rolebinding",
-        "RoleBinding",
-        true,
-        &[],
-        &[],
-        &[],
-        false
-    ),
-    res!(
-        "coordination.k8s.io",
-        "v1",
-        "leases",
-        "lease",
-        "Lease",
-        true,
-        &[],
-        &[],
-        &[],
-        false
-    ),
+    res!("", "v1", "events", "event", "Event", true, &["ev"], &[], &[], false),
+    res!("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], &[], false),
+    res!("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &[], STATUS, false),
+    res!("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], &[], false),
+    res!("", "v1", "secrets", "secret", "Secret", true, &[], &[], &[], false),
+    res!("", "v1", "services", "service", "Service", true, &["svc"], &["all"], STATUS, false),
+    res!("", "v1", "pods", "pod", "Pod", true, &["po"], &["all"], STATUS, false),
+    res!("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], &[], false),
+    res!("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], &["all"], STATUS_SCALE, true),
+    res!("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], &["all"], STATUS_SCALE, true),
+    res!("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], &["all"], STATUS_SCALE, true),
+    res!("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"], &[], STATUS, true),
+    res!("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", true, &["netpol"], &[], &[], true),
+    res!("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], &[], STATUS, true),
+    res!("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", true, &["hpa"], &["all"], STATUS, false),
+    res!("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[], &[], &[], false),
+    res!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[], &[], &[], false),
+    res!("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], &[], false),
     // metrics-server's PodMetrics (read-only, computed: see metrics.rs); last, so that
     // `pods` alone names the core resource.
-    res!(
-        "metrics.k8s.io",
-        "v1beta1",
-        "pods",
-        "",
-        "PodMetrics",
-        true,
-        &[],
-        &[],
-        &[],
-        false
-    ),
+    res!("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", true, &[], &[], &[], false),
 ];
 
 /// The served API groups, in the order discovery lists them (core group excluded).

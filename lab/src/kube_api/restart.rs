@@ -10,34 +10,13 @@
 //! `--previous` answers the kubelet's "previous terminated container ... not found", as on a
 //! real cluster.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde_json::{json, Value};
 
-use super::controller::PodInfo;
+use super::ctx::Ctx;
 use super::error::{ApiError, ApiResult};
 use super::events::{self, EventType as Kind};
-use super::server::Ctx;
+use super::pod::PodInfo;
 use super::store::{now_rfc3339, WriteOpts};
-
-/// The log of each container's previous run, by pod uid and container.
-#[derive(Default)]
-pub(crate) struct PreviousLogs(Mutex<HashMap<(String, String), String>>);
-
-impl PreviousLogs {
-    /// The previous run's log of `container` in the pod `uid`, if it restarted here.
-    pub(crate) fn get(&self, uid: &str, container: &str) -> Option<String> {
-        let logs = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        logs.get(&(uid.to_string(), container.to_string())).cloned()
-    }
-
-    fn put(&self, uid: &str, container: &str, log: String, live: &[String]) {
-        let mut logs = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        logs.retain(|(u, _), _| live.contains(u));
-        logs.insert((uid.to_string(), container.to_string()), log);
-    }
-}
 
 fn pods() -> &'static super::resources::ResourceDef {
     super::resources::lookup("pods").expect("pods are served")
@@ -107,7 +86,7 @@ pub(crate) async fn restart_container(
         .store
         .get(pods(), namespace, name)
         .ok_or_else(|| ApiError::not_found(pods(), name))?;
-    let pod = super::portforward::pod_info(&ctx.region, &object);
+    let pod = PodInfo::from_pod(&ctx.region, &object);
     let started_at = object
         .pointer("/status/containerStatuses/0/state/running/startedAt")
         .and_then(Value::as_str)

@@ -10,36 +10,20 @@ use std::time::Duration;
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, Request, Response};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
+use super::ctx::Ctx;
 use super::discovery;
 use super::error::{ApiError, ApiResult};
-use super::faults::{Faults, RecordedRequest, RequestLog};
+use super::faults::RecordedRequest;
 use super::fields;
 use super::patch;
+use super::pod::PodInfo;
 use super::protobuf;
 use super::resources::{self, ResourceDef, Subresource};
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{Store, WriteOpts};
+use super::store::WriteOpts;
 use super::table;
 use super::watch::{self as watching, WatchRequest};
-
-/// What every request handler can reach.
-pub(crate) struct Ctx {
-    pub store: Arc<Store>,
-    pub faults: Arc<Faults>,
-    pub requests: Arc<RequestLog>,
-    pub down: watch::Receiver<bool>,
-    pub bookmark_interval: Duration,
-    pub server_address: String,
-    pub region: String,
-    pub pod_io: Arc<dyn super::portforward::PodIo>,
-    pub containers: super::exec::Containers,
-    pub cpu_samples: super::metrics::CpuSamples,
-    /// Runs the pods (the controller's too): in-place container restarts use it.
-    pub runtime: Arc<dyn super::controller::PodRuntime>,
-    pub previous_logs: super::restart::PreviousLogs,
-}
 
 /// The Poem endpoint serving the whole API.
 pub(crate) struct ApiEndpoint(pub Arc<Ctx>);
@@ -208,7 +192,7 @@ fn metrics(
         return error_response(&ApiError::method_not_allowed(method.as_str()));
     }
     let pods = resources::lookup("pods").expect("pods are served");
-    let info = |p: &Value| super::portforward::pod_info(&ctx.region, p);
+    let info = |p: &Value| PodInfo::from_pod(&ctx.region, p);
     if let Some(name) = name {
         return match ctx.store.get(pods, ns.unwrap_or_default(), name) {
             Some(p) => json_response(200, &super::metrics::pod_metrics(ctx, &info(&p))),
@@ -429,12 +413,16 @@ fn name_of<'c>(c: &'c Call<'_>) -> &'c str {
     c.name.as_deref().unwrap_or_default()
 }
 
-fn get(c: &Call<'_>) -> ApiResult<Response> {
-    let obj = c
-        .ctx
+/// The object the call names, or NotFound.
+fn stored(c: &Call<'_>) -> ApiResult<Value> {
+    c.ctx
         .store
         .get(c.res, c.ns(), name_of(c))
-        .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))?;
+        .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))
+}
+
+fn get(c: &Call<'_>) -> ApiResult<Response> {
+    let obj = stored(c)?;
     if table::wants_table(&c.accept) {
         return Ok(json_response(
             200,
@@ -726,11 +714,7 @@ pub(crate) fn to_scale(obj: &Value) -> Value {
 }
 
 fn get_scale(c: &Call<'_>) -> ApiResult<Response> {
-    let obj = c
-        .ctx
-        .store
-        .get(c.res, c.ns(), name_of(c))
-        .ok_or_else(|| ApiError::not_found(c.res, name_of(c)))?;
+    let obj = stored(c)?;
     Ok(json_response(200, &to_scale(&obj)))
 }
 

@@ -2,6 +2,8 @@
 //! server. Defaults matter because clients read them back (a Deployment has `replicas: 1`, a
 //! Service gets a clusterIP); validation matters because drdctl must report a 422 clearly.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Cause};
@@ -114,27 +116,6 @@ fn cluster_ip(ns: &str, name: &str) -> String {
     format!("10.96.{}.{}", (h >> 8) % 255, (h % 253) + 1)
 }
 
-fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Fills in the defaults the real API server sets. `old` is the stored object on update.
 pub fn default(res: &ResourceDef, old: Option<&Value>, obj: &mut Value) {
     let name = obj
@@ -228,7 +209,7 @@ pub fn default(res: &ResourceDef, old: Option<&Value>, obj: &mut Value) {
             {
                 let data = ensure_object(obj, "data");
                 for (k, v) in sd {
-                    data[k] = json!(b64(v.as_str().unwrap_or_default().as_bytes()));
+                    data[k] = json!(STANDARD.encode(v.as_str().unwrap_or_default().as_bytes()));
                 }
             }
         }
