@@ -13,9 +13,11 @@
 //!
 //! The binaries come from `PG_BIN` or `/usr/lib/postgresql/15/bin`.
 
+mod app;
 pub mod registry;
 mod watchdog;
 
+pub use app::{json_error, TestApp};
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;

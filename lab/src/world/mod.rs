@@ -7,7 +7,8 @@
 //! Every path that crosses regions goes through a WAN relay ([`crate::wan`]): replication and
 //! the split-brain guard's peer checks between the databases, the operator to each region's
 //! API (port-forwards included) and to Azure, the clients to each region's ingress. The
-//! relays' latency and bandwidth are set at start ([`WorldConfig::wan`]) and, like partitions
+//! relays' latency and bandwidth are set at start ([`World::start_with`], or `wan.json` and
+//! the environment in [`World::start`]) and, like partitions
 //! and the loss of a region, changed through the control API ([`crate::control`]) while the
 //! world runs.
 

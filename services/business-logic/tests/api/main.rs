@@ -1,89 +1,49 @@
 //! business-logic against a real PostgreSQL: validation, orders, analytics, bad input.
 
 use common::{Running, ServiceConfig};
-use reqwest::{Client, Response};
+use reqwest::Response;
 use serde_json::{json, Value};
-use test_support::{service_env, TestDb};
+use test_support::{json_error, service_env};
 
-struct TestApp {
-    running: Running,
-    db: TestDb,
-    http: Client,
-}
+type TestApp = test_support::TestApp<Running>;
 
 async fn spawn() -> TestApp {
-    let db = TestDb::new();
-    let config = ServiceConfig::from_lookup(
-        business_logic::DEFAULT_PORT,
-        business_logic::DEFAULT_BODY_LIMIT,
-        service_env(&db.url, &[]),
-    )
-    .unwrap();
-    TestApp {
-        running: business_logic::start(config).await.unwrap(),
-        db,
-        http: Client::new(),
-    }
+    TestApp::spawn(|db_url| async move {
+        let config = ServiceConfig::from_lookup(
+            business_logic::DEFAULT_PORT,
+            business_logic::DEFAULT_BODY_LIMIT,
+            service_env(&db_url, &[]),
+        )
+        .unwrap();
+        let running = business_logic::start(config).await.unwrap();
+        let url = running.url();
+        (running, url)
+    })
+    .await
 }
 
-impl TestApp {
-    async fn get(&self, path: &str) -> Response {
-        self.http
-            .get(format!("{}{path}", self.running.url()))
-            .send()
-            .await
-            .unwrap()
-    }
-    async fn post(&self, path: &str, body: &Value) -> Response {
-        self.http
-            .post(format!("{}{path}", self.running.url()))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-    async fn post_raw(&self, path: &str, body: &str) -> Response {
-        self.http
-            .post(format!("{}{path}", self.running.url()))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-    }
-    fn user(&self, name: &str) -> i64 {
-        self.db
-            .psql(&format!(
-                "INSERT INTO users (username, email) VALUES ('{name}', '{name}@example.com') RETURNING id"
-            ))
-            .lines()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
+/// A user row; its id.
+fn user(app: &TestApp, name: &str) -> i64 {
+    app.db
+        .psql(&format!(
+            "INSERT INTO users (username, email) VALUES ('{name}', '{name}@example.com') RETURNING id"
+        ))
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn error_of(resp: Response, status: u16) -> (String, String) {
-    assert_eq!(resp.status().as_u16(), status);
-    let body: Value = resp.json().await.expect("JSON body");
-    (
-        body["error"]["code"]
-            .as_str()
-            .expect("error.code")
-            .to_string(),
-        body["error"]["message"]
-            .as_str()
-            .expect("error.message")
-            .to_string(),
-    )
+    json_error(resp, status).await
 }
 
 #[tokio::test]
 async fn validate_user() {
     let app = spawn().await;
     let r = app
-        .post(
+        .post_json(
             "/api/v1/validate/user",
             &json!({"username":"testuser123","email":"test@example.com"}),
         )
@@ -92,7 +52,7 @@ async fn validate_user() {
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"valid": true}));
 
     let r = app
-        .post(
+        .post_json(
             "/api/v1/validate/user",
             &json!({"username":"x","email":"nope"}),
         )
@@ -121,7 +81,9 @@ async fn validate_user() {
             "body",
         ),
     ] {
-        let r = app.post_raw("/api/v1/validate/user", bad).await;
+        let r = app
+            .post_raw("/api/v1/validate/user", "application/json", bad)
+            .await;
         assert_eq!(r.status(), 400, "{bad}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["valid"], false, "{bad}: {body}");
@@ -133,9 +95,9 @@ async fn validate_user() {
 #[tokio::test]
 async fn process_order_seed_example_and_errors() {
     let app = spawn().await;
-    let uid = app.user("buyer");
+    let uid = user(&app, "buyer");
     let r = app
-        .post(
+        .post_json(
             "/api/v1/process/order",
             &json!({"user_id": uid, "amount": 99.99}),
         )
@@ -154,7 +116,7 @@ async fn process_order_seed_example_and_errors() {
     );
 
     let (code, msg) = error_of(
-        app.post(
+        app.post_json(
             "/api/v1/process/order",
             &json!({"user_id": 987654, "amount": 5}),
         )
@@ -173,7 +135,7 @@ async fn process_order_seed_example_and_errors() {
         (json!(10.555), "invalid_amount"),
     ] {
         let (code, msg) = error_of(
-            app.post(
+            app.post_json(
                 "/api/v1/process/order",
                 &json!({"user_id": uid, "amount": amount}),
             )
@@ -192,10 +154,15 @@ async fn process_order_seed_example_and_errors() {
         r#"{"user_id":1,"amount":1e400}"#,
         r#"{"user_id":1.5,"amount":5}"#,
     ] {
-        error_of(app.post_raw("/api/v1/process/order", bad).await, 400).await;
+        error_of(
+            app.post_raw("/api/v1/process/order", "application/json", bad)
+                .await,
+            400,
+        )
+        .await;
     }
     let (code, msg) = error_of(
-        app.post("/api/v1/process/order", &json!({"user_id": 0, "amount": 5}))
+        app.post_json("/api/v1/process/order", &json!({"user_id": 0, "amount": 5}))
             .await,
         400,
     )
@@ -204,7 +171,7 @@ async fn process_order_seed_example_and_errors() {
     assert!(msg.contains("user_id"), "{msg}");
     // Unknown keys are refused, not dropped.
     let (_, msg) = error_of(
-        app.post(
+        app.post_json(
             "/api/v1/process/order",
             &json!({"user_id": uid, "amount": 5, "is_admin": true}),
         )
@@ -227,11 +194,11 @@ async fn analytics_summary_counts_what_is_there() {
         .unwrap();
     assert_eq!(empty["total_orders"], 0);
     assert_eq!(empty["average_order_value"], 0.0);
-    let a = app.user("alice");
-    let b = app.user("bob");
+    let a = user(&app, "alice");
+    let b = user(&app, "bob");
     for (u, amount) in [(a, 10.0), (a, 20.5), (b, 5.25)] {
         let r = app
-            .post(
+            .post_json(
                 "/api/v1/process/order",
                 &json!({"user_id": u, "amount": amount}),
             )
@@ -266,7 +233,7 @@ async fn info_and_health() {
 #[tokio::test]
 async fn writes_on_a_read_only_database_answer_503_read_only() {
     let app = spawn().await;
-    let uid = app.user("readonly");
+    let uid = user(&app, "readonly");
     app.db.make_read_only();
     let config = ServiceConfig::from_lookup(8081, 65536, service_env(&app.db.url, &[])).unwrap();
     let ro = business_logic::start(config).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use test_support::{eventually, PgCluster, PgOptions};
 
-use crate::helpers::{spawn_with, start_on};
+use crate::helpers::{count, spawn_with, start_on};
 
 async fn post(http: &reqwest::Client, url: &str, source: &str) -> Result<(u16, Value), String> {
     let r = http
@@ -44,7 +44,7 @@ async fn each_request_gets_its_own_id_and_its_own_row() {
             .psql(&format!("SELECT source FROM ingested_data WHERE id = {id}"));
         assert_eq!(source, format!("s{i}"));
     }
-    assert_eq!(app.count(), 64);
+    assert_eq!(count(&app), 64);
     // They were grouped: rows of one statement share its transaction (xmin).
     let commits: i64 = app
         .db
@@ -82,7 +82,7 @@ async fn a_row_the_database_refuses_fails_alone() {
             assert_eq!(*status, 201, "{source}: {body}");
         }
     }
-    assert_eq!(app.count(), 36);
+    assert_eq!(count(&app), 36);
 }
 
 /// The postmaster and its children, SIGKILLed at once (a crash, not a shutdown).

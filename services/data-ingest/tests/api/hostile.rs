@@ -10,7 +10,7 @@ use test_support::{eventually, free_port, TestDb};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::helpers::{assert_error, closed_within, post_request, read_answer, spawn_with};
+use crate::helpers::{assert_error, closed_within, count, post_request, read_answer, spawn_with};
 
 const BIN: &str = env!("CARGO_BIN_EXE_data-ingest");
 
@@ -222,7 +222,7 @@ async fn slow_and_idle_connections_are_closed() {
         "{answer:?}"
     );
     assert_eq!(answer.header("connection"), Some("close"));
-    assert_eq!(app.count(), 0);
+    assert_eq!(count(&app), 0);
 }
 
 #[tokio::test]
@@ -481,7 +481,7 @@ async fn writes_need_a_bearer_token_when_tokens_are_configured() {
     assert!(spec["paths"]["/ingest/stats"]["get"]
         .get("security")
         .is_none());
-    assert_eq!(app.count(), 1);
+    assert_eq!(count(&app), 1);
 }
 
 #[tokio::test]

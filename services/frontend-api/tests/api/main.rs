@@ -9,58 +9,22 @@ use common::Running;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use support::{config, region, region_with};
-use test_support::TestDb;
+use test_support::{json_error, TestDb};
 
-struct Stack {
-    frontend: Running,
-    _backends: Vec<Running>,
-    db: TestDb,
-    http: Client,
-}
+/// The three services on one test database, wired like a region; the app is frontend-api.
+type Stack = test_support::TestApp<[Running; 3]>;
 
-/// The three services on one test database, wired like a region.
 async fn stack() -> Stack {
-    let db = TestDb::new();
-    let [bl, di, frontend] = region(&db.url).await;
-    Stack {
-        frontend,
-        _backends: vec![bl, di],
-        db,
-        http: Client::new(),
-    }
-}
-
-impl Stack {
-    async fn get(&self, path: &str) -> Response {
-        self.http
-            .get(format!("{}{path}", self.frontend.url()))
-            .send()
-            .await
-            .unwrap()
-    }
-    async fn post(&self, path: &str, body: &Value) -> Response {
-        self.http
-            .post(format!("{}{path}", self.frontend.url()))
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
+    Stack::spawn(|db_url| async move {
+        let services = region(&db_url).await;
+        let url = services[2].url();
+        (services, url)
+    })
+    .await
 }
 
 async fn error_of(resp: Response, status: u16) -> (String, String) {
-    assert_eq!(resp.status().as_u16(), status);
-    let body: Value = resp.json().await.expect("JSON body");
-    (
-        body["error"]["code"]
-            .as_str()
-            .expect("error.code")
-            .to_string(),
-        body["error"]["message"]
-            .as_str()
-            .expect("error.message")
-            .to_string(),
-    )
+    json_error(resp, status).await
 }
 
 #[tokio::test]
@@ -75,7 +39,7 @@ async fn seed_examples_work() {
         .starts_with("http://127.0.0.1:"));
 
     let r = s
-        .post(
+        .post_json(
             "/api/v1/users",
             &json!({"username":"testuser123","email":"test@example.com"}),
         )
@@ -89,7 +53,7 @@ async fn seed_examples_work() {
     assert_eq!(users["users"][0]["email"], "test@example.com");
 
     let r = s
-        .post(
+        .post_json(
             "/api/v1/data/ingest",
             &json!({"type":"sensor","data":{"temperature":25.5,"humidity":60},"source":"api"}),
         )
@@ -104,14 +68,14 @@ async fn seed_examples_work() {
 async fn duplicates_are_409_and_name_the_field() {
     let s = stack().await;
     let ok = s
-        .post(
+        .post_json(
             "/api/v1/users",
             &json!({"username":"alice","email":"alice@example.com"}),
         )
         .await;
     assert_eq!(ok.status(), 201);
     let (code, msg) = error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username":"alice","email":"other@example.com"}),
         )
@@ -122,7 +86,7 @@ async fn duplicates_are_409_and_name_the_field() {
     assert_eq!(code, "conflict");
     assert!(msg.contains("username"), "{msg}");
     let (_, msg) = error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username":"alice2","email":"ALICE@example.com"}),
         )
@@ -138,7 +102,7 @@ async fn duplicates_are_409_and_name_the_field() {
 async fn invalid_users_are_400_with_every_problem() {
     let s = stack().await;
     let r = s
-        .post("/api/v1/users", &json!({"username":"a","email":"bad"}))
+        .post_json("/api/v1/users", &json!({"username":"a","email":"bad"}))
         .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
@@ -146,7 +110,7 @@ async fn invalid_users_are_400_with_every_problem() {
     assert_eq!(body["errors"].as_array().unwrap().len(), 2);
     let long = "u".repeat(51);
     error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username": long, "email":"a@b.co"}),
         )
@@ -155,7 +119,7 @@ async fn invalid_users_are_400_with_every_problem() {
     )
     .await;
     error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username":"x'); DROP TABLE users;--","email":"a@b.co"}),
         )
@@ -170,7 +134,7 @@ async fn invalid_users_are_400_with_every_problem() {
     ] {
         let r = s
             .http
-            .post(format!("{}/api/v1/users", s.frontend.url()))
+            .post(s.url("/api/v1/users"))
             .header("content-type", "application/json")
             .body(raw)
             .send()
@@ -180,7 +144,7 @@ async fn invalid_users_are_400_with_every_problem() {
     }
     // A 100 kB username: 413, a client error, not a 502 from business-logic's smaller limit.
     let (code, _) = error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username": "u".repeat(100_000), "email":"a@b.co"}),
         )
@@ -190,7 +154,7 @@ async fn invalid_users_are_400_with_every_problem() {
     .await;
     assert_eq!(code, "payload_too_large");
     // Of the wrong shape: 400 with every problem, and no Rust type name.
-    let r = s.post("/api/v1/users", &json!([null, null])).await;
+    let r = s.post_json("/api/v1/users", &json!([null, null])).await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["valid"], false);
@@ -198,7 +162,7 @@ async fn invalid_users_are_400_with_every_problem() {
     assert!(!body.to_string().contains("NewUser"), "{body}");
     // Over the frontend's own limit: 413.
     let (code, _) = error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username": "u".repeat(2 << 20), "email":"a@b.co"}),
         )
@@ -209,7 +173,7 @@ async fn invalid_users_are_400_with_every_problem() {
     assert_eq!(code, "payload_too_large");
     // Unknown keys are refused, not dropped.
     let (_, msg) = error_of(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username":"sneaky","email":"s@example.com","is_admin":true}),
         )
@@ -220,7 +184,7 @@ async fn invalid_users_are_400_with_every_problem() {
     assert!(msg.contains("is_admin"), "{msg}");
     // Unicode names are fine, and come back as sent.
     let r = s
-        .post(
+        .post_json(
             "/api/v1/users",
             &json!({"username":"zoë-名前","email":"zoe@example.com"}),
         )
@@ -234,7 +198,7 @@ async fn pagination_and_bounds() {
     let s = stack().await;
     for i in 0..5 {
         let r = s
-            .post(
+            .post_json(
                 "/api/v1/users",
                 &json!({"username": format!("user{i}"), "email": format!("u{i}@example.com")}),
             )
@@ -261,7 +225,7 @@ async fn the_proxy_passes_backend_errors_through() {
     // The body goes through as sent: numbers keep every digit.
     let r = s
         .http
-        .post(format!("{}/api/v1/data/ingest", s.frontend.url()))
+        .post(s.url("/api/v1/data/ingest"))
         .header("content-type", "application/json")
         .body(r#"{"type":"n","data":[123456789012345678901234567890]}"#)
         .send()
@@ -272,7 +236,9 @@ async fn the_proxy_passes_backend_errors_through() {
         s.db.psql("SELECT payload->>0 FROM ingested_data"),
         "123456789012345678901234567890"
     );
-    let r = s.post("/api/v1/data/ingest", &json!({"type": 5})).await;
+    let r = s
+        .post_json("/api/v1/data/ingest", &json!({"type": 5}))
+        .await;
     let (code, msg) = error_of(r, 400).await;
     assert_eq!(code, "invalid_record");
     assert!(msg.contains("body.type"), "{msg}");
@@ -372,7 +338,7 @@ async fn the_request_id_reaches_the_backends() {
 async fn on_a_read_only_database_writes_are_503_and_reads_work() {
     let s = stack().await;
     assert_eq!(
-        s.post(
+        s.post_json(
             "/api/v1/users",
             &json!({"username":"early","email":"e@example.com"})
         )
