@@ -1,6 +1,7 @@
 //! Spawning data-ingest in-process on a free port, against its own test database.
 
 use common::{Running, ServiceConfig};
+#[allow(unused_imports)] // the benches include this file for its raw HTTP helpers only
 pub use test_support::json_error as assert_error;
 use test_support::service_env;
 
