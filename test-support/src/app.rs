@@ -25,6 +25,7 @@ impl<R> TestApp<R> {
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = (R, String)>,
     {
+        crate::test_log();
         let db = TestDb::new();
         let (running, base) = start(db.url.clone()).await;
         TestApp {

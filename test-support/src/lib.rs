@@ -115,6 +115,7 @@ pub struct PgCluster {
 impl PgCluster {
     /// `initdb` + start on a free port. Blocks until the server accepts connections.
     pub fn start(opts: PgOptions) -> Result<PgCluster> {
+        test_log();
         let bin = pg_bin_dir();
         if !bin.join("initdb").exists() {
             bail!(
@@ -427,6 +428,23 @@ fn cluster_watchdog(dir: &Path, as_postgres: bool) -> Result<Watchdog> {
         &format!("cluster {}", dir.display()),
         &script,
     )?)
+}
+
+/// The one logging switch of every test: with `TEST_LOG` set, the in-process tracing output
+/// (the doubles, the adapters, the services under test) goes to the test's output, which libtest
+/// shows for failing tests (all with `--nocapture`). `TEST_LOG=1` means `debug`; any other value
+/// is a filter (`TEST_LOG=lab=trace,drd_db=debug`). The harness's entry points call it
+/// ([`PgCluster::start`], [`TestApp::spawn`], the lab tests' and drdctl tests' set-ups), so a
+/// test need not.
+pub fn test_log() {
+    let Some(v) = std::env::var("TEST_LOG").ok().filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let filter = if v == "1" { "debug".to_string() } else { v };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
 }
 
 /// A port that was free a moment ago on `host`.

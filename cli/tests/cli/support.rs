@@ -44,6 +44,7 @@ pub const DR_INGRESS: &str = "127.0.0.3";
 
 impl Lab {
     pub async fn start() -> Lab {
+        test_support::test_log();
         let start = |region: &str| {
             KubeDouble::start_with(
                 KubeDoubleConfig::new(region, "127.0.0.1:0".parse().unwrap())
@@ -72,6 +73,7 @@ impl Lab {
     /// Two regions whose `postgresql-0` pods run real PostgreSQL (start.sh), reachable by
     /// drdctl through port-forward; app pods are simulated.
     pub async fn start_with_pg() -> Lab {
+        test_support::test_log();
         use lab::pg::{PgPair, PgPairConfig};
         let pair = PgPair::new(PgPairConfig::new(PASSWORD)).expect("create the PostgreSQL nodes");
         let (p_role, d_role) = pair.initial_roles();

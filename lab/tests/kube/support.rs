@@ -13,19 +13,10 @@ use serde_json::{json, Value};
 
 /// Starts a double on 127.0.0.1:0 with fast pods (50 ms to Ready).
 pub async fn double() -> KubeDouble {
-    init_tracing();
+    test_support::test_log();
     let cfg = KubeDoubleConfig::new("primary", "127.0.0.1:0".parse().unwrap())
         .pod_start_delay(Duration::from_millis(50));
     KubeDouble::start_with(cfg).await.expect("start the double")
-}
-
-fn init_tracing() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
 }
 
 /// A kube-rs client for the double (namespace `default`).

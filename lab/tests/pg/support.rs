@@ -13,6 +13,7 @@ pub use test_support::eventually;
 
 /// A pair's config; `WAL_KEEP_SIZE` keeps the old primary's pre-fork WAL for pg_rewind.
 pub fn config() -> PgPairConfig {
+    test_support::test_log();
     let mut cfg = PgPairConfig::new(PASSWORD);
     for node in [&mut cfg.primary, &mut cfg.dr] {
         node.env.push(("WAL_KEEP_SIZE".into(), "256MB".into()));

@@ -53,6 +53,7 @@ async fn region(
     role: &RoleFiles,
     env: &[(&str, &str)],
 ) -> Region {
+    test_support::test_log();
     let kube = RegionBuilder::new(name, node.clone())
         .sync_delay(Duration::from_millis(10))
         .deployed(&test_support::workspace_root(), PASSWORD, role, env)
