@@ -124,30 +124,12 @@ impl PgCluster {
                 bin.display()
             );
         }
-        let as_postgres = running_as_root();
-        if as_postgres {
+        if running_as_root() {
             ensure_postgres_user()?;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("drd-pg-")
-            .tempdir()
-            .context("creating a temp dir for the cluster")?
-            .keep();
+        let mut cluster = PgCluster::in_new_dir("drd-pg-", &opts.host)?;
+        let dir = cluster.dir.clone();
         let data = dir.join("data");
-        if as_postgres {
-            chown_postgres(&dir)?;
-        }
-
-        // The watchdog first, so even a failed start leaves nothing behind.
-        let watchdog = cluster_watchdog(&dir, as_postgres)?;
-
-        let mut cluster = PgCluster {
-            host: opts.host.clone(),
-            port: 0,
-            dir: dir.clone(),
-            as_postgres,
-            _watchdog: watchdog,
-        };
         cluster.run_checked(
             bin.join("initdb"),
             &[
@@ -552,24 +534,32 @@ where
 }
 
 impl PgCluster {
-    /// A streaming standby of `primary` (pg_basebackup -R), started on its own port.
-    pub fn standby_of(primary: &PgCluster) -> Result<PgCluster> {
+    /// A cluster not yet created, in a new temp dir (owned by `postgres` when running as root)
+    /// whose watchdog is started first, so even a failed start leaves nothing behind.
+    fn in_new_dir(prefix: &str, host: &str) -> Result<PgCluster> {
         let as_postgres = running_as_root();
         let dir = tempfile::Builder::new()
-            .prefix("drd-pg-standby-")
-            .tempdir()?
+            .prefix(prefix)
+            .tempdir()
+            .context("creating a temp dir for the cluster")?
             .keep();
         if as_postgres {
             chown_postgres(&dir)?;
         }
         let watchdog = cluster_watchdog(&dir, as_postgres)?;
-        let mut standby = PgCluster {
-            host: primary.host.clone(),
+        Ok(PgCluster {
+            host: host.to_string(),
             port: 0,
-            dir: dir.clone(),
+            dir,
             as_postgres,
             _watchdog: watchdog,
-        };
+        })
+    }
+
+    /// A streaming standby of `primary` (pg_basebackup -R), started on its own port.
+    pub fn standby_of(primary: &PgCluster) -> Result<PgCluster> {
+        let mut standby = PgCluster::in_new_dir("drd-pg-standby-", &primary.host)?;
+        let dir = standby.dir.clone();
         let data = dir.join("data");
         let port = primary.port.to_string();
         standby.run_checked(
