@@ -87,7 +87,9 @@ impl Upstreams {
         }
         let call = async {
             let resp = self.http.request(request).await.map_err(|e| {
-                let kind = if e.is_connect() {
+                let kind = if timed_out(&e) {
+                    Failure::Timeout
+                } else if e.is_connect() {
                     Failure::Connect
                 } else {
                     Failure::Other
@@ -115,6 +117,22 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// Whether an error (the 2 s connect timeout among them) comes from a timeout, as reqwest's
+/// `is_timeout` said: a backend that does not accept in time is slow (504), not gone (503).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn failure(name: &str, kind: Failure) -> ApiError {
