@@ -393,27 +393,35 @@ clone_from_primary() {
 # primary and be consistent. That needs the primary's WAL from the fork point on, which
 # pg_rewind does not check; if the primary has recycled it (a late rejoin without a slot), the
 # standby would wait forever. Sets VERDICT to ok | missing-wal | died | slow.
+#
+# Polled every 50 ms (this wait is most of a rejoin's wall time). Verified as soon as the
+# standby is consistent (accepts connections), its WAL receiver is streaming and has received
+# WAL from the primary past the point it asked for: the primary then had the segment the
+# standby needs (it reports a removed one instead of sending it), and newer segments are kept
+# by the slot. When nothing has been received yet (the primary has written nothing since that
+# point), 1 s of streaming without an error is taken as enough, as before.
 trial_start_standby() {
-  local settled=0 i
+  local settled=0 i received t0=$SECONDS
   TRIAL_LOG=$PARENT_DIR/rejoin-check.log
   VERDICT=slow
   TEMP_SERVER=$PGDATA
   "$PG_BIN/pg_ctl" -D "$PGDATA" -W -l "$TRIAL_LOG" -o "-c listen_addresses=''" start >/dev/null
-  # Every 0.2 s (not every second: this wait is most of a rejoin's wall time).
-  for ((i = 0; i < PG_CTL_TIMEOUT * 5; i++)); do
-    sleep 0.2
+  for ((i = 0; i < PG_CTL_TIMEOUT * 20; i++)); do
+    sleep 0.05
     if grep -qE 'has already been removed|is not a child of this server|could not locate' "$TRIAL_LOG"; then
       VERDICT=missing-wal; break
     fi
     if ! "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then VERDICT=died; break; fi
-    # Consistent, streaming, and no error for 1 more second (the primary reports a removed
-    # segment right after the stream starts: within milliseconds of it).
     if "$PG_BIN/pg_isready" -q -h "$SOCKET_DIR" -p "$PORT" && grep -q 'started streaming WAL' "$TRIAL_LOG"; then
-      if ((++settled > 5)); then VERDICT=ok; break; fi
+      received=$("$PG_BIN/psql" -X -q -At -h "$SOCKET_DIR" -p "$PORT" -U "$POSTGRES_USER" -d postgres -c \
+        "SELECT written_lsn > receive_start_lsn FROM pg_stat_wal_receiver WHERE status = 'streaming'" 2>/dev/null) || received=
+      if [[ $received == t ]]; then VERDICT=ok TRIAL_HOW="WAL received from the primary"; break; fi
+      if ((++settled >= 20)); then VERDICT=ok TRIAL_HOW="streaming for 1 s without an error"; break; fi
     fi
   done
   "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t "$PG_CTL_TIMEOUT" stop >/dev/null 2>&1 || true
   TEMP_SERVER=
+  TRIAL_SECONDS=$((SECONDS - t0))
   sed 's/^/  | /' "$TRIAL_LOG" >&2
 }
 
@@ -537,7 +545,7 @@ rejoin)
     set_recovery_settings "$PGDATA" standby
     trial_start_standby
     case $VERDICT in
-      ok) log "rejoin: verified: the rewound standby is consistent and streaming" ;;
+      ok) log "rejoin: verified: the rewound standby is consistent and streaming ($TRIAL_HOW; trial start ${TRIAL_SECONDS}s)" ;;
       slow) log "rejoin: the rewound standby is not streaming yet after ${PG_CTL_TIMEOUT}s; continuing" ;;
       missing-wal) rc=verify reason="the primary no longer has the WAL this node needs since the fork (pg_rewind itself succeeded)" ;;
       *) rc=verify reason="the rewound standby did not start (see $TRIAL_LOG)" ;;

@@ -216,6 +216,11 @@ impl Drop for Lingering {
 /// Every answer of the service itself has a body, so a 4xx head with `content-length: 0` and
 /// nothing after it can only be hyper's.
 fn rewrite_rejection(out: &[u8]) -> Option<Vec<u8>> {
+    // Every answer is written through here: rule out the common case (a body after the
+    // head, or not a 4xx) before any search or allocation.
+    if !out.starts_with(b"HTTP/1.1 4") || !out.ends_with(b"\r\n\r\n") {
+        return None;
+    }
     let head_end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&out[..head_end]).to_ascii_lowercase();
     if head_end + 4 != out.len() || !head.contains("\r\ncontent-length: 0") {
@@ -238,7 +243,7 @@ fn rewrite_rejection(out: &[u8]) -> Option<Vec<u8>> {
         "{line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
          connection: close\r\nx-request-id: {}\r\nx-content-type-options: nosniff\r\n\r\n",
         body.len(),
-        uuid::Uuid::new_v4()
+        crate::server::new_request_id()
     )
     .into_bytes();
     answer.extend_from_slice(body.as_bytes());

@@ -71,7 +71,7 @@ impl ApiError {
 
     /// Maps a database error to what the client can act on; `context` says what was being done.
     pub fn from_db(context: &str, err: sqlx::Error) -> Self {
-        if crate::db::is_read_only(&err) {
+        if crate::sqlstate::is_read_only(&err) {
             return Self::read_only();
         }
         match &err {

@@ -21,7 +21,8 @@
 //!   the latency each adds over direct.
 //!
 //! `DATA_INGEST_BIN` / `FRONTEND_API_BIN` override the binaries (default target/release/...);
-//! `INGEST_ENV` adds `KEY=VALUE,...` to data-ingest's environment (e.g. `ACCESS_LOG=errors`).
+//! `INGEST_ENV` adds `KEY=VALUE,...` to data-ingest's environment (e.g. `ACCESS_LOG=errors`),
+//! `FRONTEND_ENV` to frontend-api's.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -331,6 +332,40 @@ http {{
     (p, addr)
 }
 
+/// `perf record` (cpu-clock, call graphs) of process `pid` into `out`, until [`perf_stop`].
+fn perf_record(pid: u32, out: &std::ffi::OsStr) -> Proc {
+    Proc(
+        Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "2000", "-g", "-o"])
+            .arg(out)
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting perf record"),
+    )
+}
+
+/// Stops a [`perf_record`]: perf writes its file on SIGINT.
+fn perf_stop(perf: Option<Proc>) {
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.0.id().to_string()])
+            .status();
+        let _ = perf.0.wait();
+    }
+}
+
+/// `KEY=VALUE,...` from the environment variable `var` (none when unset).
+fn env_list(var: &str) -> Vec<(String, String)> {
+    std::env::var(var)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 fn range(v: &[f64], digits: usize) -> String {
     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -363,28 +398,25 @@ fn main() {
         ("DATABASE_URL".into(), db_url.clone()),
         ("DB_POOL_MAX_CONNECTIONS".into(), connections.to_string()),
     ];
-    if let Ok(extra) = std::env::var("INGEST_ENV") {
-        for kv in extra.split(',').filter(|s| !s.is_empty()) {
-            if let Some((k, v)) = kv.split_once('=') {
-                ingest_env.push((k.into(), v.into()));
-            }
-        }
-    }
+    ingest_env.extend(env_list("INGEST_ENV"));
     let (ingest, ingest_addr) = spawn_service(
         &binary("DATA_INGEST_BIN", "data-ingest"),
         &ingest_env,
         "data-ingest",
     );
     let ingest_pid = ingest.0.id();
-    let (_frontend, frontend_addr) = spawn_service(
+    let mut frontend_env: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), db_url.clone()),
+        ("DATA_INGEST_URL".into(), format!("http://{ingest_addr}")),
+        ("BUSINESS_LOGIC_URL".into(), "http://127.0.0.1:9".into()),
+    ];
+    frontend_env.extend(env_list("FRONTEND_ENV"));
+    let (frontend, frontend_addr) = spawn_service(
         &binary("FRONTEND_API_BIN", "frontend-api"),
-        &[
-            ("DATABASE_URL".into(), db_url.clone()),
-            ("DATA_INGEST_URL".into(), format!("http://{ingest_addr}")),
-            ("BUSINESS_LOGIC_URL".into(), "http://127.0.0.1:9".into()),
-        ],
+        &frontend_env,
         "frontend-api",
     );
+    let frontend_pid = frontend.0.id();
     let work = tempfile::Builder::new()
         .prefix("drd-cost-")
         .tempdir()
@@ -416,21 +448,12 @@ fn main() {
     let (mut posts, mut pgb, mut cpu_us, mut ratios) = (vec![], vec![], vec![], vec![]);
     let (mut batch, mut copy, mut copy_ratios) = (vec![], vec![], vec![]);
     let (mut p_direct, mut p_front, mut p_nginx) = (vec![], vec![], vec![]);
-    let (mut add_front, mut add_nginx) = (vec![], vec![]);
+    let (mut add_front, mut add_nginx, mut front_cpu_us) = (vec![], vec![], vec![]);
     for round in 0..rounds {
         // Alternate which side goes first.
         // PERF_DATA=<file>: a perf profile (cpu-clock) of data-ingest during the first wrk run.
         let perf = match std::env::var_os("PERF_DATA") {
-            Some(out) if round == 0 => Some(Proc(
-                Command::new("perf")
-                    .args(["record", "-e", "cpu-clock", "-F", "2000", "-g", "-o"])
-                    .arg(out)
-                    .args(["-p", &ingest_pid.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting perf record"),
-            )),
+            Some(out) if round == 0 => Some(perf_record(ingest_pid, &out)),
             _ => None,
         };
         let (w, p) = if round % 2 == 0 {
@@ -444,13 +467,7 @@ fn main() {
             let w = wrk(&direct, &script, connections, seconds);
             ((w, cpu_seconds(ingest_pid) - before), p)
         };
-        if let Some(mut perf) = perf {
-            // perf writes its file on SIGINT.
-            let _ = Command::new("kill")
-                .args(["-INT", &perf.0.id().to_string()])
-                .status();
-            let _ = perf.0.wait();
-        }
+        perf_stop(perf);
         posts.push(w.0.rate);
         cpu_us.push(w.1 * 1e6 / w.0.requests.max(1.0));
         pgb.push(p);
@@ -473,7 +490,20 @@ fn main() {
         order.rotate_left(round as usize % 3);
         let mut got = std::collections::HashMap::new();
         for url in order {
-            got.insert(url.clone(), wrk(url, &script, 1, latency_seconds).p50_ms);
+            // PERF_FRONTEND=<file>: a perf profile of frontend-api during its first latency run.
+            let perf = match std::env::var_os("PERF_FRONTEND") {
+                Some(out) if round == 0 && url == &via_frontend => {
+                    Some(perf_record(frontend_pid, &out))
+                }
+                _ => None,
+            };
+            let before = cpu_seconds(frontend_pid);
+            let w = wrk(url, &script, 1, latency_seconds);
+            if url == &via_frontend {
+                front_cpu_us.push((cpu_seconds(frontend_pid) - before) * 1e6 / w.requests.max(1.0));
+            }
+            got.insert(url.clone(), w.p50_ms);
+            perf_stop(perf);
         }
         let (d, f, n) = (got[&direct], got[&via_frontend], got[&via_nginx]);
         p_direct.push(d);
@@ -483,11 +513,13 @@ fn main() {
         add_nginx.push(n - d);
         eprintln!(
             "round {}: POST {:.0} req/s, pgbench {p:.0} tps, ratio {:.2}, {:.0} µs CPU/request; \
-             batch {b:.0} rows/s, \\copy {c:.0} rows/s; p50 direct {d:.3} ms, frontend {f:.3} ms, nginx {n:.3} ms",
+             batch {b:.0} rows/s, \\copy {c:.0} rows/s; p50 direct {d:.3} ms, frontend {f:.3} ms, nginx {n:.3} ms; \
+             frontend-api {:.0} µs CPU/request",
             round + 1,
             w.0.rate,
             w.0.rate / p,
             w.1 * 1e6 / w.0.requests.max(1.0),
+            front_cpu_us.last().copied().unwrap_or(f64::NAN),
         );
     }
 
@@ -522,6 +554,10 @@ fn main() {
         "| p50 through frontend-api / through nginx | {} ms / {} ms |",
         range(&p_front, 3),
         range(&p_nginx, 3)
+    );
+    println!(
+        "| frontend-api CPU per request (1 connection) | {} µs |",
+        range(&front_cpu_us, 0)
     );
     println!(
         "| batch of 10,000 records / `\\copy` of the same rows | {} / {} rows/s = **{}** |",

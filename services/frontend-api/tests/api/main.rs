@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 #[path = "../support/mod.rs"]
 mod support;
+mod upstream_failures;
 
 use common::Running;
 use reqwest::{Client, Response};
