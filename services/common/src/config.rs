@@ -461,7 +461,8 @@ mod tests {
 
     #[test]
     fn auth_tokens_come_from_the_variable_and_the_file_and_are_never_shown() {
-        let dir = tempfile_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
         let file = dir.join("tokens");
         std::fs::write(&file, "# one a line\nfile-token-0123456789\n").unwrap();
         let path = file.display().to_string();
@@ -481,12 +482,6 @@ mod tests {
         assert_eq!(c.auth_tokens_missing, Some(absent));
         let e = load(&[("METRICS_ADDR", "9090")]).unwrap_err();
         assert_eq!(e.var, "METRICS_ADDR");
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("drd-config-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     #[test]
