@@ -14,6 +14,7 @@
 //! As root (CI), everything runs as the `postgres` user (created when absent): PostgreSQL
 //! refuses root. Watchdogs remove processes and files when the test process ends, however.
 
+pub mod fork;
 pub(crate) mod node;
 mod pair;
 mod runtime;
