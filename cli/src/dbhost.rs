@@ -27,9 +27,9 @@ impl std::fmt::Debug for KubeHost {
 }
 
 impl KubeHost {
-    /// The pod named by `names` (its namespace must be `cluster`'s).
-    pub fn new(cluster: KubeCluster, names: PodNames) -> Arc<Self> {
-        debug_assert_eq!(cluster.namespace(), names.namespace);
+    /// The pod named by `names`, through `cluster` acting in the names' namespace.
+    pub fn new(cluster: &KubeCluster, names: PodNames) -> Arc<Self> {
+        let cluster = cluster.in_namespace(&names.namespace);
         Arc::new(KubeHost { cluster, names })
     }
 }

@@ -199,11 +199,6 @@ impl KubeCluster {
         }
     }
 
-    /// The namespace this cluster's calls act in.
-    pub fn namespace(&self) -> &str {
-        &self.target.namespace
-    }
-
     /// The same cluster (client, context) acting in `namespace`.
     pub fn in_namespace(&self, namespace: &str) -> Self {
         let mut c = self.clone();

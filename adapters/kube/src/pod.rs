@@ -89,6 +89,17 @@ fn waiting_message(p: &Pod) -> Option<String> {
         .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.message.clone())
 }
 
+/// Why a port-forward to `namespace/pod` could not start, for the connection error to quote.
+fn forward_failure(e: &kube::Error, namespace: &str, pod: &str) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => format!(
+            "pod {namespace}/{pod} not found: is the postgresql StatefulSet deployed and its pod running?"
+        ),
+        kube::Error::Api(s) => format!("the kube API refused the port-forward: {}", s.message),
+        other => format!("kube API: {other}"),
+    }
+}
+
 /// The last `n` lines of `text`.
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -109,22 +120,7 @@ impl KubeCluster {
         let errors = last_error.clone();
         let api = self.pods();
         let pod = pod.to_string();
-        let describe = {
-            let namespace = self.target.namespace.clone();
-            let pod = pod.clone();
-            move |e: &kube::Error| {
-                match e {
-                kube::Error::Api(s) if s.code == 404 => format!(
-                    "pod {namespace}/{pod} not found: is the postgresql StatefulSet deployed and its pod running?"
-                ),
-                kube::Error::Api(s) => {
-                    format!("the kube API refused the port-forward: {}", s.message)
-                }
-                other => format!("kube API: {other}"),
-            }
-            }
-        };
-        let describe = Arc::new(describe);
+        let namespace = self.target.namespace.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
@@ -132,8 +128,8 @@ impl KubeCluster {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let (api, pod, errors, describe) =
-                    (api.clone(), pod.clone(), errors.clone(), describe.clone());
+                let (api, pod, namespace, errors) =
+                    (api.clone(), pod.clone(), namespace.clone(), errors.clone());
                 tokio::spawn(async move {
                     let record = |msg: String| {
                         tracing::debug!(error = %msg, "port-forward failed");
@@ -141,7 +137,7 @@ impl KubeCluster {
                     };
                     let mut pf = match api.portforward(&pod, &[port]).await {
                         Ok(pf) => pf,
-                        Err(e) => return record(describe(&e)),
+                        Err(e) => return record(forward_failure(&e, &namespace, &pod)),
                     };
                     let (Some(mut upstream), Some(error)) =
                         (pf.take_stream(port), pf.take_error(port))

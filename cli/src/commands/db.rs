@@ -15,10 +15,7 @@ use crate::ui::Progress;
 /// context (default), or a direct URL with the password from DRDCTL_DB_PASSWORD / the Secret.
 pub fn database(config: &Config, region: &str, cluster: &KubeCluster) -> PgDatabase {
     let r = config.region(region);
-    let kube = KubeHost::new(
-        cluster.in_namespace(&r.namespace),
-        config.pod_names(region, &r.namespace),
-    );
+    let kube = KubeHost::new(cluster, config.pod_names(region, &r.namespace));
     let cfg = match (&r.database.access[..], &r.database.url) {
         ("url", Some(url)) => {
             let password = if std::env::var_os("DRDCTL_DB_PASSWORD").is_some() {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 mod region;
 
-pub use region::{pod_ready, RegionBuilder};
+pub use region::RegionBuilder;
 
 use crate::azure::{RecordSet, ZoneId};
 use crate::control::{ControlServer, Controls, RegionHandle, CONTROL_FILE};

@@ -151,7 +151,7 @@ fn statefulset(repo_root: &Path, env: &[(String, String)]) -> Result<Value, BoxE
 
 /// Waits until `postgresql-0` is Ready; a pod that fails to start (waiting with a message) is
 /// an error at once.
-pub async fn pod_ready(kube: &KubeDouble, region: &str, timeout: Duration) -> Result<(), BoxError> {
+async fn pod_ready(kube: &KubeDouble, region: &str, timeout: Duration) -> Result<(), BoxError> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(pod) = kube.get("pods", "default", "postgresql-0") {

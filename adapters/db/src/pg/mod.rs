@@ -85,35 +85,29 @@ impl PgDatabase {
 
     /// The cluster's answer as the adapter's error, naming the region, the context and the
     /// objects.
-    fn host_err(&self, what: &str) -> impl FnOnce(HostError) -> DbError {
+    fn host_error(&self, what: &str, e: HostError) -> DbError {
         let region = self.region_name();
-        let names = self.cfg.kube.as_ref().map(|k| k.names().clone());
-        let keys: Vec<String> = self.secret_keys().iter().map(|k| k.to_string()).collect();
-        let what = what.to_string();
-        move |e| {
-            let (context, namespace, name) = names
-                .map(|n| (n.context, n.namespace, n.secret))
-                .unwrap_or_default();
-            match e {
-                HostError::MissingSecret(_) => DbError::MissingSecret {
-                    region,
-                    context,
-                    namespace,
-                    name,
-                    keys,
-                },
-                HostError::NotReady { reason, log } => DbError::Rejoin {
-                    region,
-                    reason,
-                    log,
-                },
-                HostError::Api(source) => DbError::Kube {
-                    region,
-                    context,
-                    what,
-                    source,
-                },
-            }
+        let names = self.cfg.kube.as_ref().map(|k| k.names());
+        let context = names.map(|n| n.context.clone()).unwrap_or_default();
+        match e {
+            HostError::MissingSecret(_) => DbError::MissingSecret {
+                region,
+                context,
+                namespace: names.map(|n| n.namespace.clone()).unwrap_or_default(),
+                name: names.map(|n| n.secret.clone()).unwrap_or_default(),
+                keys: self.secret_keys().iter().map(|k| k.to_string()).collect(),
+            },
+            HostError::NotReady { reason, log } => DbError::Rejoin {
+                region,
+                reason,
+                log,
+            },
+            HostError::Api(source) => DbError::Kube {
+                region,
+                context,
+                what: what.to_string(),
+                source,
+            },
         }
     }
 
@@ -159,7 +153,7 @@ impl PgDatabase {
                         let v = kube
                             .secret_value(&self.secret_keys())
                             .await
-                            .map_err(self.host_err("reading the password secret"))?;
+                            .map_err(|e| self.host_error("reading the password secret", e))?;
                         Ok(Some(v))
                     }
                 }

@@ -195,7 +195,7 @@ impl PgDatabase {
         }
         kube.patch_role_config(&data)
             .await
-            .map_err(self.host_err("patching the role ConfigMap"))
+            .map_err(|e| self.host_error("patching the role ConfigMap", e))
     }
 
     pub(super) async fn rejoin_impl(&self, opts: &RejoinOptions) -> DbResult<RejoinOutcome> {
@@ -204,7 +204,7 @@ impl PgDatabase {
         let cm = kube
             .role_config()
             .await
-            .map_err(self.host_err("reading the role ConfigMap"))?;
+            .map_err(|e| self.host_error("reading the role ConfigMap", e))?;
         let host = opts
             .primary_host
             .clone()
@@ -256,7 +256,7 @@ impl PgDatabase {
         let log = kube
             .restart_pod(opts.timeout)
             .await
-            .map_err(self.host_err("restarting the database pod"))?;
+            .map_err(|e| self.host_error("restarting the database pod", e))?;
         let parsed = parse_log(&log);
         let method = parsed.method.clone().ok_or_else(|| DbError::Rejoin {
             region: self.region_name(),

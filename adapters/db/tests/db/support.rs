@@ -34,7 +34,7 @@ pub fn port_forward_config(kube: &KubeDouble, region: &str) -> RegionConfig {
         timeout: None,
     };
     let cluster = drd_kube::KubeCluster::with_client(target, client, &url);
-    let host = drdctl::dbhost::KubeHost::new(cluster, PodNames::new(region, "default"));
+    let host = drdctl::dbhost::KubeHost::new(&cluster, PodNames::new(region, "default"));
     RegionConfig::port_forward(region, host)
 }
 

@@ -502,10 +502,7 @@ async fn practice(run: &mut Run<'_>, report: &mut Report, wait: Duration) -> any
 
 /// The practice namespace's database, through port-forward to its `postgresql-0`.
 fn practice_database(run: &Run<'_>) -> PgDatabase {
-    let kube = crate::dbhost::KubeHost::new(
-        run.dr.in_namespace(&run.ns),
-        run.config.pod_names("dr", &run.ns),
-    );
+    let kube = crate::dbhost::KubeHost::new(&run.dr, run.config.pod_names("dr", &run.ns));
     PgDatabase::new(RegionConfig::port_forward("dr-practice", kube))
 }
 
