@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::nodelay::NoDelay;
 use poem::http::StatusCode;
-use poem::listener::TcpAcceptor;
 use poem::web::Json;
 use poem::{handler, Body, EndpointExt, Request, Response, Route, Server};
 use serde::{Deserialize, Serialize};
@@ -225,7 +225,7 @@ impl ControlServer {
             .at("/heal", poem::post(heal))
             .at("/kill-region", poem::post(kill_region))
             .data(controls);
-        let server = Server::new_with_acceptor(TcpAcceptor::from_tokio(listener)?);
+        let server = Server::new_with_acceptor(NoDelay::from_tokio(listener)?);
         let task = tokio::spawn(server.run(app));
         Ok(ControlServer { addr, task })
     }

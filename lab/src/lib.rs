@@ -10,6 +10,7 @@ pub mod dns_server;
 pub mod faults;
 pub mod guards;
 pub mod kube_api;
+pub mod nodelay;
 pub mod pg;
 pub mod pods;
 pub mod traffic;

@@ -128,6 +128,8 @@ impl KubeCluster {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                // Each database message is written as it comes: no wait for a delayed ACK.
+                let _ = sock.set_nodelay(true);
                 let (api, pod, namespace, errors) =
                     (api.clone(), pod.clone(), namespace.clone(), errors.clone());
                 tokio::spawn(async move {

@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
+use crate::nodelay::NoDelay;
 use poem::Server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -70,7 +70,7 @@ impl AzureDouble {
             tokens: Arc::new(TokenIssuer::default()),
             blobs: Arc::new(BlobStore::default()),
         });
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let acceptor = NoDelay::from_tokio(listener)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(
             Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(

@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::TcpAcceptor;
+use crate::nodelay::NoDelay;
 use poem::Server;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch as watch_channel, Mutex};
@@ -130,7 +130,7 @@ pub struct KubeDouble {
 }
 
 fn serve(listener: tokio::net::TcpListener, ctx: Arc<ctx::Ctx>) -> io::Result<Running> {
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    let acceptor = NoDelay::from_tokio(listener)?;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = Server::new_with_acceptor(acceptor);
     let task = tokio::spawn(server.run_with_graceful_shutdown(

@@ -278,7 +278,11 @@ async fn forward<S>(
             Err(e) => Err(e),
         };
         let conn = match dialled {
-            Ok(c) => c,
+            Ok(c) => {
+                // As the kubelet's dial (Go sets TCP_NODELAY on every connection).
+                let _ = c.set_nodelay(true);
+                c
+            }
             Err(e) => {
                 let msg = format!("error forwarding port {port} to pod {pod}: {e}");
                 tracing::debug!(%msg, "port-forward dial failed");

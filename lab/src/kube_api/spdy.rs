@@ -518,7 +518,11 @@ impl Connection {
             Err(e) => Err(e),
         };
         let conn = match conn {
-            Ok(c) => c,
+            Ok(c) => {
+                // As the kubelet's dial (Go sets TCP_NODELAY on every connection).
+                let _ = c.set_nodelay(true);
+                c
+            }
             Err(e) => return self.fail(e).await,
         };
         let (mut rd, mut wr) = conn.into_split();
