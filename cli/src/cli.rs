@@ -49,7 +49,8 @@ pub struct Cli {
     /// On expiry the message names the server, the context and the step.
     #[arg(long, global = true, env = "DRDCTL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<std::time::Duration>,
-    /// More log output (-v, -vv).
+    /// Diagnostic logs on stderr: -v debug (each database session and how long it took, the
+    /// steps' phases), -vv trace. DRDCTL_LOG=<filter> sets any filter instead.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]

@@ -25,6 +25,7 @@ use cli::{Cli, Command};
 pub fn main() -> ExitCode {
     quiet_on_broken_pipe();
     let cli = Cli::parse();
+    init_logs(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -37,6 +38,37 @@ pub fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+/// Diagnostic logs on stderr, off unless asked for: `-v` shows drdctl's own debug lines (each
+/// database session opened and how long it took, the steps' phases), `-vv` its trace lines,
+/// `DRDCTL_LOG` any filter (`DRDCTL_LOG=drd_db=debug,sqlx=info`). sqlx's statement log stays
+/// out unless `DRDCTL_LOG` names it. `drdctl guard` logs at info without either.
+fn init_logs(verbose: u8) {
+    let filter = match std::env::var("DRDCTL_LOG") {
+        Ok(f) if !f.trim().is_empty() => f,
+        _ => match verbose {
+            0 => return,
+            1 => "drdctl=debug,drd_db=debug,drd_kube=debug,drd_dns=debug".into(),
+            _ => "drdctl=trace,drd_db=trace,drd_kube=trace,drd_dns=trace".into(),
+        },
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("drdctl: DRDCTL_LOG={filter:?} is not a log filter ({e}); logs stay off");
+            return;
+        }
+    };
+    // Colour only on a terminal, and never with NO_COLOR set (no-color.org).
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_env_filter(filter)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .try_init();
 }
 
 /// `drdctl ... | head -1`: when stdout is closed early, `println!` panics ("failed printing

@@ -68,6 +68,29 @@ async fn init_db_status_and_database_checks() {
     .unwrap();
     assert_eq!(json["database"]["regions"].as_array().unwrap().len(), 2);
 
+    // -v: each database session and its time on stderr, stdout unchanged; no secret at any
+    // level; without -v, no log lines.
+    let quiet = lab.drdctl(&["status"]).await;
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("session opened"));
+    let verbose = lab.drdctl(&["-v", "status"]).await;
+    let log = String::from_utf8_lossy(&verbose.stderr);
+    assert!(verbose.status.success(), "{}", text(&verbose));
+    assert!(
+        log.contains("session opened") && log.contains("region") && log.contains("ms="),
+        "{log}"
+    );
+    let shown = String::from_utf8_lossy(&verbose.stdout);
+    assert!(
+        shown.contains("primary") && !shown.contains("session opened"),
+        "{shown}"
+    );
+    let trace = lab.drdctl(&["-vv", "status"]).await;
+    for out in [&verbose, &trace] {
+        let all = text(out);
+        assert!(!all.contains(crate::support::PASSWORD), "{all}");
+        assert!(!all.contains(crate::support::CLIENT_SECRET), "{all}");
+    }
+
     // Healthy: every database check passes.
     let (code, results) = verify(&lab, &[]).await;
     assert_eq!(code, Some(0), "{results:#?}");

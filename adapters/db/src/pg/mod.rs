@@ -200,11 +200,20 @@ impl PgDatabase {
     }
 
     async fn connect(&self, db: &str) -> DbResult<PgConnection> {
+        let t0 = Instant::now();
         let opts = self.connect_options(db).await?;
         let attempt =
             tokio::time::timeout(self.cfg.connect_timeout, PgConnection::connect_with(&opts)).await;
         let err = match attempt {
-            Ok(Ok(c)) => return Ok(c),
+            Ok(Ok(c)) => {
+                tracing::debug!(
+                    region = %self.cfg.region,
+                    db,
+                    ms = ms(t0),
+                    "session opened"
+                );
+                return Ok(c);
+            }
             Ok(Err(e)) => e,
             Err(_) => {
                 return Err(DbError::Unreachable {
@@ -237,22 +246,64 @@ impl PgDatabase {
         })
     }
 
-    /// Polls `check` on fresh sessions until it returns Some, or times out naming `what`.
-    async fn poll<T, F>(&self, what: &str, timeout: Duration, mut check: F) -> DbResult<T>
+    /// Polls `check` until it returns Some, or times out naming `what`: every `how.every`, on a
+    /// new session each time ([`Look::fresh`]: what a new session sees, such as a reloaded
+    /// setting) or on one session kept for the whole wait ([`Look::same`]: live values such as
+    /// positions and the recovery state, which need no session of their own; a session that
+    /// fails is replaced at the next look).
+    async fn poll<T, F>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        how: Look,
+        mut check: F,
+    ) -> DbResult<T>
     where
         F: FnMut(NodeStatus) -> Option<T> + Send,
         T: Send,
     {
-        let deadline = Instant::now() + timeout;
+        let t0 = Instant::now();
+        let deadline = t0 + timeout;
+        let mut kept: Option<PgConnection> = None;
         let mut last;
+        let mut looks = 0u32;
         loop {
-            match self.status().await {
+            looks += 1;
+            let seen = if how.fresh {
+                self.status().await
+            } else {
+                let c = match kept.take() {
+                    Some(c) => Ok(c),
+                    None => self.connect("postgres").await,
+                };
+                match c {
+                    Ok(mut c) => {
+                        let s = self.status_on(&mut c).await;
+                        if s.is_ok() {
+                            kept = Some(c);
+                        }
+                        s
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match seen {
                 Ok(s) => {
-                    let seen = format!("{} on timeline {}", s.role, s.timeline);
+                    let now = format!("{} on timeline {}", s.role, s.timeline);
                     if let Some(v) = check(s) {
+                        tracing::debug!(
+                            region = %self.cfg.region,
+                            what,
+                            looks,
+                            ms = ms(t0),
+                            "waited"
+                        );
+                        if let Some(c) = kept {
+                            let _ = c.close().await;
+                        }
                         return Ok(v);
                     }
-                    last = Some(seen);
+                    last = Some(now);
                 }
                 Err(e) => last = Some(e.to_string()),
             }
@@ -265,9 +316,35 @@ impl PgDatabase {
                 });
             }
             // Polling interval; the state is read again each time.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(how.every).await;
         }
     }
+}
+
+/// How [`PgDatabase::poll`] looks.
+#[derive(Clone, Copy, Debug)]
+struct Look {
+    fresh: bool,
+    every: Duration,
+}
+
+impl Look {
+    /// A new session per look: for what only a new session shows (a reloaded setting).
+    fn fresh(every: Duration) -> Look {
+        Look { fresh: true, every }
+    }
+    /// One session for every look: for live values (positions, recovery).
+    fn same(every: Duration) -> Look {
+        Look {
+            fresh: false,
+            every,
+        }
+    }
+}
+
+/// Milliseconds since `t0`, for the debug logs' timings.
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
 }
 
 /// The comment on a role whose LOGIN drdctl's fence took away.
@@ -276,6 +353,11 @@ const FENCE_MARK: &str =
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `s` as an SQL string literal.
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[async_trait]
@@ -374,9 +456,13 @@ impl Database for PgDatabase {
     }
 
     async fn wait_replayed(&self, target: Lsn, timeout: Duration) -> DbResult<Lsn> {
-        self.poll(&format!("replay to reach {target}"), timeout, |s| {
-            s.position().filter(|p| *p >= target)
-        })
+        // Replay positions are live on any session: one session, looked at every 5 ms.
+        self.poll(
+            &format!("replay to reach {target}"),
+            timeout,
+            Look::same(Duration::from_millis(5)),
+            |s| s.position().filter(|p| *p >= target),
+        )
         .await
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 
-use super::PgDatabase;
+use super::{ms, Look, PgDatabase};
 use crate::error::{DbError, DbResult};
 use crate::rejoin::{parse_log, RejoinMethod, RejoinOutcome};
 use crate::status::DbRole;
@@ -105,6 +105,7 @@ impl PgDatabase {
         }
         // Signal only (wait => false): pg_promote's own wait looks ten times a second; this
         // looks every 10 ms, and it is the write outage that waits.
+        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: signalling");
         let signalled: bool = sqlx::query_scalar("SELECT pg_promote(false)")
             .fetch_one(&mut c)
             .await
@@ -141,6 +142,7 @@ impl PgDatabase {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
+        tracing::debug!(region = %self.cfg.region, ms = ms(t0), timeline = after.timeline, "promote: out of recovery");
         if after.timeline <= before.timeline {
             return Err(DbError::Promote {
                 region: self.region_name(),
@@ -160,6 +162,7 @@ impl PgDatabase {
         self.restore_logins(&mut c).await?;
         // Keep WAL from the fork on for the former primary, so that it can rejoin by rewind.
         let slot = self.ensure_slot(&mut c, &self.cfg.slot, false).await?;
+        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: logins back, slot kept");
         let _ = c.close().await;
         Ok(PromoteOutcome {
             region: self.region_name(),
@@ -268,7 +271,8 @@ impl PgDatabase {
             .timeout
             .saturating_sub(t0.elapsed())
             .max(Duration::from_secs(5));
-        self.poll("the rejoined standby to stream", remaining, |s| {
+        let every = Look::fresh(Duration::from_millis(100));
+        self.poll("the rejoined standby to stream", remaining, every, |s| {
             (s.role == DbRole::Standby
                 && s.wal_receiver
                     .as_ref()
