@@ -653,6 +653,13 @@ pub fn decide(step: Step, s: &Snapshot, intent: &Intent, emergency: bool) -> Dec
                         min: intent.active_replicas,
                     },
                 );
+                // Planned: the new pods start before the source is fenced, so no pod start is
+                // inside the write outage (the app role is a label; the pods serve against a
+                // standby as well). In an emergency the outage has begun: the app starts
+                // together with the fence instead (execute runs the two steps at once).
+                if !emergency {
+                    changes.push(Change::WaitAppReady { region: to });
+                }
             }
             act(
                 changes,

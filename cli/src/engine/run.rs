@@ -240,9 +240,14 @@ impl std::fmt::Display for Stopped {
     }
 }
 
+/// How often a run renews its lease between steps (the lease lasts
+/// [`super::lock::LEASE_DURATION`], 15 minutes).
+const RENEW_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 /// Runs the plan's changes, step by step. Steps the plan shows as already so, skipped or
-/// deferred change nothing (they are journaled as such). `warm-target-app` and `fence-source`
-/// run together. Before each step the lock is renewed; between steps an interrupt stops the
+/// deferred change nothing (they are journaled as such). In an emergency `warm-target-app`
+/// and `fence-source` run together. Before a step the lock is renewed when
+/// [`RENEW_EVERY`] has passed since the last renewal; between steps an interrupt stops the
 /// run.
 pub async fn execute(
     ports: &Ports,
@@ -253,6 +258,7 @@ pub async fn execute(
 ) -> Result<Evidence, Stopped> {
     let mut ev = Evidence::default();
     let mut fence_started: Option<Instant> = None;
+    let mut renewed: Option<chrono::DateTime<chrono::Utc>> = None;
     let mut i = 0;
     let steps = &plan.steps;
     while i < steps.len() {
@@ -260,21 +266,30 @@ pub async fn execute(
         if interrupted.load(Ordering::SeqCst) {
             return Err(Stopped::Interrupted { next: step });
         }
-        if let Err(error) = ports
-            .lock
-            .acquire(&journal.run.holder, &|_| false)
-            .await
-            .and_then(|t| match t {
-                super::ports::Taken::Held { holder, .. } => {
-                    bail!("the switchover lock was taken by {holder} while this run held it")
-                }
-                _ => Ok(()),
-            })
-        {
-            return Err(Stopped::Failed { step, error });
+        // The lease lasts 15 minutes: renewed before a step once RENEW_EVERY has passed since
+        // the last renewal, not before every step (each renewal is two API calls inside the
+        // write outage).
+        let now = ports.clock.now();
+        if renewed.is_none_or(|at| now - at >= RENEW_EVERY) {
+            if let Err(error) = ports
+                .lock
+                .acquire(&journal.run.holder, &|_| false)
+                .await
+                .and_then(|t| match t {
+                    super::ports::Taken::Held { holder, .. } => {
+                        bail!("the switchover lock was taken by {holder} while this run held it")
+                    }
+                    _ => Ok(()),
+                })
+            {
+                return Err(Stopped::Failed { step, error });
+            }
+            renewed = Some(now);
         }
-        // warm-target-app and fence-source together.
-        let together = step == Step::WarmTargetApp
+        // warm-target-app and fence-source together in an emergency (planned, the app is
+        // warmed and ready before the fence: see plan.rs).
+        let together = plan.emergency
+            && step == Step::WarmTargetApp
             && steps.get(i + 1).map(|s| s.step) == Some(Step::FenceSource);
         if together {
             fence_started = Some(Instant::now());
@@ -764,21 +779,36 @@ fn describe_rejoin(out: &drd_db::RejoinOutcome) -> String {
 
 async fn wait_rolled_out(ports: &Ports, rp: &RegionPorts, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    for d in &ports.app.deployments {
-        loop {
-            let r = rp.cluster.rollout(RolloutKind::Deployment, d).await?;
-            if r.is_complete() {
-                break;
+    // Every deployment looked at together; the first looks 25 ms apart, then half as often
+    // again each time up to every 500 ms: a quick rollout is seen at once, a slow one does not
+    // flood the API.
+    let mut pending: Vec<&String> = ports.app.deployments.iter().collect();
+    let mut every = Duration::from_millis(25);
+    loop {
+        let looks = futures_util::future::try_join_all(
+            pending
+                .iter()
+                .map(|d| rp.cluster.rollout(RolloutKind::Deployment, d)),
+        )
+        .await?;
+        let mut left = Vec::new();
+        for (d, r) in pending.into_iter().zip(looks) {
+            if !r.is_complete() {
+                left.push((d, r));
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "deployment/{d} in context {} did not roll out within {}s: {r}",
-                    rp.cluster.target().context,
-                    timeout.as_secs()
-                );
-            }
-            ports.clock.sleep(Duration::from_millis(200)).await;
         }
+        let Some((d, r)) = left.first() else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "deployment/{d} in context {} did not roll out within {}s: {r}",
+                rp.cluster.target().context,
+                timeout.as_secs()
+            );
+        }
+        pending = left.into_iter().map(|(d, _)| d).collect();
+        ports.clock.sleep(every).await;
+        every = (every * 3 / 2).min(Duration::from_millis(500));
     }
-    Ok(())
 }
