@@ -277,6 +277,14 @@ pub trait Database: Send + Sync {
     /// Role, timeline, LSNs, lag, replication and slots.
     async fn status(&self) -> DbResult<NodeStatus>;
 
+    /// Opens a session ahead of the next [`Database::wait_replayed`] or [`Database::promote`],
+    /// while something else is being waited for (each session through a port-forward costs a
+    /// round of connection and authentication). Best effort: those open their own when there is
+    /// none. The default does nothing.
+    async fn prepare(&self) -> DbResult<()> {
+        Ok(())
+    }
+
     /// Promotes a standby (`pg_promote(true, wait)`), confirms it left recovery on a new
     /// timeline, lifts an inherited fence, and creates the slot for the former primary. A
     /// no-op on a primary. Set the ConfigMap too ([`Database::set_desired_role`]).

@@ -577,10 +577,9 @@ async fn apply(ports: &Ports, c: &Change, by: &str) -> anyhow::Result<Applied> {
             region(*r).db.unfence().await?;
         }
         Change::WaitReplay { region: r, of } => {
-            let final_lsn = region(*of)
-                .db
-                .status()
-                .await?
+            // The target's session opens while the source's final position is read.
+            let (source, _) = tokio::join!(region(*of).db.status(), region(*r).db.prepare());
+            let final_lsn = source?
                 .current_lsn
                 .with_context(|| format!("{of}'s database reports no WAL position"))?;
             let replayed = region(*r)
@@ -600,7 +599,12 @@ async fn apply(ports: &Ports, c: &Change, by: &str) -> anyhow::Result<Applied> {
         Change::Promote { region: r } => {
             // Never next to a writable primary: in an emergency the source was unreachable
             // when the plan was made; if it answers now, writable, the run stops instead.
-            if let Ok(st) = retry(ports, || region(r.other()).db.status()).await {
+            // (The target's session opens meanwhile, if the replay wait left none.)
+            let (other, _) = tokio::join!(
+                retry(ports, || region(r.other()).db.status()),
+                region(*r).db.prepare()
+            );
+            if let Ok(st) = other {
                 if st.role == DbRole::Primary && !st.fenced {
                     bail!(
                         "{} answers again and is a writable primary: not promoting {r} next to it. Run the command again: it plans a planned switchover now",

@@ -37,7 +37,15 @@ pub struct PgDatabase {
     cfg: RegionConfig,
     bridge: tokio::sync::OnceCell<Box<dyn Forward>>,
     password: tokio::sync::OnceCell<Option<SecretString>>,
+    /// A session opened ahead ([`Database::prepare`]) or left by a wait on live values, with
+    /// when it was parked. Only operations that read live values (positions, recovery) take
+    /// it: never one that asks what a new session sees, and a session that ran `SET` is never
+    /// parked.
+    spare: std::sync::Mutex<Option<(Instant, PgConnection)>>,
 }
+
+/// A parked session older than this is closed instead of used.
+const SPARE_MAX_AGE: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for PgDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +63,7 @@ impl PgDatabase {
             cfg,
             bridge: tokio::sync::OnceCell::new(),
             password: tokio::sync::OnceCell::new(),
+            spare: std::sync::Mutex::new(None),
         }
     }
 
@@ -246,6 +255,23 @@ impl PgDatabase {
         })
     }
 
+    /// The parked session if it is recent enough, else a new one: for live reads only (see
+    /// [`PgDatabase::spare`]).
+    async fn live_session(&self) -> DbResult<PgConnection> {
+        let parked = self.spare.lock().ok().and_then(|mut g| g.take());
+        match parked {
+            Some((at, c)) if at.elapsed() < SPARE_MAX_AGE => Ok(c),
+            _ => self.connect("postgres").await,
+        }
+    }
+
+    /// Keeps `c` for the next live read (replacing an older one).
+    fn park(&self, c: PgConnection) {
+        if let Ok(mut g) = self.spare.lock() {
+            *g = Some((Instant::now(), c));
+        }
+    }
+
     /// Polls `check` until it returns Some, or times out naming `what`: every `how.every`, on a
     /// new session each time ([`Look::fresh`]: what a new session sees, such as a reloaded
     /// setting) or on one session kept for the whole wait ([`Look::same`]: live values such as
@@ -274,7 +300,7 @@ impl PgDatabase {
             } else {
                 let c = match kept.take() {
                     Some(c) => Ok(c),
-                    None => self.connect("postgres").await,
+                    None => self.live_session().await,
                 };
                 match c {
                     Ok(mut c) => {
@@ -298,8 +324,9 @@ impl PgDatabase {
                             ms = ms(t0),
                             "waited"
                         );
+                        // Left for the next live read (a promotion after the replay).
                         if let Some(c) = kept {
-                            let _ = c.close().await;
+                            self.park(c);
                         }
                         return Ok(v);
                     }
@@ -437,6 +464,19 @@ impl Database for PgDatabase {
         let s = self.status_on(&mut c).await;
         let _ = c.close().await;
         s
+    }
+
+    async fn prepare(&self) -> DbResult<()> {
+        let fresh = self
+            .spare
+            .lock()
+            .ok()
+            .is_some_and(|g| g.as_ref().is_some_and(|(at, _)| at.elapsed() < SPARE_MAX_AGE));
+        if !fresh {
+            let c = self.connect("postgres").await?;
+            self.park(c);
+        }
+        Ok(())
     }
 
     async fn seal(&self) -> DbResult<()> {

@@ -83,8 +83,16 @@ impl PgDatabase {
         // One session for the whole promotion: a session opened during recovery sees the end
         // of recovery and can write afterwards, and each new session costs a round of
         // authentication (through port-forward, by default).
-        let mut c = self.connect("postgres").await?;
-        let before = self.status_on(&mut c).await?;
+        // A session parked by the replay wait or opened ahead (prepare), else a new one; a
+        // parked one that fails is replaced once.
+        let mut c = self.live_session().await?;
+        let before = match self.status_on(&mut c).await {
+            Ok(b) => b,
+            Err(_) => {
+                c = self.connect("postgres").await?;
+                self.status_on(&mut c).await?
+            }
+        };
         if before.role == DbRole::Primary {
             // A primary that is not fenced is the promoted one: logins it inherited fenced
             // (a run killed right after pg_promote) come back. A fenced one stays fenced.
@@ -160,9 +168,10 @@ impl PgDatabase {
         }
         // The role half of the fence replicated from the old primary: lift it here.
         self.restore_logins(&mut c).await?;
+        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: logins back");
         // Keep WAL from the fork on for the former primary, so that it can rejoin by rewind.
         let slot = self.ensure_slot(&mut c, &self.cfg.slot, false).await?;
-        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: logins back, slot kept");
+        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: slot kept");
         let _ = c.close().await;
         Ok(PromoteOutcome {
             region: self.region_name(),
