@@ -146,6 +146,14 @@ impl AppState {
         }
     }
 
+    /// Requests being served now (this one among them), health checks and scrapes aside.
+    pub fn requests_in_flight(&self) -> usize {
+        self.config
+            .limits
+            .max_requests_in_flight
+            .saturating_sub(self.requests.available_permits())
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

@@ -356,6 +356,24 @@ fn perf_stop(perf: Option<Proc>) {
     }
 }
 
+/// Rows in `ingested_data` and the transactions that wrote them (distinct `xmin`).
+fn commits(cluster: &PgCluster) -> (f64, f64) {
+    let out = cluster
+        .psql(
+            "appdb",
+            "SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM ingested_data",
+        )
+        .unwrap_or_default();
+    let mut v = out.split_whitespace().filter_map(|n| n.parse::<f64>().ok());
+    (v.next().unwrap_or(0.0), v.next().unwrap_or(0.0))
+}
+
+/// Rows per commit since `before` (group commit puts many rows in one transaction).
+fn commits_after(cluster: &PgCluster, before: (f64, f64)) -> f64 {
+    let after = commits(cluster);
+    (after.0 - before.0) / (after.1 - before.1).max(1.0)
+}
+
 /// `KEY=VALUE,...` from the environment variable `var` (none when unset).
 fn env_list(var: &str) -> Vec<(String, String)> {
     std::env::var(var)
@@ -449,6 +467,7 @@ fn main() {
     let (mut batch, mut copy, mut copy_ratios) = (vec![], vec![], vec![]);
     let (mut p_direct, mut p_front, mut p_nginx) = (vec![], vec![], vec![]);
     let (mut add_front, mut add_nginx, mut front_cpu_us) = (vec![], vec![], vec![]);
+    let mut rows_per_commit = vec![];
     for round in 0..rounds {
         // Alternate which side goes first.
         // PERF_DATA=<file>: a perf profile (cpu-clock) of data-ingest during the first wrk run.
@@ -456,17 +475,22 @@ fn main() {
             Some(out) if round == 0 => Some(perf_record(ingest_pid, &out)),
             _ => None,
         };
-        let (w, p) = if round % 2 == 0 {
+        let run_wrk = || {
+            let commits = commits(&cluster);
             let before = cpu_seconds(ingest_pid);
             let w = wrk(&direct, &script, connections, seconds);
             let used = cpu_seconds(ingest_pid) - before;
-            ((w, used), pgbench(&cluster, connections, seconds))
+            let after = commits_after(&cluster, commits);
+            (w, used, after)
+        };
+        let (w, p) = if round % 2 == 0 {
+            let w = run_wrk();
+            (w, pgbench(&cluster, connections, seconds))
         } else {
             let p = pgbench(&cluster, connections, seconds);
-            let before = cpu_seconds(ingest_pid);
-            let w = wrk(&direct, &script, connections, seconds);
-            ((w, cpu_seconds(ingest_pid) - before), p)
+            (run_wrk(), p)
         };
+        rows_per_commit.push(w.2);
         perf_stop(perf);
         posts.push(w.0.rate);
         cpu_us.push(w.1 * 1e6 / w.0.requests.max(1.0));
@@ -514,12 +538,13 @@ fn main() {
         eprintln!(
             "round {}: POST {:.0} req/s, pgbench {p:.0} tps, ratio {:.2}, {:.0} µs CPU/request; \
              batch {b:.0} rows/s, \\copy {c:.0} rows/s; p50 direct {d:.3} ms, frontend {f:.3} ms, nginx {n:.3} ms; \
-             frontend-api {:.0} µs CPU/request",
+             frontend-api {:.0} µs CPU/request; {:.2} rows per commit",
             round + 1,
             w.0.rate,
             w.0.rate / p,
             w.1 * 1e6 / w.0.requests.max(1.0),
             front_cpu_us.last().copied().unwrap_or(f64::NAN),
+            w.2,
         );
     }
 
@@ -540,6 +565,10 @@ fn main() {
     println!(
         "| data-ingest CPU per request (utime+stime / requests, target <= 40 µs) | {} µs |",
         range(&cpu_us, 0)
+    );
+    println!(
+        "| rows per commit during the wrk run (1 without group commit) | {} |",
+        range(&rows_per_commit, 2)
     );
     println!(
         "| frontend-api added p50 latency (1 connection; direct p50 {} ms) | +{} ms |",
