@@ -856,7 +856,10 @@ pub async fn main<A, F>(
     .await;
     if let Err(e) = result {
         tracing::error!(error = %format!("{e:#}"), "{} failed", spec.name);
+        crate::telemetry::flush();
         eprintln!("{}: {e:#}", spec.name);
         std::process::exit(1);
     }
+    // The log lines still buffered (the access log is written in batches).
+    crate::telemetry::flush();
 }
