@@ -122,11 +122,20 @@ pub struct ServiceConfig {
     /// always, and one success in this many; 1 (`all`, the default) logs every request,
     /// 0 (`errors`) no success at all.
     pub access_log_every: u64,
-    /// data-ingest's group commit (`GROUP_COMMIT_US`): concurrent single-record ingests are
-    /// gathered for at most this long into one multi-row insert and one commit. `None` (the
-    /// default, `off` or 0): every request commits on its own.
+    /// data-ingest's group commit (`GROUP_COMMIT_US`): while `group_commit_writers` inserts
+    /// are in flight, further single-record ingests queue and the queue is written as one
+    /// multi-row insert and one commit when a writer is free, or after this long at most on a
+    /// connection of its own. `None` (`off` or 0): every request commits on its own.
     pub group_commit: Option<Duration>,
+    /// How many single-record inserts may be in flight before requests queue for a group
+    /// commit (`GROUP_COMMIT_WRITERS`).
+    pub group_commit_writers: usize,
 }
+
+/// `GROUP_COMMIT_US` when unset: the most a queued ingest waits for a busy writer.
+pub const DEFAULT_GROUP_COMMIT_US: u64 = 1000;
+/// `GROUP_COMMIT_WRITERS` when unset.
+pub const DEFAULT_GROUP_COMMIT_WRITERS: u64 = 2;
 
 /// What one instance accepts at most, and how long it waits for a client.
 #[derive(Clone, Debug)]
@@ -341,7 +350,8 @@ impl ServiceConfig {
             })?,
         };
         let group_commit = match get("GROUP_COMMIT_US").as_deref().map(str::trim) {
-            None | Some("off") | Some("0") => None,
+            None => Some(Duration::from_micros(DEFAULT_GROUP_COMMIT_US)),
+            Some("off") | Some("0") => None,
             Some(v) => Some(
                 v.parse::<u64>()
                     .ok()
@@ -357,8 +367,20 @@ impl ServiceConfig {
                     })?,
             ),
         };
+        let group_commit_writers = parse(
+            "GROUP_COMMIT_WRITERS",
+            DEFAULT_GROUP_COMMIT_WRITERS,
+            "a whole number",
+        )?;
+        if !(1..=1000).contains(&group_commit_writers) {
+            return Err(invalid(
+                "GROUP_COMMIT_WRITERS",
+                format!("{group_commit_writers} is out of range (1-1000)"),
+            ));
+        }
         Ok(ServiceConfig {
             group_commit,
+            group_commit_writers: group_commit_writers as usize,
             access_log_every,
             limits,
             auth_tokens: auth_tokens.into_iter().map(SecretString::from).collect(),
@@ -421,7 +443,19 @@ mod tests {
         let e = load(&[("ACCESS_LOG", "some")]).unwrap_err();
         assert_eq!(e.var, "ACCESS_LOG");
         assert_eq!(load(&[]).unwrap().access_log_every, 1);
-        assert_eq!(load(&[]).unwrap().group_commit, None);
+        // Group commit is on by default; off or 0 turns it off.
+        assert_eq!(
+            load(&[]).unwrap().group_commit,
+            Some(Duration::from_micros(DEFAULT_GROUP_COMMIT_US))
+        );
+        assert_eq!(
+            load(&[("GROUP_COMMIT_US", "off")]).unwrap().group_commit,
+            None
+        );
+        assert_eq!(
+            load(&[("GROUP_COMMIT_US", "0")]).unwrap().group_commit,
+            None
+        );
         assert_eq!(
             load(&[("GROUP_COMMIT_US", "300")]).unwrap().group_commit,
             Some(Duration::from_micros(300))
@@ -430,6 +464,22 @@ mod tests {
             load(&[("GROUP_COMMIT_US", "x")]).unwrap_err().var,
             "GROUP_COMMIT_US"
         );
+        assert_eq!(
+            load(&[]).unwrap().group_commit_writers,
+            DEFAULT_GROUP_COMMIT_WRITERS as usize
+        );
+        assert_eq!(
+            load(&[("GROUP_COMMIT_WRITERS", "4")])
+                .unwrap()
+                .group_commit_writers,
+            4
+        );
+        for bad in ["0", "x", "1001"] {
+            assert_eq!(
+                load(&[("GROUP_COMMIT_WRITERS", bad)]).unwrap_err().var,
+                "GROUP_COMMIT_WRITERS"
+            );
+        }
         assert_eq!(
             load(&[("ACCESS_LOG", "errors")]).unwrap().access_log_every,
             0

@@ -146,6 +146,14 @@ impl AppState {
         }
     }
 
+    /// Requests being served now (this one among them), health checks and scrapes aside.
+    pub fn requests_in_flight(&self) -> usize {
+        self.config
+            .limits
+            .max_requests_in_flight
+            .saturating_sub(self.requests.available_permits())
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
@@ -848,7 +856,10 @@ pub async fn main<A, F>(
     .await;
     if let Err(e) = result {
         tracing::error!(error = %format!("{e:#}"), "{} failed", spec.name);
+        crate::telemetry::flush();
         eprintln!("{}: {e:#}", spec.name);
         std::process::exit(1);
     }
+    // The log lines still buffered (the access log is written in batches).
+    crate::telemetry::flush();
 }

@@ -18,7 +18,8 @@
 //! - `\copy` of 10,000 rows vs `POST /api/v1/ingest/batch` of the same 10,000 records;
 //! - p50 latency with 1 connection: data-ingest directly, through frontend-api
 //!   (`POST /api/v1/data/ingest`) and through nginx `proxy_pass` with a keep-alive upstream:
-//!   the latency each adds over direct.
+//!   the latency each adds over direct, and the CPU frontend-api and nginx (its master and
+//!   worker) spend per request proxied there.
 //!
 //! `DATA_INGEST_BIN` / `FRONTEND_API_BIN` override the binaries (default target/release/...);
 //! `INGEST_ENV` adds `KEY=VALUE,...` to data-ingest's environment (e.g. `ACCESS_LOG=errors`),
@@ -140,6 +141,26 @@ fn spawn_service(bin: &Path, env: &[(String, String)], what: &str) -> (Proc, Soc
     let p = Proc(child);
     wait_ready(addr, what);
     (p, addr)
+}
+
+/// The processes whose parent is `pid` (nginx's workers).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
 }
 
 /// utime + stime of a process, in seconds.
@@ -356,6 +377,24 @@ fn perf_stop(perf: Option<Proc>) {
     }
 }
 
+/// Rows in `ingested_data` and the transactions that wrote them (distinct `xmin`).
+fn commits(cluster: &PgCluster) -> (f64, f64) {
+    let out = cluster
+        .psql(
+            "appdb",
+            "SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM ingested_data",
+        )
+        .unwrap_or_default();
+    let mut v = out.split_whitespace().filter_map(|n| n.parse::<f64>().ok());
+    (v.next().unwrap_or(0.0), v.next().unwrap_or(0.0))
+}
+
+/// Rows per commit since `before` (group commit puts many rows in one transaction).
+fn commits_after(cluster: &PgCluster, before: (f64, f64)) -> f64 {
+    let after = commits(cluster);
+    (after.0 - before.0) / (after.1 - before.1).max(1.0)
+}
+
 /// `KEY=VALUE,...` from the environment variable `var` (none when unset).
 fn env_list(var: &str) -> Vec<(String, String)> {
     std::env::var(var)
@@ -421,7 +460,12 @@ fn main() {
         .prefix("drd-cost-")
         .tempdir()
         .unwrap();
-    let (_nginx, nginx_addr) = start_nginx(&work.path().join("nginx"), ingest_addr);
+    let (nginx, nginx_addr) = start_nginx(&work.path().join("nginx"), ingest_addr);
+    // The master and its worker: their CPU during nginx's latency run.
+    let nginx_pids: Vec<u32> = std::iter::once(nginx.0.id())
+        .chain(children(nginx.0.id()))
+        .collect();
+    let nginx_cpu = || nginx_pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let script = work.path().join("post.lua");
     std::fs::write(
         &script,
@@ -449,6 +493,8 @@ fn main() {
     let (mut batch, mut copy, mut copy_ratios) = (vec![], vec![], vec![]);
     let (mut p_direct, mut p_front, mut p_nginx) = (vec![], vec![], vec![]);
     let (mut add_front, mut add_nginx, mut front_cpu_us) = (vec![], vec![], vec![]);
+    let mut rows_per_commit = vec![];
+    let mut nginx_cpu_us = vec![];
     for round in 0..rounds {
         // Alternate which side goes first.
         // PERF_DATA=<file>: a perf profile (cpu-clock) of data-ingest during the first wrk run.
@@ -456,17 +502,22 @@ fn main() {
             Some(out) if round == 0 => Some(perf_record(ingest_pid, &out)),
             _ => None,
         };
-        let (w, p) = if round % 2 == 0 {
+        let run_wrk = || {
+            let commits = commits(&cluster);
             let before = cpu_seconds(ingest_pid);
             let w = wrk(&direct, &script, connections, seconds);
             let used = cpu_seconds(ingest_pid) - before;
-            ((w, used), pgbench(&cluster, connections, seconds))
+            let after = commits_after(&cluster, commits);
+            (w, used, after)
+        };
+        let (w, p) = if round % 2 == 0 {
+            let w = run_wrk();
+            (w, pgbench(&cluster, connections, seconds))
         } else {
             let p = pgbench(&cluster, connections, seconds);
-            let before = cpu_seconds(ingest_pid);
-            let w = wrk(&direct, &script, connections, seconds);
-            ((w, cpu_seconds(ingest_pid) - before), p)
+            (run_wrk(), p)
         };
+        rows_per_commit.push(w.2);
         perf_stop(perf);
         posts.push(w.0.rate);
         cpu_us.push(w.1 * 1e6 / w.0.requests.max(1.0));
@@ -498,9 +549,13 @@ fn main() {
                 _ => None,
             };
             let before = cpu_seconds(frontend_pid);
+            let nginx_before = nginx_cpu();
             let w = wrk(url, &script, 1, latency_seconds);
             if url == &via_frontend {
                 front_cpu_us.push((cpu_seconds(frontend_pid) - before) * 1e6 / w.requests.max(1.0));
+            }
+            if url == &via_nginx {
+                nginx_cpu_us.push((nginx_cpu() - nginx_before) * 1e6 / w.requests.max(1.0));
             }
             got.insert(url.clone(), w.p50_ms);
             perf_stop(perf);
@@ -514,12 +569,14 @@ fn main() {
         eprintln!(
             "round {}: POST {:.0} req/s, pgbench {p:.0} tps, ratio {:.2}, {:.0} µs CPU/request; \
              batch {b:.0} rows/s, \\copy {c:.0} rows/s; p50 direct {d:.3} ms, frontend {f:.3} ms, nginx {n:.3} ms; \
-             frontend-api {:.0} µs CPU/request",
+             frontend-api {:.0} µs CPU/request, nginx {:.0} µs CPU/request; {:.2} rows per commit",
             round + 1,
             w.0.rate,
             w.0.rate / p,
             w.1 * 1e6 / w.0.requests.max(1.0),
             front_cpu_us.last().copied().unwrap_or(f64::NAN),
+            nginx_cpu_us.last().copied().unwrap_or(f64::NAN),
+            w.2,
         );
     }
 
@@ -542,6 +599,10 @@ fn main() {
         range(&cpu_us, 0)
     );
     println!(
+        "| rows per commit during the wrk run (1 without group commit) | {} |",
+        range(&rows_per_commit, 2)
+    );
+    println!(
         "| frontend-api added p50 latency (1 connection; direct p50 {} ms) | +{} ms |",
         range(&p_direct, 3),
         range(&add_front, 3)
@@ -558,6 +619,10 @@ fn main() {
     println!(
         "| frontend-api CPU per request (1 connection) | {} µs |",
         range(&front_cpu_us, 0)
+    );
+    println!(
+        "| nginx CPU per request, same proxying (1 connection; master + worker) | {} µs |",
+        range(&nginx_cpu_us, 0)
     );
     println!(
         "| batch of 10,000 records / `\\copy` of the same rows | {} / {} rows/s = **{}** |",

@@ -39,7 +39,7 @@ pub struct Api {
     /// Connections of `POST /ingest` (see [`Lanes`]); `None` only if the database
     /// configuration were invalid, which the state already refused.
     lanes: Option<std::sync::Arc<Lanes>>,
-    /// Group commit of single-record ingests (`GROUP_COMMIT_US`), when on.
+    /// Group commit of single-record ingests (`GROUP_COMMIT_US`; on unless `off`).
     group: Option<crate::group::GroupCommit>,
 }
 
@@ -52,7 +52,7 @@ impl Api {
             (Some(l), Some(window)) => Some(crate::group::GroupCommit::start(
                 l.clone(),
                 window,
-                state.config.database.pool_max as usize,
+                state.config.group_commit_writers,
             )),
             _ => None,
         };
@@ -303,8 +303,9 @@ impl Api {
         let ids: Result<Vec<i64>, sqlx::Error> =
             if let (Shape::One, Some(group)) = (&shape, &self.group) {
                 let (data_type, source, range) = &rows[0];
+                let alone = self.state.requests_in_flight() <= 1;
                 group
-                    .insert(data_type, source, data(range))
+                    .insert(data_type, source, data(range), alone)
                     .await
                     .map(|id| vec![id])
             } else if shape == Shape::One {

@@ -1,25 +1,32 @@
-//! Group commit for `POST /ingest` of one record (opt-in: `GROUP_COMMIT_US`).
+//! Group commit for `POST /ingest` of one record (`GROUP_COMMIT_US`, `GROUP_COMMIT_WRITERS`).
 //!
-//! Concurrent single-record requests are gathered into one multi-row `INSERT ... RETURNING id`
-//! (one statement, so one commit: one WAL flush for all of them) and each request is answered
-//! with its own id only after that commit returned, so a 201 means the row is durable exactly
-//! as without group commit (`synchronous_commit` decides, as always). A batch waits for more
-//! requests only while more are in flight, and never longer than the window from its first:
-//! one client alone pays no wait. If the batch fails with an error the server reported (a row
-//! it refused), each row is retried alone, so a bad row fails only its own request; any other
-//! error (the connection) fails the batch's requests with it, and none of them was answered
-//! 201.
+//! Leader/follower, adaptive. A request that finds no batch being gathered and fewer than
+//! `writers` inserts in flight leads: when it is the only request the service is serving, it
+//! writes its own row at once on a lane, exactly as without group commit (no hand-off, no
+//! wait). When other requests are in flight it first lets the runtime run once more
+//! (`yield_now`: the requests already read, and those the poll of the sockets finds, reach this
+//! point meanwhile and queue behind it), then takes what queued: nothing, and it writes its own
+//! row as above; something, and all of them, its own row among them, go as one multi-row
+//! `INSERT ... RETURNING id` (one statement, so one commit: one WAL flush for all of them),
+//! written by a task of its own (a request dropped while it waits, client gone or timed out,
+//! cannot take the others' write with it). A request that arrives while `writers` inserts are
+//! in flight queues too; the first in an empty queue starts a drainer task that waits for one
+//! of them to finish (at most the window, then it writes on a connection of its own) and
+//! writes everything queued by then as one statement.
 //!
-//! Workers: as many as the lanes (connections); one gathers while the others insert.
+//! Each request is answered with its own id only after that commit returned, so a 201 means
+//! the row is durable exactly as without group commit (`synchronous_commit` decides, as
+//! always). If a batch fails with an error the server reported (a row it refused), each row is
+//! retried alone, so a bad row fails only its own request; any other error (the connection)
+//! fails the batch's requests with it, and none of them was answered 201.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::db::Lanes;
 
 use crate::api::{INSERT_MANY, INSERT_ONE};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Notify};
 
 /// The most rows in one statement (bounded bind arrays and statement time).
 const MAX_BATCH: usize = 512;
@@ -31,103 +38,224 @@ struct Pending {
     reply: oneshot::Sender<Result<i64, sqlx::Error>>,
 }
 
-/// The gatherer; cheap to share.
-pub struct GroupCommit {
-    tx: mpsc::Sender<Pending>,
-    counts: Arc<Counts>,
+impl Pending {
+    fn new(
+        data_type: &str,
+        source: &str,
+        payload: &str,
+    ) -> (Pending, oneshot::Receiver<Result<i64, sqlx::Error>>) {
+        let (reply, answer) = oneshot::channel();
+        let p = Pending {
+            data_type: data_type.to_string(),
+            source: source.to_string(),
+            payload: payload.to_string(),
+            reply,
+        };
+        (p, answer)
+    }
 }
 
-/// Requests inside `insert`, and those of them in a batch being written.
+/// The group commit; cheap to share.
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lanes: Arc<Lanes>,
+    window: Duration,
+    writers: usize,
+    state: Mutex<State>,
+    /// A writer finished (only signalled while a drainer waits).
+    freed: Notify,
+}
+
 #[derive(Default)]
-struct Counts {
-    in_flight: AtomicUsize,
-    writing: AtomicUsize,
+struct State {
+    /// Inserts in flight: requests writing their own row, and batches being written.
+    writing: usize,
+    /// A leader is gathering: requests arriving now queue for its batch.
+    gathering: bool,
+    /// Requests waiting for the next batch.
+    queue: Vec<Pending>,
+    /// A drainer has been started for the queue and has not taken it yet.
+    drainer: bool,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One insert in flight; counted out when it ends or is dropped, waking a waiting drainer.
+struct Writing(Arc<Inner>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut st = self.0.state();
+            st.writing -= 1;
+            st.drainer
+        };
+        if waiting {
+            self.0.freed.notify_one();
+        }
+    }
+}
+
+/// A leader gathering; if it is dropped before it took the queue (client gone), the queue goes
+/// to a drainer.
+struct Gathering<'a>(Option<&'a Arc<Inner>>);
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            let start = {
+                let mut st = inner.state();
+                st.gathering = false;
+                !st.queue.is_empty() && !std::mem::replace(&mut st.drainer, true)
+            };
+            if start {
+                tokio::spawn(inner.clone().drain());
+            }
+        }
+    }
 }
 
 impl GroupCommit {
-    /// Starts `workers` workers gathering for at most `window`.
-    pub fn start(lanes: Arc<Lanes>, window: Duration, workers: usize) -> GroupCommit {
-        let (tx, rx) = mpsc::channel::<Pending>(4096);
-        let rx = Arc::new(Mutex::new(rx));
-        let counts = Arc::new(Counts::default());
-        for _ in 0..workers.max(1) {
-            tokio::spawn(worker(rx.clone(), lanes.clone(), window, counts.clone()));
+    /// Group commit on `lanes`: at most `writers` inserts in flight before requests queue,
+    /// a queued request waiting at most `window` for one of them.
+    pub fn start(lanes: Arc<Lanes>, window: Duration, writers: usize) -> GroupCommit {
+        GroupCommit {
+            inner: Arc::new(Inner {
+                lanes,
+                window,
+                writers: writers.max(1),
+                state: Mutex::default(),
+                freed: Notify::new(),
+            }),
         }
-        GroupCommit { tx, counts }
     }
 
-    /// Stores one record; its id once the row is committed.
+    /// Stores one record; its id once the row is committed. `alone`: no other request is
+    /// being served (nothing to gather).
     pub async fn insert(
         &self,
         data_type: &str,
         source: &str,
         payload: &str,
+        alone: bool,
     ) -> Result<i64, sqlx::Error> {
-        let (reply, answer) = oneshot::channel();
-        self.counts.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _done = InFlight(&self.counts.in_flight);
-        self.tx
-            .send(Pending {
-                data_type: data_type.to_string(),
-                source: source.to_string(),
-                payload: payload.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let inner = &self.inner;
+        enum Role {
+            Alone,
+            Gather,
+            Queued(oneshot::Receiver<Result<i64, sqlx::Error>>, bool),
+        }
+        let role = {
+            let mut st = inner.state();
+            if !st.gathering && st.writing < inner.writers && st.queue.is_empty() {
+                if alone {
+                    st.writing += 1;
+                    Role::Alone
+                } else {
+                    st.gathering = true;
+                    Role::Gather
+                }
+            } else {
+                let (p, answer) = Pending::new(data_type, source, payload);
+                st.queue.push(p);
+                // A gathering leader takes the queue; otherwise a drainer, once.
+                let start = !st.gathering && !std::mem::replace(&mut st.drainer, true);
+                Role::Queued(answer, start)
+            }
+        };
+        let batch = match role {
+            // Nobody to wait for: this request's own row, at once, on its own lane.
+            Role::Alone => Vec::new(),
+            // Others are in flight: let them reach this point, then take what queued.
+            Role::Gather => {
+                let mut gathering = Gathering(Some(inner));
+                tokio::task::yield_now().await;
+                gathering.0 = None;
+                let mut st = inner.state();
+                st.gathering = false;
+                st.writing += 1;
+                std::mem::take(&mut st.queue)
+            }
+            Role::Queued(answer, start) => {
+                if start {
+                    tokio::spawn(inner.clone().drain());
+                }
+                return answer.await.map_err(|_| sqlx::Error::PoolClosed)?;
+            }
+        };
+        let writing = Writing(inner.clone());
+        if batch.is_empty() {
+            let mut lane = inner.lanes.take().await?;
+            let result = sqlx::query_scalar::<_, i64>(INSERT_ONE)
+                .bind(data_type)
+                .bind(source)
+                .bind(payload)
+                .fetch_all(&mut lane.conn)
+                .await;
+            lane.done(&result);
+            drop(writing);
+            return one_id(result);
+        }
+        // A batch: written by a task of its own, this request's row first.
+        let (p, answer) = Pending::new(data_type, source, payload);
+        let mut all = Vec::with_capacity(batch.len() + 1);
+        all.push(p);
+        all.extend(batch);
+        let lanes = inner.lanes.clone();
+        tokio::spawn(async move {
+            let _writing = writing;
+            write_all(&lanes, all).await;
+        });
         answer.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
 
-/// Counts a request out when it is answered or dropped (client gone).
-struct InFlight<'a>(&'a AtomicUsize);
+fn one_id(result: Result<Vec<i64>, sqlx::Error>) -> Result<i64, sqlx::Error> {
+    result?
+        .first()
+        .copied()
+        .ok_or_else(|| sqlx::Error::Protocol("the insert returned no id".into()))
+}
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+/// Writes `batch` in statements of at most [`MAX_BATCH`] rows.
+async fn write_all(lanes: &Lanes, mut batch: Vec<Pending>) {
+    while !batch.is_empty() {
+        let rest = batch.split_off(batch.len().min(MAX_BATCH));
+        run(lanes, batch).await;
+        batch = rest;
     }
 }
 
-async fn worker(
-    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    lanes: Arc<Lanes>,
-    window: Duration,
-    counts: Arc<Counts>,
-) {
-    loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + window;
-            while batch.len() < MAX_BATCH {
-                // Everything already queued, at once.
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
-                    }
-                }
-                // Wait only while more requests are on their way than gathered (those in
-                // batches being written do not count), and not past the window.
-                let coming = counts
-                    .in_flight
-                    .load(Ordering::SeqCst)
-                    .saturating_sub(counts.writing.load(Ordering::SeqCst));
-                if coming <= batch.len() {
-                    break;
-                }
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => batch.push(p),
-                    _ => break,
-                }
+impl Inner {
+    /// Waits for a free writer (at most the window), then writes everything queued.
+    async fn drain(self: Arc<Self>) {
+        let deadline = tokio::time::Instant::now() + self.window;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.state().writing < self.writers {
+                break;
             }
-            batch
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break;
+            }
+        }
+        let batch = {
+            let mut st = self.state();
+            st.writing += 1;
+            st.drainer = false;
+            std::mem::take(&mut st.queue)
         };
-        let n = batch.len();
-        counts.writing.fetch_add(n, Ordering::SeqCst);
-        run(&lanes, batch).await;
-        counts.writing.fetch_sub(n, Ordering::SeqCst);
+        let _writing = Writing(self.clone());
+        write_all(&self.lanes, batch).await;
     }
 }
 

@@ -229,9 +229,7 @@ impl Api {
         let (status, bytes) = self
             .upstreams
             .post_bytes(
-                "business-logic",
-                &self.upstreams.business_logic,
-                "/api/v1/validate/user",
+                &self.upstreams.validate_user,
                 body.bytes.clone(),
                 &rid,
                 req.header("authorization"),
@@ -319,9 +317,7 @@ impl Api {
         let (status, bytes) = self
             .upstreams
             .post_bytes(
-                "data-ingest",
-                &self.upstreams.data_ingest,
-                "/api/v1/ingest",
+                &self.upstreams.ingest,
                 body.bytes,
                 &request_id(req),
                 req.header("authorization"),

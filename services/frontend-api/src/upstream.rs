@@ -28,6 +28,30 @@ pub struct Upstreams {
     timeout: Duration,
     pub business_logic: String,
     pub data_ingest: String,
+    /// business-logic's `POST /api/v1/validate/user`, parsed once at start.
+    pub validate_user: Target,
+    /// data-ingest's `POST /api/v1/ingest`, parsed once at start.
+    pub ingest: Target,
+}
+
+/// An upstream endpoint: the backend's name, its URL and the URL parsed (or why it is not
+/// one: every call then answers 503, as a backend that cannot be reached).
+#[derive(Clone)]
+pub struct Target {
+    name: &'static str,
+    url: String,
+    uri: Result<Uri, String>,
+}
+
+impl Target {
+    fn new(name: &'static str, base: &str, path: &str) -> Target {
+        let url = format!("{base}{path}");
+        let uri = url.parse::<Uri>().map_err(|e| e.to_string());
+        if let Err(error) = &uri {
+            tracing::warn!(upstream = name, %url, %error, "upstream URL is not valid: its calls will answer 503");
+        }
+        Target { name, url, uri }
+    }
 }
 
 /// Why an upstream call failed.
@@ -49,6 +73,12 @@ impl Upstreams {
         Ok(Upstreams {
             http,
             timeout: config.upstream_timeout,
+            validate_user: Target::new(
+                "business-logic",
+                &config.business_logic_url,
+                "/api/v1/validate/user",
+            ),
+            ingest: Target::new("data-ingest", &config.data_ingest_url, "/api/v1/ingest"),
             business_logic: config.business_logic_url.clone(),
             data_ingest: config.data_ingest_url.clone(),
         })
@@ -58,16 +88,14 @@ impl Upstreams {
     /// `authorization` is the client's header, passed on (the region's services share tokens).
     pub async fn post_bytes(
         &self,
-        name: &str,
-        base: &str,
-        path: &str,
+        target: &Target,
         body: Bytes,
         request_id: &str,
         authorization: Option<&str>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
-        let url = format!("{base}{path}");
-        let uri: Uri = url.parse().map_err(|e| {
-            tracing::warn!(upstream = name, %url, error = %e, "upstream URL is not valid");
+        let (name, url) = (target.name, &target.url);
+        let uri = target.uri.clone().map_err(|error| {
+            tracing::warn!(upstream = name, %url, %error, "upstream URL is not valid");
             failure(name, Failure::Connect)
         })?;
         let mut request = Request::new(Full::new(body));

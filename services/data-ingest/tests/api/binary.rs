@@ -72,6 +72,12 @@ async fn sigterm_stops_the_binary_cleanly() {
     );
     assert!(logs.contains("listening"), "{logs}");
     assert!(logs.contains("stopped"), "{logs}");
+    // The access log is buffered: its lines were written at the latest when the binary stopped.
+    assert_eq!(
+        logs.matches(r#""path":"/api/v1/ingest""#).count(),
+        2,
+        "{logs}"
+    );
     assert!(
         !logs.contains("top-secret-value"),
         "the password reached the logs"

@@ -1,7 +1,8 @@
-//! Group commit (`GROUP_COMMIT_US`, issue #15): concurrent single-record ingests share one
-//! insert and one commit, each answered with its own id only once its row is durable; a row
-//! the database refuses fails only its own request; a SIGKILL of PostgreSQL in a burst loses
-//! no row that was answered 201.
+//! Group commit (on by default; `GROUP_COMMIT_US`, issue #15): concurrent single-record
+//! ingests share one insert and one commit, each answered with its own id only once its row is
+//! durable; one client alone commits each row on its own, without waiting; a row the database
+//! refuses fails only its own request; a SIGKILL of PostgreSQL in a burst loses no row that was
+//! answered 201.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,54 @@ async fn each_request_gets_its_own_id_and_its_own_row() {
         .unwrap();
     eprintln!("group commit: 64 concurrent requests in {commits} commits");
     assert!(commits < 64, "no two requests shared a commit");
+}
+
+/// Rows and the transactions that wrote them.
+fn rows_and_commits(app: &crate::helpers::TestApp) -> (i64, i64) {
+    let out = app
+        .db
+        .psql("SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM ingested_data");
+    let mut v = out.split_whitespace().map(|n| n.parse().unwrap());
+    (v.next().unwrap(), v.next().unwrap())
+}
+
+#[tokio::test]
+async fn by_default_concurrent_requests_share_commits_and_one_client_does_not_wait() {
+    let app = spawn_with(&[]).await;
+    let url = app.url("/api/v1/ingest");
+    // One client, one request after the other: nothing to gather, each row its own commit.
+    for i in 0..20 {
+        let (status, body) = post(&app.http, &url, &format!("alone{i}")).await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(rows_and_commits(&app), (20, 20));
+    // Many at once: gathered.
+    let answers = futures_util::future::join_all((0..64).map(|i| {
+        let (http, url) = (app.http.clone(), url.clone());
+        async move { post(&http, &url, &format!("many{i}")).await.unwrap() }
+    }))
+    .await;
+    assert!(answers.iter().all(|(s, _)| *s == 201), "{answers:?}");
+    let (rows, commits) = rows_and_commits(&app);
+    eprintln!(
+        "group commit by default: 64 concurrent requests in {} commits",
+        commits - 20
+    );
+    assert_eq!(rows, 84);
+    assert!(commits - 20 < 64, "no two requests shared a commit");
+}
+
+#[tokio::test]
+async fn off_commits_every_request_alone() {
+    let app = spawn_with(&[("GROUP_COMMIT_US", "off")]).await;
+    let url = app.url("/api/v1/ingest");
+    let answers = futures_util::future::join_all((0..32).map(|i| {
+        let (http, url) = (app.http.clone(), url.clone());
+        async move { post(&http, &url, &format!("s{i}")).await.unwrap() }
+    }))
+    .await;
+    assert!(answers.iter().all(|(s, _)| *s == 201), "{answers:?}");
+    assert_eq!(rows_and_commits(&app), (32, 32));
 }
 
 #[tokio::test]
