@@ -13,6 +13,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     // Cents: poem-openapi would check `multipleOf` with an exact float remainder (99.99 % 0.01
     // is not 0), so the rule is checked by `validation::check_amount` and only stated here.
     schema_keywords: &[("OrderInput", "amount", r#"{"multipleOf": 0.01}"#)],
+    worker_threads: None,
 };
 pub const DEFAULT_PORT: u16 = 8081;
 /// Requests here are small JSON documents.

@@ -1,7 +1,6 @@
 //! business-logic: see the library for what it does.
 
-#[tokio::main]
-async fn main() {
+fn main() {
     use business_logic::{api::Api, DEFAULT_BODY_LIMIT, DEFAULT_PORT, SPEC};
-    common::server::main(SPEC, DEFAULT_PORT, DEFAULT_BODY_LIMIT, Api::new).await
+    common::server::main(SPEC, DEFAULT_PORT, DEFAULT_BODY_LIMIT, Api::new)
 }

@@ -130,6 +130,8 @@ pub struct ServiceConfig {
     /// How many single-record inserts may be in flight before requests queue for a group
     /// commit (`GROUP_COMMIT_WRITERS`).
     pub group_commit_writers: usize,
+    /// The async runtime's worker threads (`WORKER_THREADS`); `None`: the service's default.
+    pub worker_threads: Option<usize>,
 }
 
 /// `GROUP_COMMIT_US` when unset: the most a queued ingest waits for a busy writer.
@@ -378,7 +380,23 @@ impl ServiceConfig {
                 format!("{group_commit_writers} is out of range (1-1000)"),
             ));
         }
+        let worker_threads = match get("WORKER_THREADS") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            "WORKER_THREADS",
+                            format!("{v:?} is not a number of threads (1-1024)"),
+                        )
+                    })?,
+            ),
+        };
         Ok(ServiceConfig {
+            worker_threads,
             group_commit,
             group_commit_writers: group_commit_writers as usize,
             access_log_every,
@@ -436,6 +454,19 @@ mod tests {
         assert_eq!(c.region, "local");
         assert_eq!(c.business_logic_url, "http://localhost:8081");
         assert_eq!(c.data_ingest_url, "http://localhost:8082");
+    }
+
+    #[test]
+    fn worker_threads() {
+        assert_eq!(load(&[]).unwrap().worker_threads, None);
+        assert_eq!(
+            load(&[("WORKER_THREADS", "3")]).unwrap().worker_threads,
+            Some(3)
+        );
+        for bad in ["0", "-1", "two", "5000"] {
+            let e = load(&[("WORKER_THREADS", bad)]).unwrap_err();
+            assert_eq!(e.var, "WORKER_THREADS", "{bad}");
+        }
     }
 
     #[test]

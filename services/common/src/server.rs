@@ -50,6 +50,9 @@ pub struct ServiceSpec {
     /// Keywords added to the OpenAPI document where poem-openapi cannot state them (or would
     /// enforce them wrongly, like `multipleOf` on floats): (schema, property, JSON object).
     pub schema_keywords: &'static [(&'static str, &'static str, &'static str)],
+    /// The runtime's worker threads when `WORKER_THREADS` is unset; `None`: one per core
+    /// (tokio's default, which also reads `TOKIO_WORKER_THREADS`).
+    pub worker_threads: Option<usize>,
 }
 
 /// Shared by every handler of one running service.
@@ -832,12 +835,8 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 
 /// The shared `main` of the three services: config from the environment, logs, serve until
 /// SIGTERM. Exits with code 64 (EX_USAGE) on a configuration error, naming the variable.
-pub async fn main<A, F>(
-    spec: ServiceSpec,
-    default_port: u16,
-    default_body_limit: usize,
-    make_api: F,
-) where
+pub fn main<A, F>(spec: ServiceSpec, default_port: u16, default_body_limit: usize, make_api: F)
+where
     A: OpenApi + 'static,
     F: FnOnce(AppState) -> A,
 {
@@ -849,11 +848,23 @@ pub async fn main<A, F>(
             std::process::exit(64);
         }
     };
-    let result = async {
+    // WORKER_THREADS, else the service's own default, else one per core.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.worker_threads.or(spec.worker_threads) {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", spec.name);
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
         let running = start(spec, config, make_api).await?;
         running.until_signalled().await
-    }
-    .await;
+    });
     if let Err(e) = result {
         tracing::error!(error = %format!("{e:#}"), "{} failed", spec.name);
         crate::telemetry::flush();

@@ -12,6 +12,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     title: "data-ingest",
     version: env!("CARGO_PKG_VERSION"),
     schema_keywords: &[],
+    worker_threads: None,
 };
 pub const DEFAULT_PORT: u16 = 8082;
 /// A full batch of 10,000 records with small payloads fits with room to spare.

@@ -1,7 +1,6 @@
 //! data-ingest: see the library for what it does.
 
-#[tokio::main]
-async fn main() {
+fn main() {
     use data_ingest::{api::Api, DEFAULT_BODY_LIMIT, DEFAULT_PORT, SPEC};
-    common::server::main(SPEC, DEFAULT_PORT, DEFAULT_BODY_LIMIT, Api::new).await
+    common::server::main(SPEC, DEFAULT_PORT, DEFAULT_BODY_LIMIT, Api::new)
 }

@@ -11,6 +11,9 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     title: "frontend-api",
     version: env!("CARGO_PKG_VERSION"),
     schema_keywords: &[],
+    // A gateway waits on sockets: one worker thread spares the wake-ups between two
+    // (docs/performance.md, "The gateway").
+    worker_threads: Some(1),
 };
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
