@@ -375,6 +375,16 @@ impl Inner {
                 return Err(format!("{app} exited with {status} (see {}.log)", pod.name));
             }
             if Instant::now() > deadline {
+                // As a failed startup probe: the container is stopped (the kubelet starts it
+                // again after its back-off).
+                let child = self
+                    .children
+                    .lock()
+                    .expect("not poisoned")
+                    .remove(&pod.name);
+                if let Some(child) = child {
+                    terminate(child, Duration::from_secs(2)).await;
+                }
                 return Err(format!(
                     "{app} did not answer /health/ready within {:?}",
                     self.cfg.ready_timeout

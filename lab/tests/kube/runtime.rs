@@ -22,7 +22,18 @@ struct Recorder(Arc<Log>);
 impl PodRuntime for Recorder {
     fn start(&self, pod: PodInfo) -> BoxFuture<'static, Result<PodStarted, String>> {
         self.0.started.lock().unwrap().push(pod.name.clone());
-        let fail = pod.labels.get("app").map(String::as_str) == Some("broken");
+        let app = pod.labels.get("app").map(String::as_str);
+        // "flaky" fails its pod's first start only; "broken" every start.
+        let first = self
+            .0
+            .started
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| **n == pod.name)
+            .count()
+            == 1;
+        let fail = app == Some("broken") || (app == Some("flaky") && first);
         Box::pin(async move {
             if fail {
                 Err("exec format error".into())
@@ -98,4 +109,26 @@ async fn a_pod_turning_not_ready_shows_in_the_deployment() {
     .await;
     d.set_pod_ready("default", &pod, true).unwrap();
     rolled_out(&d, "web").await;
+}
+
+#[tokio::test]
+async fn a_pod_that_failed_to_start_is_started_again_after_a_back_off() {
+    let rec = Arc::new(Log::default());
+    let cfg = KubeDoubleConfig::new("dr", "127.0.0.1:0".parse().unwrap())
+        .runtime(Arc::new(Recorder(rec.clone())))
+        .sync_delay(Duration::from_millis(10));
+    let d = KubeDouble::start_with(cfg).await.unwrap();
+    seed(&d, deployment("flaky", 1));
+    // CrashLoopBackOff first, then started again: the same pod, one restart, Ready.
+    eventually("the first start fails", Duration::from_secs(10), || async {
+        d.list("pods", Some("default")).into_iter().find(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        })
+    })
+    .await;
+    rolled_out(&d, "flaky").await;
+    let pods = d.list("pods", Some("default"));
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0]["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert_eq!(rec.started.lock().unwrap().len(), 2);
 }

@@ -1,9 +1,11 @@
 //! The kubelet of a double: pods as processes. Each new (Pending) pod is started through the
-//! [`PodRuntime`]; once it is Ready, or failed to start, its status and events are written. A
+//! [`PodRuntime`]; once it is Ready, or failed to start, its status and events are written; a
+//! failed start is tried again after a back-off, as a kubelet restarts a crashing container. A
 //! deleted pod is stopped, whoever deleted it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
@@ -47,8 +49,7 @@ impl Kubelet {
             }
             self.started.insert(uid.clone());
             let info = PodInfo::from_pod(&self.region, pod);
-            let start = self.runtime.start(info.clone());
-            let handle = tokio::spawn(report_start(self.store.clone(), info, start));
+            let handle = tokio::spawn(run_pod(self.store.clone(), self.runtime.clone(), info));
             self.starting.insert(uid, handle.abort_handle());
         }
         self.starting.retain(|_, h| !h.is_finished());
@@ -76,12 +77,42 @@ impl Kubelet {
     }
 }
 
-/// Waits for the runtime to start the pod, then records its events and writes its status.
+/// The kubelet's restart back-off after the first failed start (a real kubelet's starts at
+/// 10 s and doubles up to 5 min; the lab's pods are processes that start in milliseconds).
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// Starts the pod through the runtime and reports it; a start that fails is tried again
+/// after a back-off that doubles, as a kubelet restarts a container under `restartPolicy:
+/// Always` (CrashLoopBackOff meanwhile, `restartCount` + 1 each time), until the pod starts or
+/// is deleted (deletion aborts this task).
+async fn run_pod(store: Arc<Store>, runtime: Arc<dyn PodRuntime>, pod: PodInfo) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut restarts = 0;
+    loop {
+        if report_start(&store, &pod, runtime.start(pod.clone()), restarts).await {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        restarts += 1;
+        let same = store
+            .get(res("pods"), &pod.namespace, &pod.name)
+            .is_some_and(|p| s(&p["metadata"]["uid"]) == pod.uid);
+        if !same {
+            return;
+        }
+    }
+}
+
+/// Waits for the runtime to start the pod, then records its events and writes its status;
+/// whether it started.
 async fn report_start(
-    store: Arc<Store>,
-    pod: PodInfo,
+    store: &Store,
+    pod: &PodInfo,
     start: BoxFuture<'static, Result<PodStarted, String>>,
-) {
+    restarts: i64,
+) -> bool {
     let (ns, name, uid) = (&pod.namespace, &pod.name, &pod.uid);
     let containers = pod
         .object
@@ -93,27 +124,28 @@ async fn report_start(
         let c = s(&containers[0]["name"]).to_string();
         match &outcome {
             Ok(_) => events::pod_event(
-                &store,
+                store,
                 &now,
                 Kind::Normal,
                 "Started",
                 format!("Started container {c}"),
             ),
             Err(e) => {
-                events::pod_event(&store, &now, Kind::Warning, "Failed", e.clone());
+                events::pod_event(store, &now, Kind::Warning, "Failed", e.clone());
                 let message =
                     format!("Back-off restarting failed container {c} in pod {name}_{ns}({uid})");
-                events::pod_event(&store, &now, Kind::Warning, "BackOff", message);
+                events::pod_event(store, &now, Kind::Warning, "BackOff", message);
             }
         }
     }
-    let status = pod_status(&containers, &outcome);
-    if let Err(e) = put_status(&store, res("pods"), (ns, name, uid), status) {
+    let status = pod_status(&containers, &outcome, restarts);
+    if let Err(e) = put_status(store, res("pods"), (ns, name, uid), status) {
         tracing::debug!(pod = %name, error = %e, "pod gone before it started");
     }
+    outcome.is_ok()
 }
 
-fn pod_status(containers: &Value, outcome: &Result<PodStarted, String>) -> Value {
+fn pod_status(containers: &Value, outcome: &Result<PodStarted, String>, restarts: i64) -> Value {
     let now = now_rfc3339();
     let ready = outcome.is_ok();
     let flag = if ready { "True" } else { "False" };
@@ -135,7 +167,7 @@ fn pod_status(containers: &Value, outcome: &Result<PodStarted, String>) -> Value
                     };
                     json!({
                         "name": c["name"], "image": c["image"], "imageID": "", "ready": ready,
-                        "started": ready, "restartCount": 0, "state": state,
+                        "started": ready, "restartCount": restarts, "state": state,
                     })
                 })
                 .collect()
