@@ -23,6 +23,10 @@
 //! prints those lost writes, the time both databases took writes, and drdctl's own figure (from
 //! fencing to DR accepting writes through the DNS name, as its report gives it).
 //!
+//! drdctl's rounds run with the regions' witness guards, as `drdctl lab up` ships; the seed's
+//! without (`DRDCTL_LAB_GUARDS=off`): its system had none, and DR's guard fences a database
+//! promoted without the witness term.
+//!
 //! Knobs: `BENCH_ROUNDS` (default 3 per contender), `BENCH_ONLY=drdctl|seed` (one side).
 
 use std::collections::BTreeMap;
@@ -147,8 +151,13 @@ async fn main() {
 }
 
 async fn one_round(env: &Env, c: Contender) -> Outcome {
-    let status = env
-        .drdctl()
+    let mut up = env.drdctl();
+    // The seed's system had no witness guard; with one, DR's guard would fence the database
+    // the seed promotes without moving the term (as it should), and DR would never be ready.
+    if let Contender::Seed = c {
+        up.env("DRDCTL_LAB_GUARDS", "off");
+    }
+    let status = up
         .args(["lab", "up", "--dir"])
         .arg(&env.dir)
         .stdout(Stdio::null())
