@@ -467,11 +467,10 @@ impl Database for PgDatabase {
     }
 
     async fn prepare(&self) -> DbResult<()> {
-        let fresh = self
-            .spare
-            .lock()
-            .ok()
-            .is_some_and(|g| g.as_ref().is_some_and(|(at, _)| at.elapsed() < SPARE_MAX_AGE));
+        let fresh = self.spare.lock().ok().is_some_and(|g| {
+            g.as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < SPARE_MAX_AGE)
+        });
         if !fresh {
             let c = self.connect("postgres").await?;
             self.park(c);
