@@ -166,12 +166,15 @@ impl PgDatabase {
         if unfenced {
             self.set_read_only(false).await?;
         }
-        // The role half of the fence replicated from the old primary: lift it here.
-        self.restore_logins(&mut c).await?;
-        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: logins back");
         // Keep WAL from the fork on for the former primary, so that it can rejoin by rewind.
+        // Before the logins come back: the application's pools all connect at that moment
+        // (a fork and an authentication each), and a statement after it waited for them
+        // (about 50 ms in the lab, on two cores).
         let slot = self.ensure_slot(&mut c, &self.cfg.slot, false).await?;
         tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: slot kept");
+        // The role half of the fence replicated from the old primary: lift it here, last.
+        self.restore_logins(&mut c).await?;
+        tracing::debug!(region = %self.cfg.region, ms = ms(t0), "promote: logins back");
         let _ = c.close().await;
         Ok(PromoteOutcome {
             region: self.region_name(),
