@@ -174,7 +174,7 @@ impl KubeCluster {
             config.write_timeout = Some(t);
         }
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| KubeError::Config {
+        let client = api_client(config).map_err(|e| KubeError::Config {
             context: target.context.clone(),
             message: e.to_string(),
         })?;
@@ -602,4 +602,47 @@ impl Cluster for KubeCluster {
             .map(|c| c.map(|c| c.data.unwrap_or_default()))
             .map_err(|e| self.err(format!("reading ConfigMap/{name}"), e))
     }
+}
+
+/// The API client: kube-client's own stack (base URI, retries of 429/503, auth, extra
+/// headers, connect/read/write timeouts, TLS), over a connector that sets TCP_NODELAY, as Go's
+/// clients do. kube's builder leaves Nagle on: a small write that follows another (a
+/// port-forwarded query after the previous one's frame) then waits for the server's delayed
+/// ACK, about 40 ms. Through a proxy, kube's own builder (it knows the proxy protocols).
+fn api_client(config: kube::Config) -> Result<Client, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::{retry::RetryPolicy, Body, ConfigExt};
+    use tower::ServiceBuilder;
+
+    if config.proxy_url.is_some() {
+        return Client::try_from(config);
+    }
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // As kube's builder: only if nobody installed one (an error means someone just did).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let http: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| tower::retry::RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(Client::new(service, config.default_namespace))
 }
