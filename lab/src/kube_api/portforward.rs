@@ -32,7 +32,6 @@ use futures_util::{SinkExt, StreamExt};
 use poem::http::{header, StatusCode};
 use poem::{Request, Response};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -271,18 +270,8 @@ async fn forward<S>(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Option<Vec<u8>>)>(16);
     let mut writers = Vec::with_capacity(ports.len());
     for (i, (port, target)) in ports.iter().zip(targets).enumerate() {
-        let dialled = match target {
-            Ok(addr) => TcpStream::connect(addr)
-                .await
-                .map_err(|e| spdy::dial_error(addr, &e)),
-            Err(e) => Err(e),
-        };
-        let conn = match dialled {
-            Ok(c) => {
-                // As the kubelet's dial (Go sets TCP_NODELAY on every connection).
-                let _ = c.set_nodelay(true);
-                c
-            }
+        let conn = match spdy::dial_pod(target).await {
+            Ok(c) => c,
             Err(e) => {
                 let msg = format!("error forwarding port {port} to pod {pod}: {e}");
                 tracing::debug!(%msg, "port-forward dial failed");

@@ -511,18 +511,8 @@ impl Connection {
                 return self.fail(reason).await;
             }
         };
-        let conn = match dial(port) {
-            Ok(addr) => TcpStream::connect(addr)
-                .await
-                .map_err(|e| dial_error(addr, &e)),
-            Err(e) => Err(e),
-        };
-        let conn = match conn {
-            Ok(c) => {
-                // As the kubelet's dial (Go sets TCP_NODELAY on every connection).
-                let _ = c.set_nodelay(true);
-                c
-            }
+        let conn = match dial_pod(dial(port)).await {
+            Ok(c) => c,
             Err(e) => return self.fail(e).await,
         };
         let (mut rd, mut wr) = conn.into_split();
@@ -570,9 +560,20 @@ impl Connection {
     }
 }
 
+/// The kubelet's dial to a pod's port (`target`, or why there is none): `TCP_NODELAY` set, as
+/// Go sets it on every connection; a failure worded as the kubelet reports it.
+pub(crate) async fn dial_pod(target: Result<SocketAddr, String>) -> Result<TcpStream, String> {
+    let addr = target?;
+    let c = TcpStream::connect(addr)
+        .await
+        .map_err(|e| dial_error(addr, &e))?;
+    let _ = c.set_nodelay(true);
+    Ok(c)
+}
+
 /// A failed dial as Go's `net.Dial` words it (`dial tcp 127.0.0.1:5432: connect: connection
 /// refused`), which is what the kubelet reports.
-pub(crate) fn dial_error(addr: SocketAddr, e: &io::Error) -> String {
+fn dial_error(addr: SocketAddr, e: &io::Error) -> String {
     let reason = match e.kind() {
         io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
         io::ErrorKind::TimedOut => "i/o timeout".to_string(),

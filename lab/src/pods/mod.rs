@@ -368,21 +368,13 @@ impl Inner {
                 }
             };
             if let Some(status) = exited {
-                self.children
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&pod.name);
+                self.take_child(&pod.name);
                 return Err(format!("{app} exited with {status} (see {}.log)", pod.name));
             }
             if Instant::now() > deadline {
                 // As a failed startup probe: the container is stopped (the kubelet starts it
                 // again after its back-off).
-                let child = self
-                    .children
-                    .lock()
-                    .expect("not poisoned")
-                    .remove(&pod.name);
-                if let Some(child) = child {
+                if let Some(child) = self.take_child(&pod.name) {
                     terminate(child, Duration::from_secs(2)).await;
                 }
                 return Err(format!(
@@ -397,6 +389,11 @@ impl Inner {
         Ok(PodStarted {
             pod_ip: Some(ip.to_string()),
         })
+    }
+
+    /// The pod's process, no longer tracked (to stop it, or because it exited).
+    fn take_child(&self, pod: &str) -> Option<Child> {
+        self.children.lock().expect("not poisoned").remove(pod)
     }
 
     async fn stop_pod(self: Arc<Self>, pod: PodInfo) {
@@ -415,12 +412,7 @@ impl Inner {
             }
             None => self.endpoints.remove(&app, &pod.name),
         }
-        let child = self
-            .children
-            .lock()
-            .expect("not poisoned")
-            .remove(&pod.name);
-        if let Some(child) = child {
+        if let Some(child) = self.take_child(&pod.name) {
             terminate(child, Duration::from_secs(10)).await;
         }
         // The namespace's last pod: its Services go (their listeners close).

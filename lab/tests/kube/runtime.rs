@@ -51,13 +51,18 @@ impl PodRuntime for Recorder {
     }
 }
 
-#[tokio::test]
-async fn runtime_starts_and_stops_pods() {
+/// A double whose pods run through a [`Recorder`], and what it records.
+async fn recorded_double() -> (KubeDouble, Arc<Log>) {
     let rec = Arc::new(Log::default());
     let cfg = KubeDoubleConfig::new("dr", "127.0.0.1:0".parse().unwrap())
         .runtime(Arc::new(Recorder(rec.clone())))
         .sync_delay(Duration::from_millis(10));
-    let d = KubeDouble::start_with(cfg).await.unwrap();
+    (KubeDouble::start_with(cfg).await.unwrap(), rec)
+}
+
+#[tokio::test]
+async fn runtime_starts_and_stops_pods() {
+    let (d, rec) = recorded_double().await;
     seed(&d, deployment("web", 2));
     rolled_out(&d, "web").await;
     let pods = d.list("pods", Some("default"));
@@ -113,11 +118,7 @@ async fn a_pod_turning_not_ready_shows_in_the_deployment() {
 
 #[tokio::test]
 async fn a_pod_that_failed_to_start_is_started_again_after_a_back_off() {
-    let rec = Arc::new(Log::default());
-    let cfg = KubeDoubleConfig::new("dr", "127.0.0.1:0".parse().unwrap())
-        .runtime(Arc::new(Recorder(rec.clone())))
-        .sync_delay(Duration::from_millis(10));
-    let d = KubeDouble::start_with(cfg).await.unwrap();
+    let (d, rec) = recorded_double().await;
     seed(&d, deployment("flaky", 1));
     // CrashLoopBackOff first, then started again: the same pod, one restart, Ready.
     eventually("the first start fails", Duration::from_secs(10), || async {
