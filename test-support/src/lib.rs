@@ -614,3 +614,26 @@ pub fn service_env(db_url: &str, extra: &[(&str, &str)]) -> impl Fn(&str) -> Opt
     }
     move |k| map.get(k).cloned()
 }
+
+/// The processes whose parent is `pid`, from `/proc` (a postmaster's backends, nginx's
+/// workers).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the command name may hold spaces, so after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}

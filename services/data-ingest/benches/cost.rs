@@ -143,26 +143,6 @@ fn spawn_service(bin: &Path, env: &[(String, String)], what: &str) -> (Proc, Soc
     (p, addr)
 }
 
-/// The processes whose parent is `pid` (nginx's workers).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        // pid (comm) state ppid ...
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -463,7 +443,7 @@ fn main() {
     let (nginx, nginx_addr) = start_nginx(&work.path().join("nginx"), ingest_addr);
     // The master and its worker: their CPU during nginx's latency run.
     let nginx_pids: Vec<u32> = std::iter::once(nginx.0.id())
-        .chain(children(nginx.0.id()))
+        .chain(test_support::child_pids(nginx.0.id()))
         .collect();
     let nginx_cpu = || nginx_pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let script = work.path().join("post.lua");

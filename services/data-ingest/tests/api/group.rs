@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use test_support::{eventually, PgCluster, PgOptions};
 
-use crate::helpers::{count, spawn_with, start_on};
+use crate::helpers::{count, spawn_with, start_on, TestApp};
 
 async fn post(http: &reqwest::Client, url: &str, source: &str) -> Result<(u16, Value), String> {
     let r = http
@@ -25,17 +25,54 @@ async fn post(http: &reqwest::Client, url: &str, source: &str) -> Result<(u16, V
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// One single-record `POST /ingest` per source, all at once: each source with its answer.
+async fn post_all(app: &TestApp, sources: Vec<String>) -> Vec<(String, (u16, Value))> {
+    let url = app.url("/api/v1/ingest");
+    futures_util::future::join_all(sources.into_iter().map(|source| {
+        let (http, url) = (app.http.clone(), url.clone());
+        async move {
+            let answer = post(&http, &url, &source).await.unwrap();
+            (source, answer)
+        }
+    }))
+    .await
+}
+
+/// [`post_all`] with the table locked until every request is in the service: they are then
+/// in flight together whatever the load (on two busy cores they could otherwise arrive and
+/// finish one by one, with nothing to gather), and commit once the lock goes.
+async fn post_all_together(app: &TestApp, sources: Vec<String>) -> Vec<(String, (u16, Value))> {
+    use sqlx::Connection;
+    let n = sources.len();
+    let mut lock = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("LOCK TABLE ingested_data IN SHARE MODE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let release = async {
+        eventually(
+            "every request in flight",
+            Duration::from_secs(20),
+            || async { (app.running.state.requests_in_flight() >= n).then_some(()) },
+        )
+        .await;
+        sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(post_all(app, sources), release);
+    answers
+}
+
+fn sources(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
 #[tokio::test]
 async fn each_request_gets_its_own_id_and_its_own_row() {
     let app = spawn_with(&[("GROUP_COMMIT_US", "20000")]).await;
-    let url = app.url("/api/v1/ingest");
-    let answers = futures_util::future::join_all((0..64).map(|i| {
-        let (http, url) = (app.http.clone(), url.clone());
-        async move { (i, post(&http, &url, &format!("s{i}")).await.unwrap()) }
-    }))
-    .await;
+    let answers = post_all_together(&app, sources("s", 64)).await;
     let mut ids = BTreeSet::new();
-    for (i, (status, body)) in &answers {
+    for (sent, (status, body)) in &answers {
         assert_eq!(*status, 201, "{body}");
         let id = body["id"].as_i64().unwrap();
         assert!(ids.insert(id), "id {id} given twice");
@@ -43,21 +80,17 @@ async fn each_request_gets_its_own_id_and_its_own_row() {
         let source = app
             .db
             .psql(&format!("SELECT source FROM ingested_data WHERE id = {id}"));
-        assert_eq!(source, format!("s{i}"));
+        assert_eq!(&source, sent);
     }
     assert_eq!(count(&app), 64);
     // They were grouped: rows of one statement share its transaction (xmin).
-    let commits: i64 = app
-        .db
-        .psql("SELECT count(DISTINCT xmin::text) FROM ingested_data")
-        .parse()
-        .unwrap();
+    let (_, commits) = rows_and_commits(&app);
     eprintln!("group commit: 64 concurrent requests in {commits} commits");
     assert!(commits < 64, "no two requests shared a commit");
 }
 
 /// Rows and the transactions that wrote them.
-fn rows_and_commits(app: &crate::helpers::TestApp) -> (i64, i64) {
+fn rows_and_commits(app: &TestApp) -> (i64, i64) {
     let out = app
         .db
         .psql("SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM ingested_data");
@@ -76,12 +109,8 @@ async fn by_default_concurrent_requests_share_commits_and_one_client_does_not_wa
     }
     assert_eq!(rows_and_commits(&app), (20, 20));
     // Many at once: gathered.
-    let answers = futures_util::future::join_all((0..64).map(|i| {
-        let (http, url) = (app.http.clone(), url.clone());
-        async move { post(&http, &url, &format!("many{i}")).await.unwrap() }
-    }))
-    .await;
-    assert!(answers.iter().all(|(s, _)| *s == 201), "{answers:?}");
+    let answers = post_all_together(&app, sources("many", 64)).await;
+    assert!(answers.iter().all(|(_, (s, _))| *s == 201), "{answers:?}");
     let (rows, commits) = rows_and_commits(&app);
     eprintln!(
         "group commit by default: 64 concurrent requests in {} commits",
@@ -94,13 +123,8 @@ async fn by_default_concurrent_requests_share_commits_and_one_client_does_not_wa
 #[tokio::test]
 async fn off_commits_every_request_alone() {
     let app = spawn_with(&[("GROUP_COMMIT_US", "off")]).await;
-    let url = app.url("/api/v1/ingest");
-    let answers = futures_util::future::join_all((0..32).map(|i| {
-        let (http, url) = (app.http.clone(), url.clone());
-        async move { post(&http, &url, &format!("s{i}")).await.unwrap() }
-    }))
-    .await;
-    assert!(answers.iter().all(|(s, _)| *s == 201), "{answers:?}");
+    let answers = post_all(&app, sources("s", 32)).await;
+    assert!(answers.iter().all(|(_, (s, _))| *s == 201), "{answers:?}");
     assert_eq!(rows_and_commits(&app), (32, 32));
 }
 
@@ -109,17 +133,16 @@ async fn a_row_the_database_refuses_fails_alone() {
     let app = spawn_with(&[("GROUP_COMMIT_US", "20000")]).await;
     app.db
         .psql("ALTER TABLE ingested_data ADD CONSTRAINT no_poison CHECK (source <> 'poison')");
-    let url = app.url("/api/v1/ingest");
-    let answers = futures_util::future::join_all((0..40).map(|i| {
-        let (http, url) = (app.http.clone(), url.clone());
-        let source = if i % 10 == 3 {
-            "poison".to_string()
-        } else {
-            format!("ok{i}")
-        };
-        async move { (source.clone(), post(&http, &url, &source).await.unwrap()) }
-    }))
-    .await;
+    let sent = (0..40)
+        .map(|i| {
+            if i % 10 == 3 {
+                "poison".to_string()
+            } else {
+                format!("ok{i}")
+            }
+        })
+        .collect();
+    let answers = post_all(&app, sent).await;
     for (source, (status, body)) in &answers {
         if source == "poison" {
             assert_ne!(*status, 201, "{body}");
@@ -137,7 +160,7 @@ async fn a_row_the_database_refuses_fails_alone() {
 /// The postmaster and its children, SIGKILLed at once (a crash, not a shutdown).
 fn kill_postgres(cluster: &PgCluster) {
     let pid_file = cluster.dir().join("data").join("postmaster.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file)
+    let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .lines()
         .next()
@@ -146,26 +169,10 @@ fn kill_postgres(cluster: &PgCluster) {
         .parse()
         .unwrap();
     let mut pids = vec![pid];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let ppid: i32 = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid == pid {
-            if let Ok(child) = e.file_name().to_string_lossy().parse() {
-                pids.push(child);
-            }
-        }
-    }
+    pids.extend(test_support::child_pids(pid));
     for p in pids {
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p),
+            nix::unistd::Pid::from_raw(p as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
