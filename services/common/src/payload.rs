@@ -42,7 +42,9 @@ impl<T> RawJson<T> {
 
 /// `application/json`, `application/json; charset=utf-8`, `application/problem+json`, ...
 pub fn is_json(content_type: &str) -> bool {
-    matches!(content_type.parse::<mime::Mime>(), Ok(m) if m.type_() == "application"
+    // The common case without the parser's allocation.
+    content_type.eq_ignore_ascii_case("application/json")
+        || matches!(content_type.parse::<mime::Mime>(), Ok(m) if m.type_() == "application"
         && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")))
 }
 

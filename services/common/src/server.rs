@@ -545,8 +545,13 @@ async fn handle<E: Endpoint>(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     // Only the id on the span (every log line of the request carries it); the method and path
-    // are on the access line alone, which may be sampled out.
-    let span = tracing::info_span!("request", request_id = %id);
+    // are on the access line alone, which may be sampled out. JSON lines get the span from a
+    // task-local instead (telemetry::with_request_id), which costs next to nothing.
+    let span = if crate::telemetry::json_lines() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!("request", request_id = %id)
+    };
     let limits = &state.config.limits;
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
     // Set when the body may be left unread: the connection cannot be reused.
@@ -606,8 +611,12 @@ async fn handle<E: Endpoint>(
                     resp
                 }
                 Ok(_bytes_held) => {
-                    match tokio::time::timeout_at(deadline, ep.call(req).instrument(span.clone()))
-                        .await
+                    let call = ep.call(req).instrument(span.clone());
+                    match tokio::time::timeout_at(
+                        deadline,
+                        crate::telemetry::with_request_id(&id, call),
+                    )
+                    .await
                     {
                         Ok(Ok(resp)) => resp.into_response(),
                         Ok(Err(e)) => shape_error(e),
@@ -654,21 +663,31 @@ async fn handle<E: Endpoint>(
         elapsed.as_secs_f64(),
     );
     if state.access_logged(status, exempt(&path)) {
-        span.in_scope(|| {
-            let ms = elapsed.as_secs_f64() * 1000.0;
-            let shown_path = path
-                .char_indices()
-                .nth(200)
-                .map_or(path.as_str(), |(i, _)| &path[..i]);
-            let status = status.as_u16();
-            if exempt(&path) {
-                tracing::debug!(%method, path = shown_path, status, ms, "request");
-            } else if status >= 500 {
-                tracing::warn!(%method, path = shown_path, status, ms, "request");
-            } else {
-                tracing::info!(%method, path = shown_path, status, ms, "request");
-            }
-        });
+        let shown_path = path
+            .char_indices()
+            .nth(200)
+            .map_or(path.as_str(), |(i, _)| &path[..i]);
+        let level = if exempt(&path) {
+            tracing::Level::DEBUG
+        } else if status.as_u16() >= 500 {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        };
+        let status = status.as_u16();
+        // JSON lines are written by hand (the same shape); otherwise through tracing.
+        if !crate::telemetry::access(level, &id, method.as_str(), shown_path, status, elapsed) {
+            span.in_scope(|| {
+                let ms = elapsed.as_secs_f64() * 1000.0;
+                if level == tracing::Level::DEBUG {
+                    tracing::debug!(%method, path = shown_path, status, ms, "request");
+                } else if level == tracing::Level::WARN {
+                    tracing::warn!(%method, path = shown_path, status, ms, "request");
+                } else {
+                    tracing::info!(%method, path = shown_path, status, ms, "request");
+                }
+            });
+        }
     }
     resp
 }

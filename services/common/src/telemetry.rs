@@ -13,7 +13,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 /// The most a line waits in the buffer.
@@ -44,11 +46,205 @@ pub fn init() {
             .with_env_filter(filter)
             .with_writer(writer)
             .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(WithRequestId(json_format()))
             .try_init();
     }
+}
+
+/// One JSON object a line: the event's fields at the top level, then the current span's.
+fn json_format() -> format::Format<format::Json> {
+    format::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+}
+
+tokio::task_local! {
+    /// The id of the request the current task serves (see [`with_request_id`]).
+    static REQUEST_ID: Box<str>;
+}
+
+/// Runs `f` with `id` as its request id: off a terminal every log line `f` writes carries
+/// `"span":{"request_id":…,"name":"request"}`, as it would inside a `request` span, without
+/// the span's cost on every request (a `tracing` span is made, formatted, and entered and
+/// left at every poll; this is one task-local). On a terminal (not [`json_lines`]) the caller
+/// makes the span itself.
+pub async fn with_request_id<F: std::future::Future>(id: &str, f: F) -> F::Output {
+    REQUEST_ID.scope(id.into(), f).await
+}
+
+/// Whether log lines are JSON (written through the buffer), which is when [`access`] and
+/// [`with_request_id`] stand in for the request span.
+pub fn json_lines() -> bool {
+    STDOUT.get().is_some()
+}
+
+/// The JSON event format, plus the request's span from [`with_request_id`] when no span is
+/// current.
+struct WithRequestId<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    F: FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let id = REQUEST_ID.try_with(|id| id.clone()).ok();
+        let Some(id) = id.filter(|_| ctx.lookup_current().is_none()) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0
+            .format_event(ctx, format::Writer::new(&mut line), event)?;
+        // The object ends the line: `…}` and a newline. The span goes last, as the JSON format
+        // puts the current span after the target.
+        let object = line.trim_end();
+        let Some(open) = object.strip_suffix('}') else {
+            return writer.write_str(&line);
+        };
+        let mut quoted = Vec::new();
+        json_str(&mut quoted, &id);
+        writer.write_str(open)?;
+        writer.write_str(",\"span\":{\"request_id\":")?;
+        writer.write_str(std::str::from_utf8(&quoted).map_err(|_| std::fmt::Error)?)?;
+        writer.write_str(",\"name\":\"request\"}}\n")
+    }
+}
+
+/// The target the access lines carry (the module that answers requests), for `RUST_LOG`.
+pub const ACCESS_TARGET: &str = "common::server";
+
+/// Writes a request's access-log line straight into the log buffer, in the shape the JSON
+/// formatter gives an event (`timestamp`, `level`, `message`, the fields, `target`, `span`),
+/// formatted by hand: the formatter's machinery (field visitors, `serde_json`, the timestamp's
+/// calendar arithmetic on every line) cost about as much as the rest of the line's request.
+/// The date and time to the second are formatted once a second per thread.
+///
+/// Returns `false`, having written nothing, when the lines are not JSON (a terminal, or
+/// [`init`] not called) or `RUST_LOG` turns the level off for [`ACCESS_TARGET`]: the caller
+/// then logs through `tracing` as usual (which drops what is turned off).
+pub fn access(
+    level: tracing::Level,
+    request_id: &str,
+    method: &str,
+    path: &str,
+    status: u16,
+    elapsed: Duration,
+) -> bool {
+    let Some(out) = STDOUT.get() else {
+        return false;
+    };
+    let enabled = match level {
+        tracing::Level::ERROR | tracing::Level::WARN => {
+            tracing::enabled!(target: ACCESS_TARGET, tracing::Level::WARN)
+        }
+        tracing::Level::INFO => tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO),
+        _ => false,
+    };
+    if !enabled {
+        return false;
+    }
+    thread_local! {
+        static LINE: std::cell::RefCell<(Vec<u8>, i64, [u8; 19])> =
+            const { std::cell::RefCell::new((Vec::new(), i64::MIN, [0; 19])) };
+    }
+    LINE.with(|cell| {
+        let Ok(mut cell) = cell.try_borrow_mut() else {
+            return false;
+        };
+        let (line, second, stamp) = &mut *cell;
+        line.clear();
+        let now = chrono::Utc::now();
+        if now.timestamp() != *second {
+            *second = now.timestamp();
+            let text = now.format("%Y-%m-%dT%H:%M:%S").to_string();
+            stamp.copy_from_slice(&text.as_bytes()[..19]);
+        }
+        let micros = now.timestamp_subsec_micros().min(999_999);
+        let level = if level <= tracing::Level::WARN {
+            "WARN"
+        } else {
+            "INFO"
+        };
+        access_line(
+            line,
+            (stamp, micros),
+            level,
+            request_id,
+            method,
+            path,
+            status,
+            elapsed,
+        );
+        out.0.append(line, level == "WARN");
+        true
+    })
+}
+
+/// The access line's bytes; `when`: the date and time to the second, and the microseconds.
+#[allow(clippy::too_many_arguments)]
+fn access_line(
+    line: &mut Vec<u8>,
+    when: (&[u8; 19], u32),
+    level: &str,
+    request_id: &str,
+    method: &str,
+    path: &str,
+    status: u16,
+    elapsed: Duration,
+) {
+    let took = elapsed.as_micros();
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    line.extend_from_slice(when.0);
+    let _ = write!(
+        line,
+        ".{:06}Z\",\"level\":\"{level}\",\"message\":\"request\",\"method\":",
+        when.1
+    );
+    json_str(line, method);
+    line.extend_from_slice(b",\"path\":");
+    json_str(line, path);
+    let _ = write!(
+        line,
+        ",\"status\":{status},\"ms\":{}.{:03},\"target\":\"{ACCESS_TARGET}\",\"span\":{{\"request_id\":",
+        took / 1000,
+        took % 1000
+    );
+    json_str(line, request_id);
+    line.extend_from_slice(b",\"name\":\"request\"}}\n");
+}
+
+/// `s` as a JSON string.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[plain..i]);
+        plain = i + 1;
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.extend_from_slice(escaped);
+        }
+    }
+    out.extend_from_slice(&s.as_bytes()[plain..]);
+    out.push(b'"');
 }
 
 /// Writes the log lines still buffered (none when logging goes straight to a terminal).
@@ -204,6 +400,26 @@ mod tests {
         }
     }
 
+    /// What a subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
     fn line(b: &Buffered, text: &str) {
         let mut w = b.make_writer();
         w.write_all(format!("{text}\n").as_bytes()).unwrap();
@@ -216,6 +432,106 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "{what}");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The hand-written access line has the JSON formatter's shape: the same keys in the same
+    /// order and the same values (the time aside), with strings escaped.
+    #[test]
+    fn the_access_line_is_what_the_json_formatter_writes() {
+        let path = "/nope\"\\x\u{1}\n\u{e9}";
+        let (id, status, ms) = ("68e58021-c544", 404u16, 0.777);
+        let lines = Lines::default();
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(target: ACCESS_TARGET, "request", request_id = %id);
+            span.in_scope(|| {
+                tracing::info!(target: ACCESS_TARGET, method = %"GET", path, status, ms, "request")
+            });
+        });
+        let theirs = lines.text();
+
+        let mut ours = Vec::new();
+        let stamp = *b"2026-12-03T14:42:41";
+        access_line(
+            &mut ours,
+            (&stamp, 56573),
+            "INFO",
+            id,
+            "GET",
+            path,
+            status,
+            Duration::from_micros(777),
+        );
+        let ours = String::from_utf8(ours).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        assert_eq!(parsed["timestamp"], "2026-12-03T14:42:41.056573Z");
+        assert_eq!(parsed["path"], path);
+        assert_eq!(parsed["ms"], 0.777);
+        // Byte for byte after the time.
+        let after_time = |l: &str| l[l.find(r#"","level""#).unwrap()..].to_string();
+        assert_eq!(after_time(&ours), after_time(&theirs), "{ours}{theirs}");
+    }
+
+    /// A line logged under `with_request_id` is the line the same event gets inside a
+    /// `request` span; a span of its own inside the request is shown as before.
+    #[test]
+    fn lines_in_a_request_carry_its_id_as_the_span_did() {
+        let (old, new) = (Lines::default(), Lines::default());
+        let log = || {
+            tracing::warn!(
+                upstream = "data-ingest",
+                error = "refused \"x\"",
+                "upstream call failed"
+            )
+        };
+        let id = "req-1.a:b_c";
+        let (out, json) = (old.clone(), json_format());
+        let before = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .json()
+            .event_format(json)
+            .finish();
+        tracing::subscriber::with_default(before, || {
+            tracing::info_span!("request", request_id = %id).in_scope(log)
+        });
+        let out = new.clone();
+        let after = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .json()
+            .event_format(WithRequestId(json_format()))
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(after, || {
+            runtime.block_on(with_request_id(id, async {
+                log();
+                tracing::info_span!("inner", n = 1).in_scope(log);
+            }));
+            log();
+        });
+        let (old, new) = (old.text(), new.text());
+        let new: Vec<&str> = new.lines().collect();
+        assert_eq!(new.len(), 3, "{new:?}");
+        let after_time = |l: &str| l[l.find(r#"","level""#).unwrap()..].to_string();
+        assert_eq!(
+            after_time(new[0]),
+            after_time(old.trim_end()),
+            "{new:?} {old}"
+        );
+        assert!(
+            new[1].ends_with(r#""span":{"n":1,"name":"inner"}}"#),
+            "{}",
+            new[1]
+        );
+        assert!(!new[2].contains("span"), "{}", new[2]);
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     title: "data-ingest",
     version: env!("CARGO_PKG_VERSION"),
     schema_keywords: &[],
-    worker_threads: None,
+    // Its requests wait on the database: one worker thread spares the cross-thread wake-ups
+    // and leaves the second core to PostgreSQL (docs/performance.md, "One worker thread").
+    worker_threads: Some(1),
 };
 pub const DEFAULT_PORT: u16 = 8082;
 /// A full batch of 10,000 records with small payloads fits with room to spare.
