@@ -145,16 +145,19 @@ fn spawn_service(bin: &Path, env: &[(String, String)], what: &str) -> (Proc, Soc
 
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// A process's user and system CPU seconds so far (`utime`, `stime`).
+fn cpu_split(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
     // USER_HZ is 100 on Linux.
-    ticks / 100.0
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (ticks(11), ticks(12))
 }
 
 struct WrkResult {
@@ -337,7 +340,13 @@ http {{
 fn perf_record(pid: u32, out: &std::ffi::OsStr) -> Proc {
     Proc(
         Command::new("perf")
-            .args(["record", "-e", "cpu-clock", "-F", "2000", "-g", "-o"])
+            .args(["record", "-e", "cpu-clock", "-F", "2000"])
+            // PERF_CALL_GRAPH=dwarf for stacks through code built without frame pointers.
+            .arg(format!(
+                "--call-graph={}",
+                std::env::var("PERF_CALL_GRAPH").unwrap_or_else(|_| "fp".into())
+            ))
+            .arg("-o")
             .arg(out)
             .args(["-p", &pid.to_string()])
             .stdout(Stdio::null())
@@ -445,7 +454,12 @@ fn main() {
     let nginx_pids: Vec<u32> = std::iter::once(nginx.0.id())
         .chain(test_support::child_pids(nginx.0.id()))
         .collect();
-    let nginx_cpu = || nginx_pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    let nginx_cpu = || {
+        nginx_pids
+            .iter()
+            .map(|&p| cpu_split(p))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
     let script = work.path().join("post.lua");
     std::fs::write(
         &script,
@@ -475,6 +489,8 @@ fn main() {
     let (mut add_front, mut add_nginx, mut front_cpu_us) = (vec![], vec![], vec![]);
     let mut rows_per_commit = vec![];
     let mut nginx_cpu_us = vec![];
+    // The user-space part of each, per request.
+    let (mut front_user_us, mut nginx_user_us) = (vec![], vec![]);
     for round in 0..rounds {
         // Alternate which side goes first.
         // PERF_DATA=<file>: a perf profile (cpu-clock) of data-ingest during the first wrk run.
@@ -528,14 +544,20 @@ fn main() {
                 }
                 _ => None,
             };
-            let before = cpu_seconds(frontend_pid);
+            let before = cpu_split(frontend_pid);
             let nginx_before = nginx_cpu();
             let w = wrk(url, &script, 1, latency_seconds);
             if url == &via_frontend {
-                front_cpu_us.push((cpu_seconds(frontend_pid) - before) * 1e6 / w.requests.max(1.0));
+                let after = cpu_split(frontend_pid);
+                let per = |s: f64| s * 1e6 / w.requests.max(1.0);
+                front_cpu_us.push(per(after.0 + after.1 - before.0 - before.1));
+                front_user_us.push(per(after.0 - before.0));
             }
             if url == &via_nginx {
-                nginx_cpu_us.push((nginx_cpu() - nginx_before) * 1e6 / w.requests.max(1.0));
+                let after = nginx_cpu();
+                let per = |s: f64| s * 1e6 / w.requests.max(1.0);
+                nginx_cpu_us.push(per(after.0 + after.1 - nginx_before.0 - nginx_before.1));
+                nginx_user_us.push(per(after.0 - nginx_before.0));
             }
             got.insert(url.clone(), w.p50_ms);
             perf_stop(perf);
@@ -549,13 +571,16 @@ fn main() {
         eprintln!(
             "round {}: POST {:.0} req/s, pgbench {p:.0} tps, ratio {:.2}, {:.0} µs CPU/request; \
              batch {b:.0} rows/s, \\copy {c:.0} rows/s; p50 direct {d:.3} ms, frontend {f:.3} ms, nginx {n:.3} ms; \
-             frontend-api {:.0} µs CPU/request, nginx {:.0} µs CPU/request; {:.2} rows per commit",
+             frontend-api {:.0} µs CPU/request ({:.0} user), nginx {:.0} µs CPU/request ({:.0} user); \
+             {:.2} rows per commit",
             round + 1,
             w.0.rate,
             w.0.rate / p,
             w.1 * 1e6 / w.0.requests.max(1.0),
             front_cpu_us.last().copied().unwrap_or(f64::NAN),
+            front_user_us.last().copied().unwrap_or(f64::NAN),
             nginx_cpu_us.last().copied().unwrap_or(f64::NAN),
+            nginx_user_us.last().copied().unwrap_or(f64::NAN),
             w.2,
         );
     }
@@ -591,18 +616,37 @@ fn main() {
         "| nginx `proxy_pass` keep-alive added p50 latency, same run | +{} ms |",
         range(&add_nginx, 3)
     );
+    // The gateway target, round by round: each round's two runs are next to each other.
+    let mut gaps: Vec<f64> = add_front
+        .iter()
+        .zip(&add_nginx)
+        .map(|(f, n)| f - n)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let median = if gaps.len() % 2 == 1 {
+        gaps[gaps.len() / 2]
+    } else {
+        (gaps[gaps.len() / 2 - 1] + gaps[gaps.len() / 2]) / 2.0
+    };
+    println!(
+        "| **frontend-api added p50 - nginx added p50**, per round: median (target <= 0); rounds with frontend-api <= nginx | **{median:+.3} ms**; {} of {} |",
+        gaps.iter().filter(|g| **g <= 0.0).count(),
+        gaps.len()
+    );
     println!(
         "| p50 through frontend-api / through nginx | {} ms / {} ms |",
         range(&p_front, 3),
         range(&p_nginx, 3)
     );
     println!(
-        "| frontend-api CPU per request (1 connection) | {} µs |",
-        range(&front_cpu_us, 0)
+        "| frontend-api CPU per request (1 connection; of it in user space) | {} µs ({} µs) |",
+        range(&front_cpu_us, 0),
+        range(&front_user_us, 0)
     );
     println!(
-        "| nginx CPU per request, same proxying (1 connection; master + worker) | {} µs |",
-        range(&nginx_cpu_us, 0)
+        "| nginx CPU per request, same proxying (1 connection; master + worker; of it in user space) | {} µs ({} µs) |",
+        range(&nginx_cpu_us, 0),
+        range(&nginx_user_us, 0)
     );
     println!(
         "| batch of 10,000 records / `\\copy` of the same rows | {} / {} rows/s = **{}** |",

@@ -1,7 +1,9 @@
 //! The upstream client's failures other than a refused connection: a backend that accepts and
 //! never answers is 504 `upstream_timeout` (after `UPSTREAM_TIMEOUT_MS`), one that answers
-//! something that is not HTTP is 502 `bad_gateway`.
+//! something that is not HTTP is 502 `bad_gateway`; and the pool of upstream connections.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Client;
@@ -81,4 +83,86 @@ async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
     assert!(msg.contains("business-logic"), "{msg}");
     assert!(!msg.contains("127.0.0.1"), "an internal address in {msg}");
     assert_eq!(db.psql("SELECT count(*) FROM users"), "0");
+}
+
+/// A backend that answers every ingestion with 201 and counts the connections it accepted.
+/// `one_each`: it answers one request a connection and then closes it without saying so
+/// (no `Connection: close`), as a backend closing an idle keep-alive connection does.
+async fn counting_backend(one_each: bool) -> (String, Arc<AtomicUsize>) {
+    const BODY: &str = r#"{"status":"ingested","ingested":1,"id":7,"ids":[7]}"#;
+    let answer = format!(
+        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Each request: its head and the JSON body (the test's bodies end with '}').
+                while let Ok(n @ 1..) = sock.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.ends_with(b"}") {
+                        seen.clear();
+                        if sock.write_all(answer.as_bytes()).await.is_err() || one_each {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced() {
+    let db = TestDb::new();
+    let (kept, kept_accepted) = counting_backend(false).await;
+    let (closing, closing_accepted) = counting_backend(true).await;
+    let fe = frontend_api::start(config(
+        8080,
+        1 << 20,
+        &db.url,
+        &[("DATA_INGEST_URL", &kept), ("BUSINESS_LOGIC_URL", &closing)],
+    ))
+    .await
+    .unwrap();
+    let http = Client::new();
+    for _ in 0..5 {
+        let r = http
+            .post(format!("{}/api/v1/data/ingest", fe.url()))
+            .json(&json!({"type": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
+    }
+    assert_eq!(
+        kept_accepted.load(Ordering::SeqCst),
+        1,
+        "one connection for all five"
+    );
+
+    // business-logic's double answers 201 to the validation: not the 200 frontend-api wants,
+    // so each is a 502, but each must reach the backend, on a new connection each time.
+    for i in 1..=3 {
+        let r = http
+            .post(format!("{}/api/v1/users", fe.url()))
+            .json(&json!({"username": "abc", "email": "a@b.co"}))
+            .send()
+            .await
+            .unwrap();
+        let (code, msg) = error_of(r, 502).await;
+        assert_eq!(code, "bad_gateway");
+        assert!(msg.contains("answered 201"), "{msg}");
+        assert_eq!(closing_accepted.load(Ordering::SeqCst), i);
+    }
 }
