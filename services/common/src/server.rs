@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use poem::http::{HeaderValue, Method, StatusCode};
-use poem::web::Data;
-use poem::{get, handler, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{get, Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{Object, OpenApi, OpenApiService};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -261,14 +260,12 @@ pub(crate) fn new_request_id() -> String {
         .to_string()
 }
 
-#[handler]
-fn live(Data(state): Data<&AppState>) -> Response {
+fn live(state: &AppState) -> Response {
     let body = json!({"status": "alive", "service": state.spec.name});
     poem::web::Json(body).into_response()
 }
 
-#[handler]
-async fn ready(Data(state): Data<&AppState>) -> Response {
+async fn ready(state: &AppState) -> Response {
     let base = |status: &str| json!({"status": status, "service": state.spec.name, "region": state.config.region});
     if state.is_shutting_down() {
         let mut body = base("shutting_down");
@@ -292,11 +289,21 @@ async fn ready(Data(state): Data<&AppState>) -> Response {
     }
 }
 
-#[handler]
-fn metrics(Data(state): Data<&AppState>) -> Response {
+fn metrics(state: &AppState) -> Response {
     Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render(&state.db))
+}
+
+/// An endpoint of the shared routes, given the state (not through request data: putting the
+/// state into every request's extensions cost every API request a clone and an insert).
+fn with_state<F, Fut>(state: &AppState, f: F) -> impl Endpoint<Output = Response>
+where
+    F: Fn(AppState) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    let state = state.clone();
+    poem::endpoint::make(move |_| f(state.clone()))
 }
 
 /// The route templates a service answers, and their methods: metric labels come only from
@@ -708,12 +715,21 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
     let outer = state.clone();
     let mut route = Route::new();
     if state.config.metrics_listen.is_none() {
-        route = route.at("/metrics", get(metrics));
+        route = route.at(
+            "/metrics",
+            get(with_state(&state, |s| async move { metrics(&s) })),
+        );
     }
     route
         .nest("/api/v1", api_service)
-        .at("/health/live", get(live))
-        .at("/health/ready", get(ready))
+        .at(
+            "/health/live",
+            get(with_state(&state, |s| async move { live(&s) })),
+        )
+        .at(
+            "/health/ready",
+            get(with_state(&state, |s| async move { ready(&s).await })),
+        )
         .at(
             "/openapi.json",
             get(poem::endpoint::make_sync(move |_| {
@@ -723,7 +739,6 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
             })),
         )
         .nest("/docs", ui)
-        .data(state)
         .around(move |ep, req| {
             let state = outer.clone();
             let routes = routes.clone();
@@ -768,8 +783,10 @@ where
                 .map_err(|e| anyhow::anyhow!("cannot listen on {at} (METRICS_ADDR): {e}"))?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(at), "metrics served apart from the API");
             let ep = Route::new()
-                .at("/metrics", get(metrics))
-                .data(state.clone())
+                .at(
+                    "/metrics",
+                    get(with_state(&state, |s| async move { metrics(&s) })),
+                )
                 .map_to_response();
             Some(tokio::spawn(crate::conn::serve(
                 listener,

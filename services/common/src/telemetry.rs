@@ -200,25 +200,40 @@ fn access_line(
     status: u16,
     elapsed: Duration,
 ) {
-    let took = elapsed.as_micros();
+    let took = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     line.extend_from_slice(b"{\"timestamp\":\"");
     line.extend_from_slice(when.0);
-    let _ = write!(
-        line,
-        ".{:06}Z\",\"level\":\"{level}\",\"message\":\"request\",\"method\":",
-        when.1
-    );
+    line.push(b'.');
+    digits(line, u64::from(when.1), 6);
+    line.extend_from_slice(b"Z\",\"level\":\"");
+    line.extend_from_slice(level.as_bytes());
+    line.extend_from_slice(b"\",\"message\":\"request\",\"method\":");
     json_str(line, method);
     line.extend_from_slice(b",\"path\":");
     json_str(line, path);
-    let _ = write!(
-        line,
-        ",\"status\":{status},\"ms\":{}.{:03},\"target\":\"{ACCESS_TARGET}\",\"span\":{{\"request_id\":",
-        took / 1000,
-        took % 1000
-    );
+    line.extend_from_slice(b",\"status\":");
+    digits(line, u64::from(status), 1);
+    line.extend_from_slice(b",\"ms\":");
+    digits(line, took / 1000, 1);
+    line.push(b'.');
+    digits(line, took % 1000, 3);
+    line.extend_from_slice(b",\"target\":\"");
+    line.extend_from_slice(ACCESS_TARGET.as_bytes());
+    line.extend_from_slice(b"\",\"span\":{\"request_id\":");
     json_str(line, request_id);
     line.extend_from_slice(b",\"name\":\"request\"}}\n");
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits (without `core::fmt`'s machinery).
+fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    while n > 0 || buf.len() - at < width.max(1) {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&buf[at..]);
 }
 
 /// `s` as a JSON string.
@@ -470,6 +485,12 @@ mod tests {
             Duration::from_micros(777),
         );
         let ours = String::from_utf8(ours).unwrap();
+        let mut text = Vec::new();
+        for (n, width) in [(0, 1), (7, 3), (1234, 3), (56573, 6), (u64::MAX, 1)] {
+            digits(&mut text, n, width);
+            text.push(b' ');
+        }
+        assert_eq!(text, b"0 007 1234 056573 18446744073709551615 ");
         let parsed: serde_json::Value = serde_json::from_str(&ours).unwrap();
         assert_eq!(parsed["timestamp"], "2026-12-03T14:42:41.056573Z");
         assert_eq!(parsed["path"], path);

@@ -5,26 +5,36 @@
 //! message names the backend; its URL and the error go to the log only (internal addresses are
 //! not for clients).
 //!
-//! One hyper client for the process (built at start, not per request) with a keep-alive pool
-//! of HTTP/1.1 connections (`TCP_NODELAY`): the body goes up as the bytes the client sent (no
-//! copy, no JSON re-serialisation), with only `content-type`, `x-request-id` and
-//! `authorization` added; the answer's bytes come back as they are. (hyper-util's pooled
-//! client is what reqwest wraps; without reqwest's layers, no URL parsing, redirect policy or
-//! per-request header map of its own.)
+//! One pool of keep-alive HTTP/1.1 connections per backend (`TCP_NODELAY`), made at start,
+//! not per request: the body goes up as the bytes the client sent (no copy, no JSON
+//! re-serialisation), with only `content-type`, `x-request-id` and `authorization` added; the
+//! answer's bytes come back as they are.
+//!
+//! The pool is hyper's own connection API with a stack of idle connections, not hyper-util's
+//! pooled client: that client spawns a task on every request to put the connection back once
+//! it is ready again, and keys its pool by URL. Here the next request waits for the
+//! connection to be ready itself. A connection the backend closed while it was idle is
+//! dropped when taken; a request that could not be written on a reused connection (closed
+//! under it) goes out again on a new one, as hyper-util's client does; a request that was
+//! written is never sent twice.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::ApiError;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use poem::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+
+/// How long connecting to a backend may take before the call counts as timed out.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most idle connections kept per backend.
+const MAX_IDLE: usize = 64;
 
 #[derive(Clone)]
 pub struct Upstreams {
-    http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
     pub business_logic: String,
     pub data_ingest: String,
@@ -34,23 +44,154 @@ pub struct Upstreams {
     pub ingest: Target,
 }
 
-/// An upstream endpoint: the backend's name, its URL and the URL parsed (or why it is not
-/// one: every call then answers 503, as a backend that cannot be reached).
+/// An upstream endpoint: the backend's name, its URL, and where and what to send (or why the
+/// URL is not one: every call then answers 503, as a backend that cannot be reached).
 #[derive(Clone)]
 pub struct Target {
     name: &'static str,
     url: String,
-    uri: Result<Uri, String>,
+    endpoint: Result<Arc<Endpoint>, String>,
+}
+
+/// A valid upstream URL, taken apart once.
+struct Endpoint {
+    /// `host:port` to connect to.
+    address: String,
+    /// The request target: the URL's path and query.
+    path: Uri,
+    host: HeaderValue,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl Target {
     fn new(name: &'static str, base: &str, path: &str) -> Target {
         let url = format!("{base}{path}");
-        let uri = url.parse::<Uri>().map_err(|e| e.to_string());
-        if let Err(error) = &uri {
+        let endpoint = Endpoint::parse(&url).map(Arc::new);
+        if let Err(error) = &endpoint {
             tracing::warn!(upstream = name, %url, %error, "upstream URL is not valid: its calls will answer 503");
         }
-        Target { name, url, uri }
+        Target {
+            name,
+            url,
+            endpoint,
+        }
+    }
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Endpoint, String> {
+        let uri = url.parse::<Uri>().map_err(|e| e.to_string())?;
+        if uri.scheme_str() != Some("http") {
+            return Err("only http:// URLs are supported".into());
+        }
+        let authority = uri.authority().ok_or("the URL has no host")?;
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .map_err(|e| e.to_string())?;
+        Ok(Endpoint {
+            address,
+            path,
+            host,
+            idle: Mutex::default(),
+        })
+    }
+
+    /// An idle connection that is still open, the most recently used first.
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    /// A new connection, driven by a task of its own until it closes.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, (Failure, String)> {
+        let stream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(&self.address),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err((
+                    Failure::Timeout,
+                    format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                ))
+            }
+            Ok(Err(e)) => return Err((Failure::Connect, format!("connect: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| (Failure::Connect, common::error::ErrorChain(&e).to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %common::error::ErrorChain(&e), "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `request` on an idle connection or a new one; the answer and its connection.
+    async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            SendRequest<Full<Bytes>>,
+        ),
+        (Failure, String),
+    > {
+        loop {
+            let (mut sender, reused) = match self.take_idle() {
+                Some(s) => (s, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err((Failure::Other, common::error::ErrorChain(&e).to_string()));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Not written: the reused connection closed under it; again.
+                    Some(unsent) if reused => request = unsent,
+                    _ => {
+                        let kind = if e.error().is_timeout() {
+                            Failure::Timeout
+                        } else {
+                            Failure::Other
+                        };
+                        return Err((kind, common::error::ErrorChain(e.error()).to_string()));
+                    }
+                },
+            }
+        }
     }
 }
 
@@ -63,15 +204,7 @@ enum Failure {
 
 impl Upstreams {
     pub fn new(config: &common::ServiceConfig) -> anyhow::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Upstreams {
-            http,
             timeout: config.upstream_timeout,
             validate_user: Target::new(
                 "business-logic",
@@ -94,14 +227,15 @@ impl Upstreams {
         authorization: Option<&str>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
         let (name, url) = (target.name, &target.url);
-        let uri = target.uri.clone().map_err(|error| {
+        let endpoint = target.endpoint.as_ref().map_err(|error| {
             tracing::warn!(upstream = name, %url, %error, "upstream URL is not valid");
             failure(name, Failure::Connect)
         })?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = endpoint.path.clone();
         let headers = request.headers_mut();
+        headers.insert(header::HOST, endpoint.host.clone());
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -114,16 +248,7 @@ impl Upstreams {
             headers.insert(header::AUTHORIZATION, a);
         }
         let call = async {
-            let resp = self.http.request(request).await.map_err(|e| {
-                let kind = if timed_out(&e) {
-                    Failure::Timeout
-                } else if e.is_connect() {
-                    Failure::Connect
-                } else {
-                    Failure::Other
-                };
-                (kind, common::error::ErrorChain(&e).to_string())
-            })?;
+            let (resp, sender) = endpoint.send(request).await?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -131,6 +256,8 @@ impl Upstreams {
                 .await
                 .map_err(|e| (Failure::Other, common::error::ErrorChain(&e).to_string()))?
                 .to_bytes();
+            // The answer was read whole: the connection can carry the next request.
+            endpoint.put_idle(sender);
             Ok::<_, (Failure, String)>((status, bytes))
         };
         match tokio::time::timeout(self.timeout, call).await {
@@ -145,22 +272,6 @@ impl Upstreams {
             }
         }
     }
-}
-
-/// Whether an error (the 2 s connect timeout among them) comes from a timeout, as reqwest's
-/// `is_timeout` said: a backend that does not accept in time is slow (504), not gone (503).
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(err) = source {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 fn failure(name: &str, kind: Failure) -> ApiError {
