@@ -13,7 +13,7 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     version: env!("CARGO_PKG_VERSION"),
     schema_keywords: &[],
     // Its requests wait on the database: one worker thread spares the cross-thread wake-ups
-    // and leaves the second core to PostgreSQL (docs/performance.md, "One worker thread").
+    // and leaves the second core to PostgreSQL (docs/performance.md, "Fourth pass").
     worker_threads: Some(1),
 };
 pub const DEFAULT_PORT: u16 = 8082;
