@@ -153,6 +153,12 @@ async fn run(cli: Cli) -> ExitCode {
         wan_mbit,
     } = &cli.command
     {
+        if action == "drill" && (wan_rtt.is_some() || wan_mbit.is_some()) {
+            return usage_error(anyhow::anyhow!(
+                "drdctl lab drill takes the distance from the environment, not from \
+                 --wan-rtt/--wan-mbit: DRDCTL_LAB_WAN_RTT_MS=40 DRDCTL_LAB_WAN_MBIT=200 drdctl lab drill"
+            ));
+        }
         // (DRDCTL_LAB_DIR is read by clap into `dir`.)
         let dir = commands::lab_home::dir(dir.clone(), action, None);
         let root = match commands::lab_home::repo(repo.as_deref(), &dir) {

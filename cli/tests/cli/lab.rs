@@ -24,6 +24,24 @@ impl Drop for Down {
 }
 
 #[test]
+fn the_drill_refuses_distance_flags_and_names_the_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lab");
+    let out = drdctl(&[
+        "lab",
+        "drill",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--wan-rtt",
+        "40ms",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("DRDCTL_LAB_WAN_RTT_MS=40"), "{t}");
+    assert!(!dir.exists(), "the drill started a lab anyway");
+}
+
+#[test]
 fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_behind() {
     let _turn = crate::support::LAB_UP.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();

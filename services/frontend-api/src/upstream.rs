@@ -30,8 +30,9 @@ use poem::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 
 /// How long connecting to a backend may take before the call counts as timed out.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The most idle connections kept per backend.
-const MAX_IDLE: usize = 64;
+/// The most idle connections kept per backend (a burst beyond it closes the extra ones after
+/// use; the backends close idle ones after their `IDLE_TIMEOUT_MS`, 75 s by default).
+const MAX_IDLE: usize = 256;
 
 #[derive(Clone)]
 pub struct Upstreams {
