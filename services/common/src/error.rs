@@ -91,6 +91,21 @@ impl ApiError {
                     format!("the database took too long while {context}; retry later"),
                 )
             }
+            // Class 28: the login refused. A fence revokes the application's login while a
+            // failover moves the primary (new sessions get 28000); a wrong password is 28P01.
+            // Either way the database is not available to this service: 503, not a 500.
+            sqlx::Error::Database(db)
+                if db.code().as_deref().is_some_and(|c| c.starts_with("28")) =>
+            {
+                tracing::warn!(
+                    error = %ErrorChain(&err),
+                    "{context}: the database refused the login (fenced for a failover, or the credentials are wrong)"
+                );
+                Self::unavailable(
+                    "database_unavailable",
+                    format!("the database is unavailable while {context}; retry later"),
+                )
+            }
             sqlx::Error::Database(db)
                 if db.code().as_deref().is_some_and(|c| {
                     c.starts_with("08") || c.starts_with("57P") || c == "53300"

@@ -411,3 +411,36 @@ async fn with_tokens_the_frontend_passes_the_client_token_to_its_backends() {
     }
     assert_eq!(db.psql("SELECT count(*) FROM ingested_data"), "1");
 }
+
+/// A fence revokes the application's login (`ALTER ROLE ... NOLOGIN`) and ends its sessions:
+/// the new sessions the pool opens are refused with SQLSTATE 28000. That is the database
+/// being unavailable (503, retry), not a failure of the service (it was a 500).
+#[tokio::test]
+async fn a_database_refusing_the_login_is_503_not_500() {
+    let db = TestDb::new();
+    let role = format!("fenced_{}", &db.name[2..14]);
+    db.psql(&format!(
+        "CREATE ROLE {role} LOGIN; GRANT CONNECT ON DATABASE {0} TO {role}; \
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}",
+        db.name
+    ));
+    let url = format!("postgres://{role}@{}:{}/{}", db.host, db.port, db.name);
+    let fe = frontend_api::start(config(8080, 1 << 20, &url, &[]))
+        .await
+        .unwrap();
+    let http = Client::new();
+    let users = format!("{}/api/v1/users", fe.url());
+    assert_eq!(http.get(&users).send().await.unwrap().status(), 200);
+
+    db.psql(&format!(
+        "ALTER ROLE {role} NOLOGIN; \
+         SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{role}'"
+    ));
+    for _ in 0..5 {
+        let r = http.get(&users).send().await.unwrap();
+        let (code, msg) = error_of(r, 503).await;
+        assert_eq!(code, "database_unavailable", "{msg}");
+    }
+    fe.shutdown().await.unwrap();
+    db.psql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
