@@ -11,6 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::pg::SharedNode;
 use crate::wan::{Link, Party, Relay, Wan};
@@ -46,6 +47,46 @@ pub const TERM_BLOB: &str = "term";
 
 fn io(e: impl std::fmt::Display, what: &str) -> String {
     format!("{what}: {e}")
+}
+
+/// Waits until every guard has read the term from the witness once (its `/v1/state` shows a
+/// term): until then a guard has nothing to confirm a promotion with, and a failover started
+/// at once (the drill's) could have its new primary fenced by the watchdog when the guard's
+/// first lease (from its start) runs out. The lab is not up before its guards can read.
+pub async fn wait_until_reading(guards: &[GuardProcess], within: Duration) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| format!("a client for the guards' state: {e}"))?;
+    let deadline = tokio::time::Instant::now() + within;
+    for g in guards {
+        let url = format!("http://{}/v1/state", g.addr);
+        loop {
+            let state: Option<serde_json::Value> = match http.get(&url).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            if state
+                .as_ref()
+                .is_some_and(|s| !s["guard"]["highest"].is_null())
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let why = state
+                    .and_then(|s| s["last_error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "its state did not answer".into());
+                return Err(format!(
+                    "the {} guard did not read the term from the witness within {within:?}: {why} \
+                     (logs/{}/guard.log)",
+                    g.region, g.region
+                ));
+            }
+            // Polling interval, not synchronisation: the state is asked again.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 /// Starts both guards.

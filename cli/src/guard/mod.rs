@@ -381,13 +381,18 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
     let step = timing.pause_bound / 2;
     // Its own view of promotions: a database promoted between two of the guard's polls has
     // one lease to be confirmed (the guard's next read does it).
+    // It watches the database at every check, not only once the deadline has passed: a
+    // standby promoted before the guard's first lease ran out (a failover a few seconds after
+    // the guard started) must be seen as a promotion. Watching only after the deadline, its
+    // first sight was a writable database with no standby before it, and it fenced the new
+    // primary before the guard's next poll could confirm it (the drill caught this).
     let mut seen = Guard::new(&args.region, timing, boottime());
     loop {
         let deadline = read_lease(&path);
         let now = boottime();
+        let local = local_state(&db, timing.timeout).await;
+        seen.observe(now, local);
         if deadline.is_some_and(|d| now >= d) {
-            let local = local_state(&db, timing.timeout).await;
-            seen.observe(now, local);
             let in_grace = seen.grace_until.is_some_and(|g| now < g);
             if seen.looks_writable(local) && !in_grace {
                 let why = FenceReason::Unconfirmed {

@@ -23,6 +23,32 @@ impl Drop for Down {
     }
 }
 
+/// Keeps the temp directory (the lab's logs, the drill's report) when the test fails, and
+/// says where: an intermittent failure can then be read after the fact.
+struct KeepOnFailure(Option<tempfile::TempDir>);
+
+impl KeepOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0
+            .as_ref()
+            .map(|t| t.path())
+            .unwrap_or(std::path::Path::new(""))
+    }
+}
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(t) = self.0.take() {
+                eprintln!(
+                    "kept for reading (lab logs, drill report): {}",
+                    t.keep().display()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_drill_refuses_distance_flags_and_names_the_variables() {
     let tmp = tempfile::tempdir().unwrap();
@@ -44,7 +70,9 @@ fn the_drill_refuses_distance_flags_and_names_the_variables() {
 #[test]
 fn the_drill_passes_then_kubectl_and_dns_see_the_lab_and_down_leaves_nothing_behind() {
     let _turn = crate::support::LAB_UP.blocking_lock();
-    let tmp = tempfile::tempdir().unwrap();
+    // Dropped after `_down` (declared before it): the lab is stopped, then its directory kept
+    // if the test failed.
+    let tmp = KeepOnFailure(Some(tempfile::tempdir().unwrap()));
     let dir = tmp.path().join("lab");
     let out_dir = tmp.path().join("drill");
     let d = dir.to_str().unwrap();

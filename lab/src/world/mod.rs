@@ -252,6 +252,7 @@ impl World {
                 .await?
             }
         };
+        crate::guards::wait_until_reading(&guards, std::time::Duration::from_secs(30)).await?;
         let world = World {
             primary,
             dr,
