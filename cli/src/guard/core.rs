@@ -296,6 +296,26 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// The watchdog's decision at one of its checks: it observes the database every time (so
+    /// that a standby promoted before the lease deadline is seen as a promotion, with one
+    /// lease of grace, as the guard sees it), and once `deadline` (the lease the guard last
+    /// wrote) has passed it fences a writable database outside that grace.
+    pub fn watchdog_check(
+        &mut self,
+        now: Duration,
+        deadline: Option<Duration>,
+        local: Local,
+    ) -> Option<FenceReason> {
+        self.observe(now, local);
+        let passed = deadline.filter(|d| now >= *d)?;
+        let in_grace = self.grace_until.is_some_and(|g| now < g);
+        (self.looks_writable(local) && !in_grace).then(|| FenceReason::Unconfirmed {
+            since_ms: (now - passed + self.timing.lease).as_millis() as u64,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +336,37 @@ mod tests {
         t = Timing::production();
         t.lease = s(5000);
         assert_eq!(t.validate().unwrap_err().0, "lease_ms");
+    }
+
+    /// The drill's failure: DR's guard started, and drdctl promoted DR just before that
+    /// guard's first lease (from its start) ran out. The watchdog, watching at every check,
+    /// saw the standby and then the promotion: grace, not a fence.
+    #[test]
+    fn the_watchdog_gives_a_standby_promoted_before_its_first_deadline_the_grace() {
+        let deadline = Some(s(5000));
+        let mut w = Guard::new("dr", Timing::lab(), s(0));
+        for ms in (0..4750).step_by(250) {
+            assert_eq!(
+                w.watchdog_check(s(ms), deadline, Local::StreamingStandby),
+                None
+            );
+        }
+        assert_eq!(w.watchdog_check(s(4750), deadline, Local::Writable), None);
+        assert_eq!(w.watchdog_check(s(5100), deadline, Local::Writable), None);
+        // Still unconfirmed when the grace is over: fenced.
+        assert!(matches!(
+            w.watchdog_check(s(9800), deadline, Local::Writable),
+            Some(FenceReason::Unconfirmed { .. })
+        ));
+        // A watchdog whose first sight, past the deadline, is a writable database (restarted
+        // beside a primary) gives no grace.
+        let mut r = Guard::new("dr", Timing::lab(), s(0));
+        assert!(r
+            .watchdog_check(s(5100), deadline, Local::Writable)
+            .is_some());
+        // Before the deadline nothing is fenced, whatever it sees.
+        let mut e = Guard::new("dr", Timing::lab(), s(0));
+        assert_eq!(e.watchdog_check(s(1000), deadline, Local::Writable), None);
     }
 
     #[test]

@@ -391,19 +391,10 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
         let deadline = read_lease(&path);
         let now = boottime();
         let local = local_state(&db, timing.timeout).await;
-        seen.observe(now, local);
-        if deadline.is_some_and(|d| now >= d) {
-            let in_grace = seen.grace_until.is_some_and(|g| now < g);
-            if seen.looks_writable(local) && !in_grace {
-                let why = FenceReason::Unconfirmed {
-                    since_ms: (now - deadline.unwrap_or(now) + timing.lease).as_millis() as u64,
-                };
-                tracing::warn!("watchdog: the guard's lease ran out");
-                fence(&db, timing.fence_budget, args.stop_command.as_deref(), &why).await;
-            }
-            tokio::time::sleep(step).await;
-        } else {
-            tokio::time::sleep(step).await;
+        if let Some(why) = seen.watchdog_check(now, deadline, local) {
+            tracing::warn!("watchdog: the guard's lease ran out");
+            fence(&db, timing.fence_budget, args.stop_command.as_deref(), &why).await;
         }
+        tokio::time::sleep(step).await;
     }
 }
