@@ -74,19 +74,19 @@ impl ApiError {
         if crate::sqlstate::is_read_only(&err) {
             return Self::read_only();
         }
-        match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => {
-                tracing::warn!(error = %ErrorChain(&err), "{context}: database unavailable");
-                Self::unavailable(
-                    "database_unavailable",
-                    format!("the database is unavailable while {context}; retry later"),
-                )
-            }
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
-                Self::unavailable(
+        let code = err.as_database_error().and_then(|db| db.code());
+        // Why the database is unavailable to this service, for the log; `None`: a failure of
+        // the service itself (500).
+        let down = match (&err, code.as_deref()) {
+            (
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_),
+                _,
+            ) => Some("database unavailable"),
+            (_, Some("57014")) => {
+                return Self::unavailable(
                     "database_timeout",
                     format!("the database took too long while {context}; retry later"),
                 )
@@ -94,30 +94,23 @@ impl ApiError {
             // Class 28: the login refused. A fence revokes the application's login while a
             // failover moves the primary (new sessions get 28000); a wrong password is 28P01.
             // Either way the database is not available to this service: 503, not a 500.
-            sqlx::Error::Database(db)
-                if db.code().as_deref().is_some_and(|c| c.starts_with("28")) =>
-            {
-                tracing::warn!(
-                    error = %ErrorChain(&err),
-                    "{context}: the database refused the login (fenced for a failover, or the credentials are wrong)"
-                );
+            (_, Some(c)) if c.starts_with("28") => Some(
+                "the database refused the login (fenced for a failover, or the credentials are wrong)",
+            ),
+            (_, Some(c)) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                Some("database unavailable")
+            }
+            _ => None,
+        };
+        match down {
+            Some(why) => {
+                tracing::warn!(error = %ErrorChain(&err), "{context}: {why}");
                 Self::unavailable(
                     "database_unavailable",
                     format!("the database is unavailable while {context}; retry later"),
                 )
             }
-            sqlx::Error::Database(db)
-                if db.code().as_deref().is_some_and(|c| {
-                    c.starts_with("08") || c.starts_with("57P") || c == "53300"
-                }) =>
-            {
-                tracing::warn!(error = %ErrorChain(&err), "{context}: database unavailable");
-                Self::unavailable(
-                    "database_unavailable",
-                    format!("the database is unavailable while {context}; retry later"),
-                )
-            }
-            _ => Self::internal(context, &err),
+            None => Self::internal(context, &err),
         }
     }
 
