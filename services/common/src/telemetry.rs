@@ -109,12 +109,10 @@ where
         let Some(open) = object.strip_suffix('}') else {
             return writer.write_str(&line);
         };
-        let mut quoted = Vec::new();
-        json_str(&mut quoted, &id);
+        let mut tail = Vec::new();
+        request_span(&mut tail, &id);
         writer.write_str(open)?;
-        writer.write_str(",\"span\":{\"request_id\":")?;
-        writer.write_str(std::str::from_utf8(&quoted).map_err(|_| std::fmt::Error)?)?;
-        writer.write_str(",\"name\":\"request\"}}\n")
+        writer.write_str(std::str::from_utf8(&tail).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -219,9 +217,16 @@ fn access_line(
     digits(line, took % 1000, 3);
     line.extend_from_slice(b",\"target\":\"");
     line.extend_from_slice(ACCESS_TARGET.as_bytes());
-    line.extend_from_slice(b"\",\"span\":{\"request_id\":");
-    json_str(line, request_id);
-    line.extend_from_slice(b",\"name\":\"request\"}}\n");
+    line.push(b'"');
+    request_span(line, request_id);
+}
+
+/// What ends every line a request logs: `,"span":{"request_id":…,"name":"request"}`, the
+/// object's closing brace and the newline (the JSON format's current span, which goes last).
+fn request_span(out: &mut Vec<u8>, request_id: &str) {
+    out.extend_from_slice(b",\"span\":{\"request_id\":");
+    json_str(out, request_id);
+    out.extend_from_slice(b",\"name\":\"request\"}}\n");
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits (without `core::fmt`'s machinery).
@@ -415,26 +420,6 @@ mod tests {
         }
     }
 
-    /// What a subscriber wrote.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Lines {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
     fn line(b: &Buffered, text: &str) {
         let mut w = b.make_writer();
         w.write_all(format!("{text}\n").as_bytes()).unwrap();
@@ -455,14 +440,12 @@ mod tests {
     fn the_access_line_is_what_the_json_formatter_writes() {
         let path = "/nope\"\\x\u{1}\n\u{e9}";
         let (id, status, ms) = ("68e58021-c544", 404u16, 0.777);
-        let lines = Lines::default();
+        let lines = Sink::default();
         let out = lines.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || out.clone())
             .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(json_format())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(target: ACCESS_TARGET, "request", request_id = %id);
@@ -504,7 +487,7 @@ mod tests {
     /// `request` span; a span of its own inside the request is shown as before.
     #[test]
     fn lines_in_a_request_carry_its_id_as_the_span_did() {
-        let (old, new) = (Lines::default(), Lines::default());
+        let (old, new) = (Sink::default(), Sink::default());
         let log = || {
             tracing::warn!(
                 upstream = "data-ingest",
