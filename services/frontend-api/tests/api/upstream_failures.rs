@@ -15,33 +15,63 @@ use tokio::net::TcpListener;
 use crate::error_of;
 use crate::support::config;
 
-/// A backend on loopback that reads each request and then either says nothing (the
-/// connection stays open until the test ends) or writes `answer` and closes.
-async fn backend(answer: Option<&'static [u8]>) -> String {
+/// How a backend double answers each request it reads (a head and a JSON body: the tests'
+/// bodies end with `}`).
+enum Answer {
+    /// Nothing: the connection stays open until the client closes it.
+    Never,
+    /// These bytes, then it closes the connection without saying so (no `Connection: close`),
+    /// as a backend closing an idle keep-alive connection does.
+    ThenClose(Vec<u8>),
+    /// These bytes, keeping the connection for the next request.
+    KeepAlive(Vec<u8>),
+}
+
+/// A backend double on loopback: its URL and how many connections it has accepted.
+async fn backend(answer: Answer) -> (String, Arc<AtomicUsize>) {
+    let answer = Arc::new(answer);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
-        let mut held = Vec::new();
         while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = sock.read(&mut buf).await;
-            match answer {
-                Some(bytes) => {
-                    let _ = sock.write_all(bytes).await;
-                    let _ = sock.shutdown().await;
+            count.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = sock.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    if !seen.ends_with(b"}") {
+                        continue;
+                    }
+                    seen.clear();
+                    match &*answer {
+                        Answer::Never => {}
+                        Answer::ThenClose(bytes) => {
+                            let _ = sock.write_all(bytes).await;
+                            let _ = sock.shutdown().await;
+                            break;
+                        }
+                        Answer::KeepAlive(bytes) => {
+                            if sock.write_all(bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
                 }
-                None => held.push(sock),
-            }
+            });
         }
     });
-    url
+    (url, accepted)
 }
 
 #[tokio::test]
 async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
     let db = TestDb::new();
-    let silent = backend(None).await;
-    let nonsense = backend(Some(b"this is not HTTP\r\n\r\n")).await;
+    let (silent, _) = backend(Answer::Never).await;
+    let (nonsense, _) = backend(Answer::ThenClose(b"this is not HTTP\r\n\r\n".to_vec())).await;
     let fe = frontend_api::start(config(
         8080,
         1 << 20,
@@ -85,47 +115,21 @@ async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
     assert_eq!(db.psql("SELECT count(*) FROM users"), "0");
 }
 
-/// A backend that answers every ingestion with 201 and counts the connections it accepted.
-/// `one_each`: it answers one request a connection and then closes it without saying so
-/// (no `Connection: close`), as a backend closing an idle keep-alive connection does.
-async fn counting_backend(one_each: bool) -> (String, Arc<AtomicUsize>) {
+/// data-ingest's answer to one stored record.
+fn ingested() -> Vec<u8> {
     const BODY: &str = r#"{"status":"ingested","ingested":1,"id":7,"ids":[7]}"#;
-    let answer = format!(
+    format!(
         "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Each request: its head and the JSON body (the test's bodies end with '}').
-                while let Ok(n @ 1..) = sock.read(&mut buf).await {
-                    seen.extend_from_slice(&buf[..n]);
-                    if seen.ends_with(b"}") {
-                        seen.clear();
-                        if sock.write_all(answer.as_bytes()).await.is_err() || one_each {
-                            break;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, accepted)
+    )
+    .into_bytes()
 }
 
 #[tokio::test]
 async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced() {
     let db = TestDb::new();
-    let (kept, kept_accepted) = counting_backend(false).await;
-    let (closing, closing_accepted) = counting_backend(true).await;
+    let (kept, kept_accepted) = backend(Answer::KeepAlive(ingested())).await;
+    let (closing, closing_accepted) = backend(Answer::ThenClose(ingested())).await;
     let fe = frontend_api::start(config(
         8080,
         1 << 20,
