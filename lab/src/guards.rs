@@ -50,9 +50,9 @@ fn io(e: impl std::fmt::Display, what: &str) -> String {
 }
 
 /// Waits until every guard has read the term from the witness once (its `/v1/state` shows a
-/// term): until then a guard has nothing to confirm a promotion with, and a failover started
-/// at once (the drill's) could have its new primary fenced by the watchdog when the guard's
-/// first lease (from its start) runs out. The lab is not up before its guards can read.
+/// term): the lab is not up before its guards can confirm a promotion, and a guard that
+/// cannot reach the witness at start is named here (with its log) instead of showing up later
+/// as a fenced primary.
 pub async fn wait_until_reading(guards: &[GuardProcess], within: Duration) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))

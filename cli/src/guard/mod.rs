@@ -379,13 +379,10 @@ async fn watchdog(args: &GuardArgs, timing: Timing) -> Result<()> {
     let db = database(args);
     let path = lease_file(&args.term_file);
     let step = timing.pause_bound / 2;
-    // Its own view of promotions: a database promoted between two of the guard's polls has
-    // one lease to be confirmed (the guard's next read does it).
-    // It watches the database at every check, not only once the deadline has passed: a
-    // standby promoted before the guard's first lease ran out (a failover a few seconds after
-    // the guard started) must be seen as a promotion. Watching only after the deadline, its
-    // first sight was a writable database with no standby before it, and it fenced the new
-    // primary before the guard's next poll could confirm it (the drill caught this).
+    // Its own view of promotions, from a look at the database at every check (not only past
+    // the deadline): a standby promoted between two of the guard's polls, even before the
+    // guard's first lease ran out, has one lease to be confirmed (the guard's next read does
+    // it). See Guard::watchdog_check.
     let mut seen = Guard::new(&args.region, timing, boottime());
     loop {
         let deadline = read_lease(&path);

@@ -544,20 +544,25 @@ fn main() {
                 }
                 _ => None,
             };
-            let before = cpu_split(frontend_pid);
-            let nginx_before = nginx_cpu();
+            let (front_before, nginx_before) = (cpu_split(frontend_pid), nginx_cpu());
             let w = wrk(url, &script, 1, latency_seconds);
-            if url == &via_frontend {
-                let after = cpu_split(frontend_pid);
+            // (all, user space) µs per request between two readings.
+            let per_request = |before: (f64, f64), after: (f64, f64)| {
                 let per = |s: f64| s * 1e6 / w.requests.max(1.0);
-                front_cpu_us.push(per(after.0 + after.1 - before.0 - before.1));
-                front_user_us.push(per(after.0 - before.0));
+                (
+                    per(after.0 + after.1 - before.0 - before.1),
+                    per(after.0 - before.0),
+                )
+            };
+            if url == &via_frontend {
+                let (all, user) = per_request(front_before, cpu_split(frontend_pid));
+                front_cpu_us.push(all);
+                front_user_us.push(user);
             }
             if url == &via_nginx {
-                let after = nginx_cpu();
-                let per = |s: f64| s * 1e6 / w.requests.max(1.0);
-                nginx_cpu_us.push(per(after.0 + after.1 - nginx_before.0 - nginx_before.1));
-                nginx_user_us.push(per(after.0 - nginx_before.0));
+                let (all, user) = per_request(nginx_before, nginx_cpu());
+                nginx_cpu_us.push(all);
+                nginx_user_us.push(user);
             }
             got.insert(url.clone(), w.p50_ms);
             perf_stop(perf);
