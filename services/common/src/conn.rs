@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -57,6 +58,8 @@ struct ConnState {
     head_since: AtomicU64,
     head_began: Notify,
     opened: tokio::time::Instant,
+    /// Work of answered requests left for after their response is written.
+    after: Mutex<Vec<AfterResponse>>,
 }
 
 impl ConnState {
@@ -120,6 +123,7 @@ impl Table {
             head_since: AtomicU64::new(0),
             head_began: Notify::new(),
             opened: tokio::time::Instant::now(),
+            after: Mutex::default(),
         });
         if let Ok(mut c) = self.conns.lock() {
             c.insert(id, state.clone());
@@ -346,12 +350,53 @@ struct Tracked {
     _done: Done,
 }
 
-struct Done(Arc<ConnState>);
+struct Done(Arc<ConnState>, Option<AfterResponse>);
 
 impl Drop for Done {
     fn drop(&mut self) {
         self.0.served.fetch_add(1, Ordering::AcqRel);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        if let Some(after) = self.1.take() {
+            if let Ok(mut queue) = self.0.after.lock() {
+                queue.push(after);
+            }
+        }
+    }
+}
+
+/// Work a response carries (in its extensions) for after it is written: the access log and
+/// metrics. hyper drops a response's body before it writes the last bytes; the connection
+/// runs this work once hyper has written them ([`ConnState::after_written`]), so the client
+/// does not wait for it.
+#[derive(Clone)]
+pub(crate) struct AfterResponse(Arc<Mutex<Option<AfterWork>>>);
+
+type AfterWork = Box<dyn FnOnce() + Send>;
+
+impl AfterResponse {
+    pub(crate) fn new(work: impl FnOnce() + Send + 'static) -> Self {
+        AfterResponse(Arc::new(Mutex::new(Some(Box::new(work)))))
+    }
+
+    fn run(self) {
+        let work = self.0.lock().ok().and_then(|mut w| w.take());
+        if let Some(work) = work {
+            work();
+        }
+    }
+}
+
+impl ConnState {
+    /// Runs the work of the responses hyper has finished with (their bytes are written, or
+    /// the connection is ending).
+    fn after_written(&self) {
+        let done = match self.after.lock() {
+            Ok(mut queue) if !queue.is_empty() => std::mem::take(&mut *queue),
+            _ => return,
+        };
+        for after in done {
+            after.run();
+        }
     }
 }
 
@@ -502,7 +547,7 @@ async fn connection<E>(
             state.busy.fetch_add(1, Ordering::AcqRel);
             // The head is complete: its timer stops.
             state.head_since.store(0, Ordering::Release);
-            let done = Done(state);
+            let mut done = Done(state, None);
             let req: poem::Request = (
                 req,
                 poem::web::LocalAddr(local.into()),
@@ -510,8 +555,9 @@ async fn connection<E>(
                 poem::http::uri::Scheme::HTTP,
             )
                 .into();
-            let resp: hyper::Response<BoxBody<Bytes, io::Error>> =
+            let mut resp: hyper::Response<BoxBody<Bytes, io::Error>> =
                 ep.get_response(req).await.into();
+            done.1 = resp.extensions_mut().remove::<AfterResponse>();
             Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _done: done }))
         }
     });
@@ -527,7 +573,12 @@ async fn connection<E>(
     let mut closing = false;
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
+            // The work of the responses written in this turn, once they are written.
+            result = std::future::poll_fn(|cx| {
+                let polled = conn.as_mut().poll(cx);
+                state.after_written();
+                polled
+            }) => {
                 if let Err(e) = result {
                     tracing::debug!(remote = %peer, error = %e, "connection ended");
                 }

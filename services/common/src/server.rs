@@ -442,13 +442,19 @@ async fn discard(body: &mut RawBody, limit: usize, deadline: tokio::time::Instan
     }
 }
 
-/// Reads the whole body under the size limit, the shared byte budget and the deadline. The
-/// permits returned hold the body's share of the budget until the request is answered.
+/// A body read whole, and the permits that hold its share of the shared byte budget until the
+/// request is answered.
+struct ReadBody {
+    bytes: bytes::Bytes,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads the whole body under the size limit, the shared byte budget and the deadline.
 async fn read_body(
     req: &mut Request,
     state: &AppState,
     deadline: tokio::time::Instant,
-) -> Result<Option<OwnedSemaphorePermit>, Response> {
+) -> Result<ReadBody, Response> {
     let limit = state.config.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -474,7 +480,10 @@ async fn read_body(
         None => None,
     };
     if declared == Some(0) || (declared.is_none() && req.header("transfer-encoding").is_none()) {
-        return Ok(None);
+        return Ok(ReadBody {
+            bytes: bytes::Bytes::new(),
+            _held: None,
+        });
     }
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
@@ -535,8 +544,10 @@ async fn read_body(
         }
         buf.extend_from_slice(&data);
     }
-    req.set_body(Body::from(buf.freeze()));
-    Ok(permit)
+    Ok(ReadBody {
+        bytes: buf.freeze(),
+        _held: permit,
+    })
 }
 
 /// Everything between the connection and the routes; see the module documentation.
@@ -544,7 +555,8 @@ async fn handle<E: Endpoint>(
     ep: &E,
     mut req: Request,
     state: &AppState,
-    routes: &Routes,
+    routes: &Arc<Routes>,
+    fast: &[Arc<dyn FastRoute>],
 ) -> Response {
     let started = Instant::now();
     let id = request_id_of(&req);
@@ -617,15 +629,25 @@ async fn handle<E: Endpoint>(
                     close = true;
                     resp
                 }
-                Ok(_bytes_held) => {
-                    let call = ep.call(req).instrument(span.clone());
+                Ok(body) => {
+                    let fast = fast
+                        .iter()
+                        .find(|f| f.method() == method && f.path() == path);
+                    let call = async move {
+                        if let Some(answer) = fast.and_then(|f| f.answer(&req, &body.bytes)) {
+                            return Ok(answer.await);
+                        }
+                        req.set_body(Body::from(body.bytes));
+                        ep.call(req).await.map(IntoResponse::into_response)
+                    }
+                    .instrument(span.clone());
                     match tokio::time::timeout_at(
                         deadline,
                         crate::telemetry::with_request_id(&id, call),
                     )
                     .await
                     {
-                        Ok(Ok(resp)) => resp.into_response(),
+                        Ok(Ok(resp)) => resp,
                         Ok(Err(e)) => shape_error(e),
                         Err(_) => retry_later(
                             ApiError::unavailable(
@@ -662,45 +684,103 @@ async fn handle<E: Endpoint>(
             headers.insert("allow", allow);
         }
     }
-    let elapsed = started.elapsed();
-    state.metrics.observe(
-        routes.label(&path),
-        method_label(&method),
-        status.as_str(),
-        elapsed.as_secs_f64(),
-    );
-    if state.access_logged(status, exempt(&path)) {
-        let shown_path = path
-            .char_indices()
-            .nth(200)
-            .map_or(path.as_str(), |(i, _)| &path[..i]);
-        let level = if exempt(&path) {
-            tracing::Level::DEBUG
-        } else if status.as_u16() >= 500 {
-            tracing::Level::WARN
-        } else {
-            tracing::Level::INFO
-        };
-        let status = status.as_u16();
-        // JSON lines are written by hand (the same shape); otherwise through tracing.
-        if !crate::telemetry::access(level, &id, method.as_str(), shown_path, status, elapsed) {
-            span.in_scope(|| {
-                let ms = elapsed.as_secs_f64() * 1000.0;
-                if level == tracing::Level::DEBUG {
-                    tracing::debug!(%method, path = shown_path, status, ms, "request");
-                } else if level == tracing::Level::WARN {
-                    tracing::warn!(%method, path = shown_path, status, ms, "request");
-                } else {
-                    tracing::info!(%method, path = shown_path, status, ms, "request");
-                }
-            });
-        }
-    }
+    // Metrics and the access line once the response is written (the client does not wait
+    // for them); the time is taken then, so it includes the writing, as nginx's does.
+    let (state, routes) = (state.clone(), routes.clone());
+    resp.extensions_mut()
+        .insert(crate::conn::AfterResponse::new(move || {
+            record(
+                &state,
+                &routes,
+                &id,
+                &method,
+                &path,
+                status,
+                started.elapsed(),
+            );
+        }));
     resp
 }
 
+/// A service's API: its poem-openapi operations, and the routes among them answered without
+/// poem's router.
+pub trait ServiceApi: OpenApi + 'static {
+    /// Routes answered before poem's router; none unless a service has a hot path.
+    fn fast_routes(&self) -> Vec<Arc<dyn FastRoute>> {
+        Vec::new()
+    }
+}
+
+/// An answer a [`FastRoute`] is making.
+pub type FastAnswer<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send + 'a>>;
+
+/// A hot path answered after the middleware (request id, limits, authorization, the body read
+/// whole, the timeout, metrics and access log all apply) but without poem's router and
+/// poem-openapi's extractors: for frontend-api's pass-through, they were a third of its CPU per
+/// request (docs/performance.md, "The gateway").
+///
+/// The same method and path must also be an operation of the service's API: it documents the
+/// route, and it answers whatever the fast route leaves to it (a wrong content type, ...), so
+/// the error answers have one source.
+pub trait FastRoute: Send + Sync + 'static {
+    fn method(&self) -> Method;
+    /// Matched exactly against the request's path (the query is not part of it).
+    fn path(&self) -> &'static str;
+    /// The answer, or `None` to leave the request to poem's router.
+    fn answer<'a>(&'a self, req: &'a Request, body: &bytes::Bytes) -> Option<FastAnswer<'a>>;
+}
+
+/// A request's metrics and access line.
+fn record(
+    state: &AppState,
+    routes: &Routes,
+    id: &str,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    state.metrics.observe(
+        routes.label(path),
+        method_label(method),
+        status.as_str(),
+        elapsed.as_secs_f64(),
+    );
+    if !state.access_logged(status, exempt(path)) {
+        return;
+    }
+    let shown_path = path
+        .char_indices()
+        .nth(200)
+        .map_or(path, |(i, _)| &path[..i]);
+    let level = if exempt(path) {
+        tracing::Level::DEBUG
+    } else if status.as_u16() >= 500 {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    let status = status.as_u16();
+    // JSON lines are written by hand (the same shape); otherwise through tracing.
+    if !crate::telemetry::access(level, id, method.as_str(), shown_path, status, elapsed) {
+        let span = tracing::info_span!("request", request_id = %id);
+        span.in_scope(|| {
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            if level == tracing::Level::DEBUG {
+                tracing::debug!(%method, path = shown_path, status, ms, "request");
+            } else if level == tracing::Level::WARN {
+                tracing::warn!(%method, path = shown_path, status, ms, "request");
+            } else {
+                tracing::info!(%method, path = shown_path, status, ms, "request");
+            }
+        });
+    }
+}
+
 /// Builds the whole endpoint of a service around its API.
-pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<Output = Response> {
+pub fn endpoint<A: ServiceApi>(state: AppState, api: A) -> impl Endpoint<Output = Response> {
+    let fast: Arc<[Arc<dyn FastRoute>]> = api.fast_routes().into();
     let api_service = OpenApiService::new(api, state.spec.title, state.spec.version)
         .server("/api/v1")
         .description("One of the three drdctl application services. Errors answer {\"error\":{\"code\",\"message\"}}.");
@@ -741,8 +821,8 @@ pub fn endpoint<A: OpenApi + 'static>(state: AppState, api: A) -> impl Endpoint<
         .nest("/docs", ui)
         .around(move |ep, req| {
             let state = outer.clone();
-            let routes = routes.clone();
-            async move { Ok::<_, poem::Error>(handle(&ep, req, &state, &routes).await) }
+            let (routes, fast) = (routes.clone(), fast.clone());
+            async move { Ok::<_, poem::Error>(handle(&ep, req, &state, &routes, &fast).await) }
         })
 }
 
@@ -763,7 +843,7 @@ pub async fn start<A, F>(
     make_api: F,
 ) -> anyhow::Result<Running>
 where
-    A: OpenApi + 'static,
+    A: ServiceApi,
     F: FnOnce(AppState) -> A,
 {
     let listen = config.listen;
@@ -873,7 +953,7 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 /// SIGTERM. Exits with code 64 (EX_USAGE) on a configuration error, naming the variable.
 pub fn main<A, F>(spec: ServiceSpec, default_port: u16, default_body_limit: usize, make_api: F)
 where
-    A: OpenApi + 'static,
+    A: ServiceApi,
     F: FnOnce(AppState) -> A,
 {
     crate::telemetry::init();

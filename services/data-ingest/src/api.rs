@@ -465,3 +465,5 @@ impl Api {
         Json(self.state.info().await)
     }
 }
+
+impl common::ServiceApi for Api {}

@@ -4,8 +4,13 @@ use chrono::{DateTime, Utc};
 use common::error::{ErrorDetail, ErrorEnvelope};
 use common::server::ServiceInfo;
 use common::{ApiError, ApiResult, AppState, RawJson, RequestId};
-use poem::http::StatusCode;
-use poem::Request;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::server::FastAnswer;
+use common::{FastRoute, ServiceApi};
+use poem::http::{Method, StatusCode};
+use poem::{IntoResponse, Request};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
@@ -308,37 +313,21 @@ impl Api {
 
     /// Ingest data: passed to data-ingest `POST /api/v1/ingest` as is; its status and body
     /// come back unchanged. 503 when data-ingest cannot be reached, 504 when it is too slow.
+    ///
+    /// A JSON body is answered by [`IngestRoute`] before poem's router; this operation
+    /// documents the route and answers the rest (415 for a body that is not JSON).
     #[oai(path = "/data/ingest", method = "post", tag = "Tag::Data")]
     async fn ingest(
         &self,
         req: &Request,
         body: RawJson<common::openapi::IngestBody>,
     ) -> ApiResult<ProxyResponse> {
-        let (status, bytes) = self
-            .upstreams
-            .post_bytes(
-                &self.upstreams.ingest,
-                body.bytes,
-                &request_id(req),
-                req.header("authorization"),
-            )
-            .await?;
+        let (status, bytes) = forward_ingest(&self.upstreams, req, body.bytes).await?;
         Ok(match status {
             StatusCode::CREATED => ProxyResponse::Created(RawJson::new(status, bytes)),
             StatusCode::BAD_REQUEST => ProxyResponse::BadRequest(RawJson::new(status, bytes)),
             StatusCode::PAYLOAD_TOO_LARGE => ProxyResponse::TooLarge(RawJson::new(status, bytes)),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                ProxyResponse::Unavailable(RawJson::new(status, bytes))
-            }
-            other => {
-                tracing::warn!(status = %other, "unexpected answer from data-ingest");
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    format!("data-ingest answered {other} to the ingestion"),
-                )
-                .into());
-            }
+            _ => ProxyResponse::Unavailable(RawJson::new(status, bytes)),
         })
     }
 
@@ -350,6 +339,73 @@ impl Api {
             business_logic_url: self.upstreams.business_logic.clone(),
             data_ingest_url: self.upstreams.data_ingest.clone(),
         })
+    }
+}
+
+/// `POST /api/v1/data/ingest` to data-ingest: its answer when it is one the operation
+/// documents, else 502.
+async fn forward_ingest(
+    upstreams: &Upstreams,
+    req: &Request,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), ApiError> {
+    let (status, bytes) = upstreams
+        .post_bytes(
+            &upstreams.ingest,
+            body,
+            &request_id(req),
+            req.header("authorization"),
+        )
+        .await?;
+    match status {
+        StatusCode::CREATED
+        | StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::SERVICE_UNAVAILABLE => Ok((status, bytes)),
+        other => {
+            tracing::warn!(status = %other, "unexpected answer from data-ingest");
+            Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("data-ingest answered {other} to the ingestion"),
+            ))
+        }
+    }
+}
+
+/// `POST /api/v1/data/ingest` with a JSON body, answered without poem's router and
+/// extractors (the gateway's hot path: docs/performance.md, "The gateway"). Anything else is
+/// left to [`Api::ingest`].
+struct IngestRoute(Upstreams);
+
+impl FastRoute for IngestRoute {
+    fn method(&self) -> Method {
+        Method::POST
+    }
+
+    fn path(&self) -> &'static str {
+        "/api/v1/data/ingest"
+    }
+
+    fn answer<'a>(&'a self, req: &'a Request, body: &Bytes) -> Option<FastAnswer<'a>> {
+        if !req.content_type().is_some_and(common::payload::is_json) {
+            return None;
+        }
+        let body = body.clone();
+        Some(Box::pin(async move {
+            match forward_ingest(&self.0, req, body).await {
+                Ok((status, bytes)) => {
+                    RawJson::<IngestedAnswer>::new(status, bytes).into_response()
+                }
+                Err(e) => e.to_response(),
+            }
+        }))
+    }
+}
+
+impl ServiceApi for Api {
+    fn fast_routes(&self) -> Vec<Arc<dyn FastRoute>> {
+        vec![Arc::new(IngestRoute(self.upstreams.clone()))]
     }
 }
 

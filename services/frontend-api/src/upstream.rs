@@ -11,13 +11,15 @@
 //! answer's bytes come back as they are.
 //!
 //! The pool is hyper's own connection API with a stack of idle connections, not hyper-util's
-//! pooled client: that client spawns a task on every request to put the connection back once
-//! it is ready again, and keys its pool by URL. Here the next request waits for the
-//! connection to be ready itself. A connection the backend closed while it was idle is
-//! dropped when taken; a request that could not be written on a reused connection (closed
-//! under it) goes out again on a new one, as hyper-util's client does; a request that was
-//! written is never sent twice.
+//! pooled client: that client drives each connection in a task of its own and spawns another
+//! on every request to put the connection back. Here the request that uses a connection
+//! polls it too, so a call is one task, as nginx's is one event loop (docs/performance.md,
+//! "The gateway"); an idle connection is polled by nobody. A connection the backend closed
+//! while it was idle is found closed when next used; a request that could not be written on a
+//! reused connection goes out again on a new one, as hyper-util's client does; a request that
+//! was written is never sent twice.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use poem::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use tokio::net::TcpStream;
 
 /// How long connecting to a backend may take before the call counts as timed out.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,7 +64,14 @@ struct Endpoint {
     /// The request target: the URL's path and query.
     path: Uri,
     host: HeaderValue,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// One HTTP/1.1 connection to a backend: the handle requests are sent on, and the connection
+/// itself, polled by the request that uses it (not by a task of its own).
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    io: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
 }
 
 impl Target {
@@ -105,92 +115,104 @@ impl Endpoint {
         })
     }
 
-    /// An idle connection that is still open, the most recently used first.
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
+    /// The most recently used idle connection.
+    fn take_idle(&self) -> Option<Conn> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    fn put_idle(&self, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put_idle(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    /// A new connection, driven by a task of its own until it closes.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, (Failure, String)> {
-        let stream = match tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect(&self.address),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err((
-                    Failure::Timeout,
-                    format!("connect timed out after {CONNECT_TIMEOUT:?}"),
-                ))
-            }
-            Ok(Err(e)) => return Err((Failure::Connect, format!("connect: {e}"))),
-            Ok(Ok(s)) => s,
-        };
+    /// A new connection.
+    async fn connect(&self) -> Result<Conn, (Failure, String)> {
+        let stream =
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address)).await {
+                Err(_) => {
+                    return Err((
+                        Failure::Timeout,
+                        format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                    ))
+                }
+                Ok(Err(e)) => return Err((Failure::Connect, format!("connect: {e}"))),
+                Ok(Ok(s)) => s,
+            };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        let (sender, io) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| (Failure::Connect, common::error::ErrorChain(&e).to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %common::error::ErrorChain(&e), "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            io: Box::pin(io),
+        })
     }
 
-    /// Sends `request` on an idle connection or a new one; the answer and its connection.
-    async fn send(
+    /// Sends `request` on an idle connection or a new one and reads the whole answer; the
+    /// connection goes back to the pool when it can carry another request.
+    async fn exchange(
         &self,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<
-        (
-            hyper::Response<hyper::body::Incoming>,
-            SendRequest<Full<Bytes>>,
-        ),
-        (Failure, String),
-    > {
+    ) -> Result<(StatusCode, Bytes), (Failure, String)> {
+        let chain = |e: &hyper::Error| common::error::ErrorChain(e).to_string();
         loop {
-            let (mut sender, reused) = match self.take_idle() {
-                Some(s) => (s, true),
+            let (mut conn, reused) = match self.take_idle() {
+                Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
-            if let Err(e) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err((Failure::Other, common::error::ErrorChain(&e).to_string()));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the reused connection closed under it; again.
-                    Some(unsent) if reused => request = unsent,
-                    _ => {
-                        let kind = if e.error().is_timeout() {
-                            Failure::Timeout
-                        } else {
-                            Failure::Other
-                        };
-                        return Err((kind, common::error::ErrorChain(e.error()).to_string()));
+            let (outcome, io_ended) = {
+                let Conn { sender, io } = &mut conn;
+                // The request and its answer, while the connection is polled beside them: it
+                // writes the one and reads the other. A backend that closed the connection
+                // (while it was idle here) ends `io`, which fails the request.
+                let call = async {
+                    if let Err(e) = sender.ready().await {
+                        return Err((Some(request), e));
                     }
-                },
+                    let response = sender
+                        .try_send_request(request)
+                        .await
+                        .map_err(|mut e| (e.take_message(), e.into_error()))?;
+                    let status = response.status();
+                    let body = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| (None, e))?;
+                    Ok::<_, (Option<Request<Full<Bytes>>>, hyper::Error)>((status, body.to_bytes()))
+                };
+                tokio::pin!(call);
+                let mut io_ended = false;
+                let outcome = loop {
+                    tokio::select! {
+                        biased;
+                        outcome = &mut call => break outcome,
+                        _ = io.as_mut(), if !io_ended => io_ended = true,
+                    }
+                };
+                (outcome, io_ended)
+            };
+            match outcome {
+                Ok(answer) => {
+                    // The answer was read whole: the connection can carry the next request
+                    // (unless either side asked to close it).
+                    if !io_ended && !conn.sender.is_closed() {
+                        self.put_idle(conn);
+                    }
+                    return Ok(answer);
+                }
+                // Not written: a reused connection closed under it; again.
+                Err((Some(unsent), _)) if reused => request = unsent,
+                Err((_, e)) => {
+                    let kind = if e.is_timeout() {
+                        Failure::Timeout
+                    } else {
+                        Failure::Other
+                    };
+                    return Err((kind, chain(&e)));
+                }
             }
         }
     }
@@ -248,20 +270,7 @@ impl Upstreams {
         if let Some(a) = authorization.and_then(|a| HeaderValue::from_str(a).ok()) {
             headers.insert(header::AUTHORIZATION, a);
         }
-        let call = async {
-            let (resp, sender) = endpoint.send(request).await?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| (Failure::Other, common::error::ErrorChain(&e).to_string()))?
-                .to_bytes();
-            // The answer was read whole: the connection can carry the next request.
-            endpoint.put_idle(sender);
-            Ok::<_, (Failure, String)>((status, bytes))
-        };
-        match tokio::time::timeout(self.timeout, call).await {
+        match tokio::time::timeout(self.timeout, endpoint.exchange(request)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err((kind, error))) => {
                 tracing::warn!(upstream = name, %url, %error, "upstream call failed");

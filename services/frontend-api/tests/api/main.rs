@@ -24,6 +24,20 @@ async fn stack() -> Stack {
     .await
 }
 
+/// Serves a recording stand-in for a backend on loopback; its base URL.
+async fn stand_in(app: poem::Route) -> String {
+    let acceptor =
+        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+    let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
+        .as_socket_addr()
+        .copied()
+        .unwrap();
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    format!("http://{addr}")
+}
+
 async fn error_of(resp: Response, status: u16) -> (String, String) {
     json_error(resp, status).await
 }
@@ -303,18 +317,8 @@ async fn the_request_id_reaches_the_backends() {
             }
         })),
     );
-    let acceptor =
-        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
-            .await
-            .unwrap();
-    let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
-        .as_socket_addr()
-        .copied()
-        .unwrap();
-    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
-
+    let bl = stand_in(app).await;
     let db = TestDb::new();
-    let bl = format!("http://{addr}");
     let fe = frontend_api::start(config(
         8080,
         1 << 20,
@@ -443,4 +447,125 @@ async fn a_database_refusing_the_login_is_503_not_500() {
     }
     fe.shutdown().await.unwrap();
     db.psql(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+/// `POST /api/v1/data/ingest` with a JSON body is answered by a fast route, without poem's
+/// router: the middleware still applies to it (request id, token, body limit, metrics), and
+/// what it leaves (a body that is not JSON) is answered by the API's operation, as before.
+#[tokio::test]
+async fn the_pass_through_fast_route_keeps_the_middleware_and_leaves_the_rest_to_the_operation() {
+    // A recording stand-in for data-ingest: the headers and body it receives.
+    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let seen2 = seen.clone();
+    let app = poem::Route::new().at(
+        "/api/v1/ingest",
+        poem::post(poem::endpoint::make(move |mut req: poem::Request| {
+            let seen = seen2.clone();
+            async move {
+                let header = |n| req.header(n).unwrap_or("").to_string();
+                let (id, auth) = (header("x-request-id"), header("authorization"));
+                let body = req.take_body().into_string().await.unwrap();
+                seen.lock().unwrap().push((id, auth, body));
+                poem::Response::builder()
+                    .status(poem::http::StatusCode::CREATED)
+                    .content_type("application/json")
+                    .body(r#"{"status":"ingested","ingested":1,"id":9,"ids":[9]}"#)
+            }
+        })),
+    );
+    let di = stand_in(app).await;
+    let db = TestDb::new();
+    let token = "fast-route-token-0123456789";
+    let fe = frontend_api::start(config(
+        8080,
+        1024,
+        &db.url,
+        &[("DATA_INGEST_URL", &di), ("AUTH_TOKENS", token)],
+    ))
+    .await
+    .unwrap();
+    let http = Client::new();
+    let url = format!("{}/api/v1/data/ingest", fe.url());
+    let record = r#"{"type":"fast","data":{"n":12345678901234567890}}"#;
+
+    let r = http
+        .post(&url)
+        .header("x-request-id", "fast-route-1")
+        .header("content-type", "application/json")
+        .bearer_auth(token)
+        .body(record)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-request-id"], "fast-route-1");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], 9);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(
+            "fast-route-1".to_string(),
+            format!("Bearer {token}"),
+            record.to_string()
+        )],
+        "the body as sent, with the request id and the client's token"
+    );
+
+    // The middleware's refusals, before the fast route: no token, a body over the limit.
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(record)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r, 401).await.0, "unauthorized");
+    let big = format!(r#"{{"type":"x","data":"{}"}}"#, "a".repeat(2000));
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .bearer_auth(token)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r, 413).await.0, "payload_too_large");
+
+    // Not JSON: left to the operation, which answers 415 as it always has.
+    let r = http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .bearer_auth(token)
+        .body(record)
+        .send()
+        .await
+        .unwrap();
+    let (code, msg) = error_of(r, 415).await;
+    assert_eq!(code, "unsupported_media_type");
+    assert!(msg.contains("application/json"), "{msg}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the first reached data-ingest"
+    );
+
+    // Counted under the route's template, like every other route.
+    let metrics = http
+        .get(format!("{}/metrics", fe.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for status in ["201", "401", "413", "415"] {
+        let line = format!(
+            r#"http_requests_total{{method="POST",route="/api/v1/data/ingest",status="{status}",service="frontend-api"}} 1"#
+        );
+        assert!(metrics.contains(&line), "no {line} in:\n{metrics}");
+    }
 }
