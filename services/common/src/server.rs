@@ -13,7 +13,9 @@
 //! held by all requests (503 + `Retry-After`) and the request timeout (408); the handler under
 //! the same timeout (503 `timeout`); error shaping so every failure answers with the JSON error
 //! shape; then `X-Content-Type-Options: nosniff`, `Allow` on 405, `Connection: close` while
-//! draining, the access log and metrics labelled by route template only.
+//! draining; and once the response is written, the access log and metrics labelled by route
+//! template only. Between the body and the handler, a service's [`FastRoute`]s (exact method
+//! and path) may answer without poem's router; what they decline goes to the router.
 //!
 //! The database's health is known without waiting: a background probe asks every second (every
 //! 250 ms while it is down). Readiness answers from it at once, and while the database is known

@@ -14,14 +14,18 @@
 //! pooled client: that client drives each connection in a task of its own and spawns another
 //! on every request to put the connection back. Here the request that uses a connection
 //! polls it too, so a call is one task, as nginx's is one event loop (docs/performance.md,
-//! "The gateway"); an idle connection is polled by nobody. A connection the backend closed
-//! while it was idle is found closed when next used; a request that could not be written on a
-//! reused connection goes out again on a new one, as hyper-util's client does; a request that
-//! was written is never sent twice.
+//! "The gateway"); an idle connection is polled by nobody. A connection is polled once when
+//! taken from the pool, so one the backend closed while it was idle is dropped then; one idle
+//! for over a minute (the backends keep theirs 75 s) is closed by us. A request that could not
+//! be written on a reused connection goes out again on a new one, as hyper-util's client does;
+//! a request that was written is never sent twice.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::ApiError;
@@ -34,8 +38,12 @@ use tokio::net::TcpStream;
 /// How long connecting to a backend may take before the call counts as timed out.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most idle connections kept per backend (a burst beyond it closes the extra ones after
-/// use; the backends close idle ones after their `IDLE_TIMEOUT_MS`, 75 s by default).
+/// use).
 const MAX_IDLE: usize = 256;
+/// How long a connection may stay idle in the pool: below the backends' own idle timeout
+/// (`IDLE_TIMEOUT_MS`, 75 s by default), so that we close it, not they while a request is
+/// being sent on it.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Upstreams {
@@ -64,7 +72,13 @@ struct Endpoint {
     /// The request target: the URL's path and query.
     path: Uri,
     host: HeaderValue,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, the least recently used first.
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
 }
 
 /// One HTTP/1.1 connection to a backend: the handle requests are sent on, and the connection
@@ -115,15 +129,32 @@ impl Endpoint {
         })
     }
 
-    /// The most recently used idle connection.
-    fn take_idle(&self) -> Option<Conn> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// The most recently used idle connection that is still open. Nobody polls an idle
+    /// connection, so it is polled once here: a close the backend sent meanwhile is read now,
+    /// and that connection is dropped instead of being given a request.
+    async fn take_idle(&self) -> Option<Conn> {
+        loop {
+            let mut conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                prune(&mut idle);
+                idle.pop_back()?.conn
+            };
+            let ended =
+                std::future::poll_fn(|cx| Poll::Ready(conn.io.as_mut().poll(cx).is_ready())).await;
+            if !ended && !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
     }
 
     fn put_idle(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut idle);
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push_back(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -158,7 +189,7 @@ impl Endpoint {
     ) -> Result<(StatusCode, Bytes), (Failure, String)> {
         let chain = |e: &hyper::Error| common::error::ErrorChain(e).to_string();
         loop {
-            let (mut conn, reused) = match self.take_idle() {
+            let (mut conn, reused) = match self.take_idle().await {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
@@ -215,6 +246,16 @@ impl Endpoint {
                 }
             }
         }
+    }
+}
+
+/// Closes the connections idle for longer than [`MAX_IDLE_TIME`] (the oldest are first).
+fn prune(idle: &mut VecDeque<Idle>) {
+    while idle
+        .front()
+        .is_some_and(|i| i.since.elapsed() > MAX_IDLE_TIME)
+    {
+        idle.pop_front();
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::json;
 use test_support::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::error_of;
 use crate::support::config;
@@ -25,6 +26,9 @@ enum Answer {
     ThenClose(Vec<u8>),
     /// These bytes, keeping the connection for the next request.
     KeepAlive(Vec<u8>),
+    /// As `KeepAlive`, until told: then it closes the connection (counting it), as a backend
+    /// does with a keep-alive connection idle past its timeout.
+    KeepAliveUntil(Vec<u8>, Arc<Notify>, Arc<AtomicUsize>),
 }
 
 /// A backend double on loopback: its URL and how many connections it has accepted.
@@ -41,7 +45,19 @@ async fn backend(answer: Answer) -> (String, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = sock.read(&mut buf).await {
+                loop {
+                    let read = match &*answer {
+                        Answer::KeepAliveUntil(_, close, closed) => tokio::select! {
+                            read = sock.read(&mut buf) => read,
+                            _ = close.notified() => {
+                                let _ = sock.shutdown().await;
+                                closed.fetch_add(1, Ordering::SeqCst);
+                                break;
+                            }
+                        },
+                        _ => sock.read(&mut buf).await,
+                    };
+                    let Ok(n @ 1..) = read else { break };
                     seen.extend_from_slice(&buf[..n]);
                     if !seen.ends_with(b"}") {
                         continue;
@@ -54,7 +70,7 @@ async fn backend(answer: Answer) -> (String, Arc<AtomicUsize>) {
                             let _ = sock.shutdown().await;
                             break;
                         }
-                        Answer::KeepAlive(bytes) => {
+                        Answer::KeepAlive(bytes) | Answer::KeepAliveUntil(bytes, ..) => {
                             if sock.write_all(bytes).await.is_err() {
                                 break;
                             }
@@ -169,4 +185,56 @@ async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced(
         assert!(msg.contains("answered 201"), "{msg}");
         assert_eq!(closing_accepted.load(Ordering::SeqCst), i);
     }
+}
+
+/// A pooled connection the backend closed while it was idle (its keep-alive timeout) is not
+/// given the next request: that request goes out on a new connection and succeeds.
+#[tokio::test]
+async fn an_idle_connection_the_backend_closed_is_not_used_again() {
+    let db = TestDb::new();
+    let (close, closed) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+    let (url, accepted) = backend(Answer::KeepAliveUntil(
+        ingested(),
+        close.clone(),
+        closed.clone(),
+    ))
+    .await;
+    let fe = frontend_api::start(config(8080, 1 << 20, &db.url, &[("DATA_INGEST_URL", &url)]))
+        .await
+        .unwrap();
+    let http = Client::new();
+    let ingest = || async {
+        http.post(format!("{}/api/v1/data/ingest", fe.url()))
+            .json(&json!({"type": "x"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ingest().await, 201);
+    assert_eq!(ingest().await, 201);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one kept-alive connection"
+    );
+
+    // The backend closes it while it is idle in frontend-api's pool.
+    close.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the double never closed its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(ingest().await, 201);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one new connection, kept for the next requests"
+    );
 }
