@@ -37,6 +37,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::Limits;
+use crate::server::AfterResponse;
 
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_millis(1000);
@@ -350,6 +351,9 @@ struct Tracked {
     _done: Done,
 }
 
+/// The request is finished, and its [`AfterResponse`] is due. hyper drops a response's body
+/// before it writes the last bytes; the connection runs the work once hyper has written them
+/// ([`ConnState::after_written`]), so the client does not wait for it.
 struct Done(Arc<ConnState>, Option<AfterResponse>);
 
 impl Drop for Done {
@@ -364,28 +368,6 @@ impl Drop for Done {
     }
 }
 
-/// Work a response carries (in its extensions) for after it is written: the access log and
-/// metrics. hyper drops a response's body before it writes the last bytes; the connection
-/// runs this work once hyper has written them ([`ConnState::after_written`]), so the client
-/// does not wait for it.
-#[derive(Clone)]
-pub(crate) struct AfterResponse(Arc<Mutex<Option<AfterWork>>>);
-
-type AfterWork = Box<dyn FnOnce() + Send>;
-
-impl AfterResponse {
-    pub(crate) fn new(work: impl FnOnce() + Send + 'static) -> Self {
-        AfterResponse(Arc::new(Mutex::new(Some(Box::new(work)))))
-    }
-
-    fn run(self) {
-        let work = self.0.lock().ok().and_then(|mut w| w.take());
-        if let Some(work) = work {
-            work();
-        }
-    }
-}
-
 impl ConnState {
     /// Runs the work of the responses hyper has finished with (their bytes are written, or
     /// the connection is ending).
@@ -395,7 +377,7 @@ impl ConnState {
             _ => return,
         };
         for after in done {
-            after.run();
+            after.record();
         }
     }
 }

@@ -501,7 +501,8 @@ async fn read_body(
         None => None,
     };
     let mut body: RawBody = req.take_body().into();
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
+    // Allocated when a body comes in more than one piece.
+    let mut buf = bytes::BytesMut::new();
     let timed_out = || {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -529,6 +530,13 @@ async fn read_body(
         if buf.len() + data.len() > limit {
             return Err(too_large());
         }
+        // The whole declared body in one piece (the common case): kept as it came, no copy.
+        if buf.is_empty() && declared == Some(data.len()) {
+            return Ok(ReadBody {
+                bytes: data,
+                _held: permit,
+            });
+        }
         if declared.is_none() {
             let Ok(more) = state
                 .body_bytes
@@ -543,6 +551,9 @@ async fn read_body(
                 Some(p) => p.merge(more),
                 None => permit = Some(more),
             }
+        }
+        if buf.is_empty() {
+            buf.reserve(declared.unwrap_or(8192).min(limit));
         }
         buf.extend_from_slice(&data);
     }
@@ -688,19 +699,15 @@ async fn handle<E: Endpoint>(
     }
     // Metrics and the access line once the response is written (the client does not wait
     // for them); the time is taken then, so it includes the writing, as nginx's does.
-    let (state, routes) = (state.clone(), routes.clone());
-    resp.extensions_mut()
-        .insert(crate::conn::AfterResponse::new(move || {
-            record(
-                &state,
-                &routes,
-                &id,
-                &method,
-                &path,
-                status,
-                started.elapsed(),
-            );
-        }));
+    resp.extensions_mut().insert(AfterResponse {
+        state: state.clone(),
+        routes: routes.clone(),
+        id,
+        method,
+        path,
+        status,
+        started,
+    });
     resp
 }
 
@@ -733,7 +740,42 @@ pub trait FastRoute: Send + Sync + 'static {
     fn answer<'a>(&'a self, req: &'a Request, body: &bytes::Bytes) -> Option<FastAnswer<'a>>;
 }
 
-/// A request's metrics and access line.
+/// A request's metrics and access line, carried by its response (in the extensions) and
+/// recorded by the connection once the response is written.
+#[derive(Clone)]
+pub(crate) struct AfterResponse {
+    state: AppState,
+    routes: Arc<Routes>,
+    id: String,
+    method: Method,
+    path: String,
+    status: StatusCode,
+    started: Instant,
+}
+
+impl AfterResponse {
+    pub(crate) fn record(self) {
+        let AfterResponse {
+            state,
+            routes,
+            id,
+            method,
+            path,
+            status,
+            started,
+        } = self;
+        record(
+            &state,
+            &routes,
+            &id,
+            &method,
+            &path,
+            status,
+            started.elapsed(),
+        );
+    }
+}
+
 fn record(
     state: &AppState,
     routes: &Routes,
