@@ -501,8 +501,7 @@ async fn read_body(
         None => None,
     };
     let mut body: RawBody = req.take_body().into();
-    // Allocated when a body comes in more than one piece.
-    let mut buf = bytes::BytesMut::new();
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
     let timed_out = || {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -530,13 +529,6 @@ async fn read_body(
         if buf.len() + data.len() > limit {
             return Err(too_large());
         }
-        // The whole declared body in one piece (the common case): kept as it came, no copy.
-        if buf.is_empty() && declared == Some(data.len()) {
-            return Ok(ReadBody {
-                bytes: data,
-                _held: permit,
-            });
-        }
         if declared.is_none() {
             let Ok(more) = state
                 .body_bytes
@@ -551,9 +543,6 @@ async fn read_body(
                 Some(p) => p.merge(more),
                 None => permit = Some(more),
             }
-        }
-        if buf.is_empty() {
-            buf.reserve(declared.unwrap_or(8192).min(limit));
         }
         buf.extend_from_slice(&data);
     }
