@@ -352,8 +352,9 @@ struct Tracked {
 }
 
 /// The request is finished, and its [`AfterResponse`] is due. hyper drops a response's body
-/// before it writes the last bytes; the connection runs the work once hyper has written them
-/// ([`ConnState::after_written`]), so the client does not wait for it.
+/// when it has buffered the last bytes, before it writes them; the connection runs the work
+/// after that turn of hyper's ([`ConnState::after_written`]), so the client does not wait for
+/// it.
 struct Done(Arc<ConnState>, Option<AfterResponse>);
 
 impl Drop for Done {
@@ -368,9 +369,18 @@ impl Drop for Done {
     }
 }
 
+/// A connection whose task ended with a response hyper had not finished (the client gone
+/// mid-answer, an abort at the shutdown timeout) still records it.
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        self.after_written();
+    }
+}
+
 impl ConnState {
-    /// Runs the work of the responses hyper has finished with (their bytes are written, or
-    /// the connection is ending).
+    /// Runs the work of the responses hyper has finished with: after the turn in which it
+    /// wrote them (all of an answer that fits the socket's buffer, else its first part), or
+    /// when the connection is gone.
     fn after_written(&self) {
         let done = match self.after.lock() {
             Ok(mut queue) if !queue.is_empty() => std::mem::take(&mut *queue),

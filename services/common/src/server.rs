@@ -13,8 +13,8 @@
 //! held by all requests (503 + `Retry-After`) and the request timeout (408); the handler under
 //! the same timeout (503 `timeout`); error shaping so every failure answers with the JSON error
 //! shape; then `X-Content-Type-Options: nosniff`, `Allow` on 405, `Connection: close` while
-//! draining; and once the response is written, the access log and metrics labelled by route
-//! template only. Between the body and the handler, a service's [`FastRoute`]s (exact method
+//! draining; and after the response is written (the turn that writes it), the access log and
+//! metrics labelled by route template only. Between the body and the handler, a service's [`FastRoute`]s (exact method
 //! and path) may answer without poem's router; what they decline goes to the router.
 //!
 //! The database's health is known without waiting: a background probe asks every second (every
@@ -686,8 +686,9 @@ async fn handle<E: Endpoint>(
             headers.insert("allow", allow);
         }
     }
-    // Metrics and the access line once the response is written (the client does not wait
-    // for them); the time is taken then, so it includes the writing, as nginx's does.
+    // Metrics and the access line after hyper's turn that writes the response (the client
+    // does not wait for them); the time is taken then, so it includes writing an answer that
+    // fits the socket's buffer, as nginx's includes the writing.
     resp.extensions_mut().insert(AfterResponse {
         state: state.clone(),
         routes: routes.clone(),

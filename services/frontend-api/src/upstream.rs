@@ -16,7 +16,8 @@
 //! polls it too, so a call is one task, as nginx's is one event loop (docs/performance.md,
 //! "The gateway"); an idle connection is polled by nobody. A connection is polled once when
 //! taken from the pool, so one the backend closed while it was idle is dropped then; one idle
-//! for over a minute (the backends keep theirs 75 s) is closed by us. A request that could not
+//! for over a minute (the backends keep theirs 75 s) is never used again and is closed when
+//! the pool is next used. A request that could not
 //! be written on a reused connection goes out again on a new one, as hyper-util's client does;
 //! a request that was written is never sent twice.
 
@@ -41,8 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// use).
 const MAX_IDLE: usize = 256;
 /// How long a connection may stay idle in the pool: below the backends' own idle timeout
-/// (`IDLE_TIMEOUT_MS`, 75 s by default), so that we close it, not they while a request is
-/// being sent on it.
+/// (`IDLE_TIMEOUT_MS`, 75 s by default), so that a request is not sent on one the backend is
+/// closing. Older ones are closed when the pool is next used (not by a timer).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
@@ -189,15 +190,18 @@ impl Endpoint {
     ) -> Result<(StatusCode, Bytes), (Failure, String)> {
         let chain = |e: &hyper::Error| common::error::ErrorChain(e).to_string();
         loop {
-            let (mut conn, reused) = match self.take_idle().await {
+            let (conn, reused) = match self.take_idle().await {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
-            let (outcome, io_ended) = {
-                let Conn { sender, io } = &mut conn;
+            let Conn { mut sender, io } = conn;
+            // `None` once the connection has ended: it is dropped at once, which hands back a
+            // request still queued on it (not written) or fails `ready()`. Kept while it ended
+            // (hyper ends it without a word on a clean close), the call would wait for ever.
+            let mut io = Some(io);
+            let outcome = {
                 // The request and its answer, while the connection is polled beside them: it
-                // writes the one and reads the other. A backend that closed the connection
-                // (while it was idle here) ends `io`, which fails the request.
+                // writes the one and reads the other.
                 let call = async {
                     if let Err(e) = sender.ready().await {
                         return Err((Some(request), e));
@@ -215,22 +219,25 @@ impl Endpoint {
                     Ok::<_, (Option<Request<Full<Bytes>>>, hyper::Error)>((status, body.to_bytes()))
                 };
                 tokio::pin!(call);
-                let mut io_ended = false;
-                let outcome = loop {
+                loop {
                     tokio::select! {
                         biased;
                         outcome = &mut call => break outcome,
-                        _ = io.as_mut(), if !io_ended => io_ended = true,
+                        _ = async {
+                            match io.as_mut() {
+                                Some(io) => io.as_mut().await,
+                                None => std::future::pending().await,
+                            }
+                        }, if io.is_some() => io = None,
                     }
-                };
-                (outcome, io_ended)
+                }
             };
             match outcome {
                 Ok(answer) => {
                     // The answer was read whole: the connection can carry the next request
                     // (unless either side asked to close it).
-                    if !io_ended && !conn.sender.is_closed() {
-                        self.put_idle(conn);
+                    if let Some(io) = io.filter(|_| !sender.is_closed()) {
+                        self.put_idle(Conn { sender, io });
                     }
                     return Ok(answer);
                 }
