@@ -14,8 +14,9 @@
 //! the same timeout (503 `timeout`); error shaping so every failure answers with the JSON error
 //! shape; then `X-Content-Type-Options: nosniff`, `Allow` on 405, `Connection: close` while
 //! draining; and after the response is written (the turn that writes it), the access log and
-//! metrics labelled by route template only. Between the body and the handler, a service's [`FastRoute`]s (exact method
-//! and path) may answer without poem's router; what they decline goes to the router.
+//! metrics labelled by route template only. Between the body and the handler, a service's
+//! [`FastRoute`]s (exact method and path) may answer without poem's router; what they decline
+//! goes to the router.
 //!
 //! The database's health is known without waiting: a background probe asks every second (every
 //! 250 ms while it is down). Readiness answers from it at once, and while the database is known
@@ -556,7 +557,7 @@ async fn read_body(
 async fn handle<E: Endpoint>(
     ep: &E,
     mut req: Request,
-    state: &AppState,
+    state: &Arc<AppState>,
     routes: &Arc<Routes>,
     fast: &[Arc<dyn FastRoute>],
 ) -> Response {
@@ -716,12 +717,11 @@ pub type FastAnswer<'a> =
 
 /// A hot path answered after the middleware (request id, limits, authorization, the body read
 /// whole, the timeout, metrics and access log all apply) but without poem's router and
-/// poem-openapi's extractors: for frontend-api's pass-through, they were a third of its CPU per
-/// request (docs/performance.md, "The gateway").
+/// poem-openapi's extractors (frontend-api's pass-through: docs/performance.md, "Fifth pass").
 ///
-/// The same method and path must also be an operation of the service's API: it documents the
-/// route, and it answers whatever the fast route leaves to it (a wrong content type, ...), so
-/// the error answers have one source.
+/// The same method and path must also be an operation of the service's API (checked by
+/// [`endpoint`]): it documents the route, and it answers whatever the fast route leaves to it
+/// (a wrong content type, ...), so the error answers have one source.
 pub trait FastRoute: Send + Sync + 'static {
     fn method(&self) -> Method;
     /// Matched exactly against the request's path (the query is not part of it).
@@ -734,7 +734,7 @@ pub trait FastRoute: Send + Sync + 'static {
 /// recorded by the connection once the response is written.
 #[derive(Clone)]
 pub(crate) struct AfterResponse {
-    state: AppState,
+    state: Arc<AppState>,
     routes: Arc<Routes>,
     id: String,
     method: Method,
@@ -754,61 +754,42 @@ impl AfterResponse {
             status,
             started,
         } = self;
-        record(
-            &state,
-            &routes,
-            &id,
-            &method,
-            &path,
-            status,
-            started.elapsed(),
+        let (path, elapsed) = (path.as_str(), started.elapsed());
+        state.metrics.observe(
+            routes.label(path),
+            method_label(&method),
+            status.as_str(),
+            elapsed.as_secs_f64(),
         );
-    }
-}
-
-fn record(
-    state: &AppState,
-    routes: &Routes,
-    id: &str,
-    method: &Method,
-    path: &str,
-    status: StatusCode,
-    elapsed: Duration,
-) {
-    state.metrics.observe(
-        routes.label(path),
-        method_label(method),
-        status.as_str(),
-        elapsed.as_secs_f64(),
-    );
-    if !state.access_logged(status, exempt(path)) {
-        return;
-    }
-    let shown_path = path
-        .char_indices()
-        .nth(200)
-        .map_or(path, |(i, _)| &path[..i]);
-    let level = if exempt(path) {
-        tracing::Level::DEBUG
-    } else if status.as_u16() >= 500 {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::INFO
-    };
-    let status = status.as_u16();
-    // JSON lines are written by hand (the same shape); otherwise through tracing.
-    if !crate::telemetry::access(level, id, method.as_str(), shown_path, status, elapsed) {
-        let span = tracing::info_span!("request", request_id = %id);
-        span.in_scope(|| {
-            let ms = elapsed.as_secs_f64() * 1000.0;
-            if level == tracing::Level::DEBUG {
-                tracing::debug!(%method, path = shown_path, status, ms, "request");
-            } else if level == tracing::Level::WARN {
-                tracing::warn!(%method, path = shown_path, status, ms, "request");
-            } else {
-                tracing::info!(%method, path = shown_path, status, ms, "request");
-            }
-        });
+        if !state.access_logged(status, exempt(path)) {
+            return;
+        }
+        let shown_path = path
+            .char_indices()
+            .nth(200)
+            .map_or(path, |(i, _)| &path[..i]);
+        let level = if exempt(path) {
+            tracing::Level::DEBUG
+        } else if status.as_u16() >= 500 {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        };
+        let status = status.as_u16();
+        // JSON lines are written by hand (the same shape); otherwise through tracing.
+        if !crate::telemetry::access(level, &id, method.as_str(), shown_path, status, elapsed) {
+            let span = tracing::info_span!("request", request_id = %id);
+            span.in_scope(|| {
+                let ms = elapsed.as_secs_f64() * 1000.0;
+                if level == tracing::Level::DEBUG {
+                    tracing::debug!(%method, path = shown_path, status, ms, "request");
+                } else if level == tracing::Level::WARN {
+                    tracing::warn!(%method, path = shown_path, status, ms, "request");
+                } else {
+                    tracing::info!(%method, path = shown_path, status, ms, "request");
+                }
+            });
+        }
     }
 }
 
@@ -820,13 +801,24 @@ pub fn endpoint<A: ServiceApi>(state: AppState, api: A) -> impl Endpoint<Output 
         .description("One of the three drdctl application services. Errors answer {\"error\":{\"code\",\"message\"}}.");
     let spec: Value = serde_json::from_str(&api_service.spec()).unwrap_or(Value::Null);
     let routes = Arc::new(Routes::from_spec(&spec));
+    for f in fast.iter() {
+        assert!(
+            routes
+                .0
+                .get(f.path())
+                .is_some_and(|m| m.contains(&f.method())),
+            "the fast route {} {} is not an operation of the API that documents it",
+            f.method(),
+            f.path()
+        );
+    }
     let spec_json = crate::openapi::complete(
         spec,
         state.spec.schema_keywords,
         !state.config.auth_tokens.is_empty(),
     );
     let ui = api_service.swagger_ui();
-    let outer = state.clone();
+    let outer = Arc::new(state.clone());
     let mut route = Route::new();
     if state.config.metrics_listen.is_none() {
         route = route.at(

@@ -1,14 +1,12 @@
 //! The frontend-api endpoints under `/api/v1`.
 
-use chrono::{DateTime, Utc};
-use common::error::{ErrorDetail, ErrorEnvelope};
-use common::server::ServiceInfo;
-use common::{ApiError, ApiResult, AppState, RawJson, RequestId};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::server::FastAnswer;
-use common::{FastRoute, ServiceApi};
+use chrono::{DateTime, Utc};
+use common::error::{ErrorDetail, ErrorEnvelope};
+use common::server::{FastAnswer, ServiceInfo};
+use common::{ApiError, ApiResult, AppState, FastRoute, RawJson, RequestId, ServiceApi};
 use poem::http::{Method, StatusCode};
 use poem::{IntoResponse, Request};
 use poem_openapi::param::Query;
@@ -327,6 +325,7 @@ impl Api {
             StatusCode::CREATED => ProxyResponse::Created(RawJson::new(status, bytes)),
             StatusCode::BAD_REQUEST => ProxyResponse::BadRequest(RawJson::new(status, bytes)),
             StatusCode::PAYLOAD_TOO_LARGE => ProxyResponse::TooLarge(RawJson::new(status, bytes)),
+            // 503: the only other status `forward_ingest` passes on.
             _ => ProxyResponse::Unavailable(RawJson::new(status, bytes)),
         })
     }
@@ -374,7 +373,7 @@ async fn forward_ingest(
 }
 
 /// `POST /api/v1/data/ingest` with a JSON body, answered without poem's router and
-/// extractors (the gateway's hot path: docs/performance.md, "The gateway"). Anything else is
+/// extractors (the gateway's hot path: docs/performance.md, "Fifth pass"). Anything else is
 /// left to [`Api::ingest`].
 struct IngestRoute(Upstreams);
 

@@ -10,16 +10,16 @@
 //! re-serialisation), with only `content-type`, `x-request-id` and `authorization` added; the
 //! answer's bytes come back as they are.
 //!
-//! The pool is hyper's own connection API with a stack of idle connections, not hyper-util's
+//! The pool is hyper's own connection API with a queue of idle connections, not hyper-util's
 //! pooled client: that client drives each connection in a task of its own and spawns another
 //! on every request to put the connection back. Here the request that uses a connection
 //! polls it too, so a call is one task, as nginx's is one event loop (docs/performance.md,
-//! "The gateway"); an idle connection is polled by nobody. A connection is polled once when
+//! "Fifth pass"); an idle connection is polled by nobody. A connection is polled once when
 //! taken from the pool, so one the backend closed while it was idle is dropped then; one idle
 //! for over a minute (the backends keep theirs 75 s) is never used again and is closed when
-//! the pool is next used. A request that could not
-//! be written on a reused connection goes out again on a new one, as hyper-util's client does;
-//! a request that was written is never sent twice.
+//! the pool is next used. A request that could not be written on a reused connection goes out
+//! again on a new one, as hyper-util's client does; a request that was written is never sent
+//! twice.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -9,7 +9,7 @@ mod upstream_failures;
 use common::Running;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
-use support::{config, region, region_with};
+use support::{config, frontend, region, region_with};
 use test_support::{json_error, TestDb};
 
 /// The three services on one test database, wired like a region; the app is frontend-api.
@@ -266,14 +266,11 @@ async fn a_backend_down_gives_503_with_a_clear_body() {
         "http://127.0.0.1:{}",
         test_support::free_port("127.0.0.1").unwrap()
     );
-    let fe = frontend_api::start(config(
-        8080,
-        1 << 20,
+    let fe = frontend(
         &db.url,
         &[("BUSINESS_LOGIC_URL", &dead), ("DATA_INGEST_URL", &dead)],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let http = Client::new();
     let r = http
         .post(format!("{}/api/v1/users", fe.url()))
@@ -319,14 +316,7 @@ async fn the_request_id_reaches_the_backends() {
     );
     let bl = stand_in(app).await;
     let db = TestDb::new();
-    let fe = frontend_api::start(config(
-        8080,
-        1 << 20,
-        &db.url,
-        &[("BUSINESS_LOGIC_URL", &bl)],
-    ))
-    .await
-    .unwrap();
+    let fe = frontend(&db.url, &[("BUSINESS_LOGIC_URL", &bl)]).await;
     let r = Client::new()
         .post(format!("{}/api/v1/users", fe.url()))
         .header("x-request-id", "trace-me-123")
@@ -356,14 +346,7 @@ async fn on_a_read_only_database_writes_are_503_and_reads_work() {
         .await
         .unwrap();
     let blu = bl.url();
-    let fe = frontend_api::start(config(
-        8080,
-        1 << 20,
-        &s.db.url,
-        &[("BUSINESS_LOGIC_URL", &blu)],
-    ))
-    .await
-    .unwrap();
+    let fe = frontend(&s.db.url, &[("BUSINESS_LOGIC_URL", &blu)]).await;
     let r = s
         .http
         .post(format!("{}/api/v1/users", fe.url()))
@@ -429,9 +412,7 @@ async fn a_database_refusing_the_login_is_503_not_500() {
         db.name
     ));
     let url = format!("postgres://{role}@{}:{}/{}", db.host, db.port, db.name);
-    let fe = frontend_api::start(config(8080, 1 << 20, &url, &[]))
-        .await
-        .unwrap();
+    let fe = frontend(&url, &[]).await;
     let http = Client::new();
     let users = format!("{}/api/v1/users", fe.url());
     assert_eq!(http.get(&users).send().await.unwrap().status(), 200);

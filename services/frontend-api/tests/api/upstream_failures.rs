@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::error_of;
-use crate::support::config;
+use crate::support::frontend;
 
 /// How a backend double answers each request it reads (a head and a JSON body: the tests'
 /// bodies end with `}`).
@@ -88,18 +88,15 @@ async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
     let db = TestDb::new();
     let (silent, _) = backend(Answer::Never).await;
     let (nonsense, _) = backend(Answer::ThenClose(b"this is not HTTP\r\n\r\n".to_vec())).await;
-    let fe = frontend_api::start(config(
-        8080,
-        1 << 20,
+    let fe = frontend(
         &db.url,
         &[
             ("BUSINESS_LOGIC_URL", &nonsense),
             ("DATA_INGEST_URL", &silent),
             ("UPSTREAM_TIMEOUT_MS", "300"),
         ],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let http = Client::new();
 
     let started = Instant::now();
@@ -146,14 +143,11 @@ async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced(
     let db = TestDb::new();
     let (kept, kept_accepted) = backend(Answer::KeepAlive(ingested())).await;
     let (closing, closing_accepted) = backend(Answer::ThenClose(ingested())).await;
-    let fe = frontend_api::start(config(
-        8080,
-        1 << 20,
+    let fe = frontend(
         &db.url,
         &[("DATA_INGEST_URL", &kept), ("BUSINESS_LOGIC_URL", &closing)],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let http = Client::new();
     for _ in 0..5 {
         let r = http
@@ -199,9 +193,7 @@ async fn an_idle_connection_the_backend_closed_is_not_used_again() {
         closed.clone(),
     ))
     .await;
-    let fe = frontend_api::start(config(8080, 1 << 20, &db.url, &[("DATA_INGEST_URL", &url)]))
-        .await
-        .unwrap();
+    let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
     let http = Client::new();
     let ingest = || async {
         http.post(format!("{}/api/v1/data/ingest", fe.url()))

@@ -7,6 +7,13 @@ pub fn config(port: u16, limit: usize, db: &str, extra: &[(&str, &str)]) -> Serv
     ServiceConfig::from_lookup(port, limit, service_env(db, extra)).unwrap()
 }
 
+/// frontend-api alone, with its default body limit and `extra` variables (its backends).
+pub async fn frontend(db_url: &str, extra: &[(&str, &str)]) -> Running {
+    frontend_api::start(config(8080, 1 << 20, db_url, extra))
+        .await
+        .unwrap()
+}
+
 /// business-logic, data-ingest, and frontend-api in front of them, in that order.
 pub async fn region(db_url: &str) -> [Running; 3] {
     region_with(db_url, &[]).await
@@ -26,8 +33,5 @@ pub async fn region_with(db_url: &str, extra: &[(&str, &str)]) -> [Running; 3] {
         ("DATA_INGEST_URL", diu.as_str()),
     ];
     env.extend_from_slice(extra);
-    let fe = frontend_api::start(config(8080, 1 << 20, db_url, &env))
-        .await
-        .unwrap();
-    [bl, di, fe]
+    [bl, di, frontend(db_url, &env).await]
 }
