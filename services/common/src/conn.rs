@@ -559,7 +559,8 @@ async fn connection<E>(
         // keep-alive timeout. The head's own, shorter timeout runs from its first byte.
         .header_read_timeout(limits.idle_timeout)
         .max_buf_size(MAX_BUF)
-        .max_headers(200)
+        // The header count stays hyper's default, 100: parsed in arrays on the stack; any other
+        // limit allocates and fills two arrays of that many entries for every request.
         .serve_connection(TokioIo::new(Lingering::new(sock, Some(state.clone()))), svc);
     tokio::pin!(conn);
     let mut closing = false;

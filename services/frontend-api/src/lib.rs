@@ -2,6 +2,7 @@
 //! validated them) and passes ingestion through to data-ingest, with the request id.
 
 pub mod api;
+mod http1;
 pub mod upstream;
 
 use common::{Running, ServiceConfig, ServiceSpec};

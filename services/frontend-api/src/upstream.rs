@@ -10,31 +10,25 @@
 //! re-serialisation), with only `content-type`, `x-request-id` and `authorization` added; the
 //! answer's bytes come back as they are.
 //!
-//! The pool is hyper's own connection API with a queue of idle connections, not hyper-util's
-//! pooled client: that client drives each connection in a task of its own and spawns another
-//! on every request to put the connection back. Here the request that uses a connection
-//! polls it too, so a call is one task, as nginx's is one event loop (docs/performance.md,
-//! "Fifth pass"); an idle connection is polled by nobody. A connection is polled once when
-//! taken from the pool, so one the backend closed while it was idle is dropped then; one idle
-//! for over a minute (the backends keep theirs 75 s) is never used again and is closed when
-//! the pool is next used. A request that could not be written on a reused connection goes out
-//! again on a new one, as hyper-util's client does; a request that was written is never sent
-//! twice.
+//! The connections speak the client side of HTTP/1.1 of [`crate::http1`]: a call is one task
+//! that writes the request and reads the answer, as nginx's is one event loop
+//! (docs/performance.md, "Fifth pass" and "Sixth pass"); an idle connection is polled by
+//! nobody. Whether a connection taken from the pool is still open is checked then, so one the
+//! backend closed while it was idle is dropped, not given a request; one idle for over a
+//! minute (the backends keep theirs 75 s) is never used again and is closed when the pool is
+//! next used. A request that could not be written on a reused connection goes out again on a
+//! new one, as hyper-util's client does; a request that was written is never sent twice.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::ApiError;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use poem::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use poem::http::{HeaderValue, StatusCode, Uri};
 use tokio::net::TcpStream;
+
+use crate::http1::{CallError, Connection};
 
 /// How long connecting to a backend may take before the call counts as timed out.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,23 +64,15 @@ pub struct Target {
 struct Endpoint {
     /// `host:port` to connect to.
     address: String,
-    /// The request target: the URL's path and query.
-    path: Uri,
-    host: HeaderValue,
+    /// The request line and the headers every request has, up to the `content-length` value.
+    head: Vec<u8>,
     /// Idle connections, the least recently used first.
     idle: Mutex<VecDeque<Idle>>,
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Connection,
     since: Instant,
-}
-
-/// One HTTP/1.1 connection to a backend: the handle requests are sent on, and the connection
-/// itself, polled by the request that uses it (not by a task of its own).
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    io: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
 }
 
 impl Target {
@@ -116,39 +102,37 @@ impl Endpoint {
             authority.host(),
             authority.port_u16().unwrap_or(80)
         );
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-        let path = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<Uri>()
-            .map_err(|e| e.to_string())?;
+        // The Host header: the URL's host and port (never its user information).
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: "
+        )
+        .into_bytes();
         Ok(Endpoint {
             address,
-            path,
-            host,
+            head,
             idle: Mutex::default(),
         })
     }
 
-    /// The most recently used idle connection that is still open. Nobody polls an idle
-    /// connection, so it is polled once here: a close the backend sent meanwhile is read now,
-    /// and that connection is dropped instead of being given a request.
-    async fn take_idle(&self) -> Option<Conn> {
-        loop {
-            let mut conn = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                prune(&mut idle);
-                idle.pop_back()?.conn
-            };
-            let ended =
-                std::future::poll_fn(|cx| Poll::Ready(conn.io.as_mut().poll(cx).is_ready())).await;
-            if !ended && !conn.sender.is_closed() {
+    /// The most recently used idle connection that is still open: one the backend closed
+    /// meanwhile is dropped instead of being given a request.
+    fn take_idle(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        prune(&mut idle);
+        while let Some(Idle { mut conn, .. }) = idle.pop_back() {
+            if conn.is_open() {
                 return Some(conn);
             }
         }
+        None
     }
 
-    fn put_idle(&self, conn: Conn) {
+    fn put_idle(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         prune(&mut idle);
         if idle.len() < MAX_IDLE {
@@ -160,7 +144,7 @@ impl Endpoint {
     }
 
     /// A new connection.
-    async fn connect(&self) -> Result<Conn, (Failure, String)> {
+    async fn connect(&self) -> Result<Connection, (Failure, String)> {
         let stream =
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address)).await {
                 Err(_) => {
@@ -173,84 +157,32 @@ impl Endpoint {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
-        let (sender, io) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| (Failure::Connect, common::error::ErrorChain(&e).to_string()))?;
-        Ok(Conn {
-            sender,
-            io: Box::pin(io),
-        })
+        Ok(Connection::new(stream))
     }
 
-    /// Sends `request` on an idle connection or a new one and reads the whole answer; the
-    /// connection goes back to the pool when it can carry another request.
+    /// Sends the request (`head`, then `body`) on an idle connection or a new one and reads
+    /// the whole answer; the connection goes back to the pool when it can carry another
+    /// request.
     async fn exchange(
         &self,
-        mut request: Request<Full<Bytes>>,
+        head: &[u8],
+        body: &[u8],
     ) -> Result<(StatusCode, Bytes), (Failure, String)> {
-        let chain = |e: &hyper::Error| common::error::ErrorChain(e).to_string();
         loop {
-            let (conn, reused) = match self.take_idle().await {
+            let (mut conn, reused) = match self.take_idle() {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
-            let Conn { mut sender, io } = conn;
-            // `None` once the connection has ended: it is dropped at once, which hands back a
-            // request still queued on it (not written) or fails `ready()`. Kept while it ended
-            // (hyper ends it without a word on a clean close), the call would wait for ever.
-            let mut io = Some(io);
-            let outcome = {
-                // The request and its answer, while the connection is polled beside them: it
-                // writes the one and reads the other.
-                let call = async {
-                    if let Err(e) = sender.ready().await {
-                        return Err((Some(request), e));
-                    }
-                    let response = sender
-                        .try_send_request(request)
-                        .await
-                        .map_err(|mut e| (e.take_message(), e.into_error()))?;
-                    let status = response.status();
-                    let body = response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| (None, e))?;
-                    Ok::<_, (Option<Request<Full<Bytes>>>, hyper::Error)>((status, body.to_bytes()))
-                };
-                tokio::pin!(call);
-                loop {
-                    tokio::select! {
-                        biased;
-                        outcome = &mut call => break outcome,
-                        _ = async {
-                            match io.as_mut() {
-                                Some(io) => io.as_mut().await,
-                                None => std::future::pending().await,
-                            }
-                        }, if io.is_some() => io = None,
-                    }
-                }
-            };
-            match outcome {
+            match conn.call(head, body).await {
                 Ok(answer) => {
-                    // The answer was read whole: the connection can carry the next request
-                    // (unless either side asked to close it).
-                    if let Some(io) = io.filter(|_| !sender.is_closed()) {
-                        self.put_idle(Conn { sender, io });
+                    if answer.reusable {
+                        self.put_idle(conn);
                     }
-                    return Ok(answer);
+                    return Ok((answer.status, answer.body));
                 }
-                // Not written: a reused connection closed under it; again.
-                Err((Some(unsent), _)) if reused => request = unsent,
-                Err((_, e)) => {
-                    let kind = if e.is_timeout() {
-                        Failure::Timeout
-                    } else {
-                        Failure::Other
-                    };
-                    return Err((kind, chain(&e)));
-                }
+                // Not written: a reused connection closed under it; again, on another.
+                Err(CallError::Unsent(_)) if reused => {}
+                Err(CallError::Unsent(e) | CallError::Sent(e)) => return Err((Failure::Other, e)),
             }
         }
     }
@@ -302,23 +234,24 @@ impl Upstreams {
             tracing::warn!(upstream = name, %url, %error, "upstream URL is not valid");
             failure(name, Failure::Connect)
         })?;
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = endpoint.path.clone();
-        let headers = request.headers_mut();
-        headers.insert(header::HOST, endpoint.host.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        // The id was checked (or made) by our middleware: always a valid header value.
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            headers.insert("x-request-id", v);
+        let mut head = Vec::with_capacity(endpoint.head.len() + 128);
+        head.extend_from_slice(&endpoint.head);
+        head.extend_from_slice(body.len().to_string().as_bytes());
+        // The id was checked (or made) by our middleware: always a valid header value; the
+        // client's authorization is passed on when it is one.
+        for (name, value) in [
+            ("x-request-id", Some(request_id)),
+            ("authorization", authorization),
+        ] {
+            if let Some(v) = value.filter(|v| HeaderValue::from_str(v).is_ok()) {
+                head.extend_from_slice(b"\r\n");
+                head.extend_from_slice(name.as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(v.as_bytes());
+            }
         }
-        if let Some(a) = authorization.and_then(|a| HeaderValue::from_str(a).ok()) {
-            headers.insert(header::AUTHORIZATION, a);
-        }
-        match tokio::time::timeout(self.timeout, endpoint.exchange(request)).await {
+        head.extend_from_slice(b"\r\n\r\n");
+        match tokio::time::timeout(self.timeout, endpoint.exchange(&head, &body)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err((kind, error))) => {
                 tracing::warn!(upstream = name, %url, %error, "upstream call failed");

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Running;
 use reqwest::Client;
 use serde_json::json;
 use test_support::TestDb;
@@ -100,12 +101,7 @@ async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
     let http = Client::new();
 
     let started = Instant::now();
-    let r = http
-        .post(format!("{}/api/v1/data/ingest", fe.url()))
-        .json(&json!({"type": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let r = ingest(&http, &fe).await;
     let waited = started.elapsed();
     let (code, msg) = error_of(r, 504).await;
     assert_eq!(code, "upstream_timeout");
@@ -126,6 +122,15 @@ async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
     assert!(msg.contains("business-logic"), "{msg}");
     assert!(!msg.contains("127.0.0.1"), "an internal address in {msg}");
     assert_eq!(db.psql("SELECT count(*) FROM users"), "0");
+}
+
+/// `POST /api/v1/data/ingest` of one record through frontend-api.
+async fn ingest(http: &Client, fe: &Running) -> reqwest::Response {
+    http.post(format!("{}/api/v1/data/ingest", fe.url()))
+        .json(&json!({"type": "x"}))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// data-ingest's answer to one stored record.
@@ -150,12 +155,7 @@ async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced(
     .await;
     let http = Client::new();
     for _ in 0..5 {
-        let r = http
-            .post(format!("{}/api/v1/data/ingest", fe.url()))
-            .json(&json!({"type": "x"}))
-            .send()
-            .await
-            .unwrap();
+        let r = ingest(&http, &fe).await;
         assert_eq!(r.status(), 201);
         assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
     }
@@ -195,16 +195,8 @@ async fn an_idle_connection_the_backend_closed_is_not_used_again() {
     .await;
     let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
     let http = Client::new();
-    let ingest = || async {
-        http.post(format!("{}/api/v1/data/ingest", fe.url()))
-            .json(&json!({"type": "x"}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    assert_eq!(ingest().await, 201);
-    assert_eq!(ingest().await, 201);
+    assert_eq!(ingest(&http, &fe).await.status(), 201);
+    assert_eq!(ingest(&http, &fe).await.status(), 201);
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         1,
@@ -222,11 +214,57 @@ async fn an_idle_connection_the_backend_closed_is_not_used_again() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for _ in 0..3 {
-        assert_eq!(ingest().await, 201);
+        assert_eq!(ingest(&http, &fe).await.status(), 201);
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         2,
         "one new connection, kept for the next requests"
     );
+}
+
+/// Answers framed in the other ways HTTP/1.1 allows reach the client as they were sent: a
+/// chunked one, after an interim `100 Continue` and with a trailer, on one kept connection.
+#[tokio::test]
+async fn chunked_and_interim_answers_pass_through_on_one_connection() {
+    const BODY: &str = r#"{"status":"ingested","ingested":1,"id":7,"ids":[7]}"#;
+    let (a, b) = BODY.split_at(20);
+    let answer = format!(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\nx-trailer: 1\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let (url, accepted) = backend(Answer::KeepAlive(answer.into_bytes())).await;
+    let db = TestDb::new();
+    let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
+    let http = Client::new();
+    for _ in 0..3 {
+        let r = ingest(&http, &fe).await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.text().await.unwrap(), BODY);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection for all three"
+    );
+}
+
+/// Bytes after an answer are nothing a request asked for: the answer is used, the connection
+/// is not (the next request goes out on a new one).
+#[tokio::test]
+async fn a_connection_with_bytes_after_the_answer_is_not_reused() {
+    let mut answer = ingested();
+    answer.extend_from_slice(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+    let (url, accepted) = backend(Answer::KeepAlive(answer)).await;
+    let db = TestDb::new();
+    let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
+    let http = Client::new();
+    for i in 1..=2 {
+        let r = ingest(&http, &fe).await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
+        assert_eq!(accepted.load(Ordering::SeqCst), i);
+    }
 }
