@@ -566,6 +566,9 @@ async fn connection<E>(
     let mut closing = false;
     loop {
         tokio::select! {
+            // The connection first: a response it can write goes out before the other
+            // branches are looked at.
+            biased;
             // The work of the responses written in this turn, once they are written.
             result = std::future::poll_fn(|cx| {
                 let polled = conn.as_mut().poll(cx);

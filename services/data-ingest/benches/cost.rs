@@ -23,7 +23,9 @@
 //!
 //! `DATA_INGEST_BIN` / `FRONTEND_API_BIN` override the binaries (default target/release/...);
 //! `INGEST_ENV` adds `KEY=VALUE,...` to data-ingest's environment (e.g. `ACCESS_LOG=errors`),
-//! `FRONTEND_ENV` to frontend-api's.
+//! `FRONTEND_ENV` to frontend-api's. `TRACE_SYSCALLS=1` adds one latency run of each proxy
+//! under perf's system-call tracepoints and prints how long each spends on a request's path
+//! (`support/syscalls.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,8 @@ use test_support::{free_port, pg_bin_dir, workspace_root, PgCluster};
 mod helpers;
 #[path = "support/pgbench.rs"]
 mod support;
+#[path = "support/syscalls.rs"]
+mod syscalls;
 use support::{durable_appdb, knob, pgbench};
 
 const RECORD: &str =
@@ -91,6 +95,10 @@ struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Already gone (perf stopped by perf_stop): nothing to signal.
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
@@ -659,4 +667,30 @@ fn main() {
         range(&copy, 0),
         range(&copy_ratios, 2)
     );
+
+    // TRACE_SYSCALLS=1: one more latency run of each proxy under perf's system-call
+    // tracepoints (after the rounds: the tracer's cost stays out of their figures).
+    if std::env::var_os("TRACE_SYSCALLS").is_some() {
+        let mut cells = vec![];
+        for (name, url, pids) in [
+            ("frontend-api", &via_frontend, vec![frontend_pid]),
+            ("nginx", &via_nginx, nginx_pids.clone()),
+        ] {
+            let file = work.path().join(format!("{name}.syscalls"));
+            let perf = syscalls::record(&pids, &file);
+            wrk(url, &script, 1, latency_seconds);
+            perf_stop(Some(Proc(perf)));
+            cells.push(match syscalls::on_path(&file) {
+                Some(p) => format!(
+                    "{name} {:.1} / {:.1} / {:.1} µs ({} requests)",
+                    p.request, p.answer, p.after_answer, p.requests
+                ),
+                None => format!("{name}: too few requests traced (is perf allowed to trace?)"),
+            });
+        }
+        println!(
+            "| inside the proxy, from its system calls (TRACE_SYSCALLS; medians): client request in -> upstream write / upstream answer in -> client write / client write -> next wake-up | {} |",
+            cells.join("; ")
+        );
+    }
 }

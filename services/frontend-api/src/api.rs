@@ -38,11 +38,10 @@ impl Api {
     }
 }
 
-fn request_id(req: &Request) -> String {
+fn request_id(req: &Request) -> &str {
     req.extensions()
         .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default()
+        .map_or("", |r| r.0.as_str())
 }
 
 /// A user to create.
@@ -228,13 +227,12 @@ impl Api {
         req: &Request,
         body: RawJson<NewUser>,
     ) -> ApiResult<CreateUserResponse> {
-        let rid = request_id(req);
         let (status, bytes) = self
             .upstreams
             .post_bytes(
                 &self.upstreams.validate_user,
                 body.bytes.clone(),
-                &rid,
+                request_id(req),
                 req.header("authorization"),
             )
             .await?;
@@ -352,7 +350,7 @@ async fn forward_ingest(
         .post_bytes(
             &upstreams.ingest,
             body,
-            &request_id(req),
+            request_id(req),
             req.header("authorization"),
         )
         .await?;

@@ -20,12 +20,13 @@
 //! new one, as hyper-util's client does; a request that was written is never sent twice.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::ApiError;
-use poem::http::{HeaderValue, StatusCode, Uri};
+use poem::http::{StatusCode, Uri};
 use tokio::net::TcpStream;
 
 use crate::http1::{CallError, Connection};
@@ -188,6 +189,12 @@ impl Endpoint {
     }
 }
 
+/// Whether `v` may be sent as a header value as it is: visible ASCII, spaces and tabs (what
+/// `HeaderValue::from_str` accepts, without building one).
+fn is_header_value(v: &str) -> bool {
+    v.bytes().all(|b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
 /// Closes the connections idle for longer than [`MAX_IDLE_TIME`] (the oldest are first).
 fn prune(idle: &mut VecDeque<Idle>) {
     while idle
@@ -236,14 +243,14 @@ impl Upstreams {
         })?;
         let mut head = Vec::with_capacity(endpoint.head.len() + 128);
         head.extend_from_slice(&endpoint.head);
-        head.extend_from_slice(body.len().to_string().as_bytes());
+        let _ = write!(head, "{}", body.len());
         // The id was checked (or made) by our middleware: always a valid header value; the
         // client's authorization is passed on when it is one.
         for (name, value) in [
             ("x-request-id", Some(request_id)),
             ("authorization", authorization),
         ] {
-            if let Some(v) = value.filter(|v| HeaderValue::from_str(v).is_ok()) {
+            if let Some(v) = value.filter(|v| is_header_value(v)) {
                 head.extend_from_slice(b"\r\n");
                 head.extend_from_slice(name.as_bytes());
                 head.extend_from_slice(b": ");
