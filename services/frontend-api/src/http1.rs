@@ -14,16 +14,18 @@
 //! is an error or a connection not used again, never a guess.
 
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use poem::http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// The largest head of an answer read (status line and headers).
 const MAX_HEAD: usize = 64 * 1024;
-/// The most headers an answer may have.
-const MAX_HEADERS: usize = 64;
+/// The most headers an answer may have (as hyper's client).
+const MAX_HEADERS: usize = 100;
 /// The largest body of an answer read: far above any answer of our backends (a batch's ids).
 pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// How much the read buffer grows by before a read.
@@ -69,41 +71,62 @@ impl Connection {
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Writes `head` and `body` and reads the answer.
+    /// Writes `head` and `body` and reads the answer. A backend may answer before it has read
+    /// the whole request (a 413 from the head alone, then a close): an answer that arrives
+    /// while the request cannot be written further, or before a failed write, is read and
+    /// returned (the connection is not used again), as RFC 9112 section 9.5 asks of a client.
     pub async fn call(&mut self, head: &[u8], body: &[u8]) -> Result<Answer, CallError> {
-        self.write(head, body).await?;
-        self.read_answer()
-            .await
-            .map_err(|e| CallError::Sent(e.to_string()))
+        match self.write(head, body).await {
+            Ok(Written::All) => self.read_answer().await,
+            Ok(Written::Interrupted) => self.read_answer().await.map(Answer::last),
+            Err((written, error)) => {
+                let message = format!("writing the request: {error}");
+                if !written {
+                    return Err(CallError::Unsent(message));
+                }
+                // Whatever answer came before the failure (queued data is read before the
+                // error), else the write's failure.
+                return self
+                    .read_answer()
+                    .await
+                    .map(Answer::last)
+                    .map_err(|_| CallError::Sent(message));
+            }
+        }
+        .map_err(|e| CallError::Sent(e.to_string()))
     }
 
-    async fn write(&mut self, head: &[u8], body: &[u8]) -> Result<(), CallError> {
+    /// Writes the request, as far as the backend lets it: stops early when the socket will
+    /// take no more for now and an answer is arriving. The error says whether any byte went.
+    async fn write(&mut self, head: &[u8], body: &[u8]) -> Result<Written, (bool, io::Error)> {
         let (mut head, mut body) = (head, body);
         let mut written = false;
         while !head.is_empty() || !body.is_empty() {
-            let n = match self
-                .stream
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                .await
-            {
-                Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => Ok(n),
-                Err(e) => Err(e),
-            }
-            .map_err(|e: io::Error| {
-                let message = format!("writing the request: {e}");
-                if written {
-                    CallError::Sent(message)
-                } else {
-                    CallError::Unsent(message)
+            let stream = &mut self.stream;
+            let step = std::future::poll_fn(|cx| {
+                let slices = [IoSlice::new(head), IoSlice::new(body)];
+                if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write_vectored(cx, &slices) {
+                    return Poll::Ready(Some(r));
                 }
-            })?;
+                // Blocked: an answer arriving meanwhile ends the writing.
+                match stream.poll_read_ready(cx) {
+                    Poll::Ready(_) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            let n = match step {
+                None => return Ok(Written::Interrupted),
+                Some(Ok(0)) => return Err((written, io::ErrorKind::WriteZero.into())),
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err((written, e)),
+            };
             written = true;
             let from_head = n.min(head.len());
             head = &head[from_head..];
             body = &body[n - from_head..];
         }
-        Ok(())
+        Ok(Written::All)
     }
 
     /// Reads one final answer (skipping interim ones) and leaves the buffer empty.
@@ -112,9 +135,6 @@ impl Connection {
             let head = loop {
                 if let Some(head) = parse_head(&self.buf)? {
                     break head;
-                }
-                if self.buf.len() >= MAX_HEAD {
-                    return Err(WireError::new("the answer's head is over 64 KiB"));
                 }
                 if self.fill().await? == 0 {
                     return Err(WireError::new(if self.buf.is_empty() {
@@ -150,22 +170,27 @@ impl Connection {
                     self.buf.advance(n);
                     body
                 }
-                Framing::Chunked => loop {
-                    if let Some((body, used)) = dechunk(&self.buf)? {
-                        self.buf.advance(used);
-                        break body;
-                    }
-                    if self.fill().await? == 0 {
-                        return Err(WireError::new("the connection closed in the answer's body"));
-                    }
-                },
-                Framing::ToClose => {
-                    while self.fill().await? != 0 {
-                        if self.buf.len() > MAX_ANSWER {
-                            return Err(WireError::too_large());
+                Framing::Chunked => {
+                    let mut chunks = Dechunk::default();
+                    loop {
+                        if let Some(used) = chunks.resume(&self.buf)? {
+                            self.buf.advance(used);
+                            break chunks.body.freeze();
+                        }
+                        if self.fill().await? == 0 {
+                            return Err(WireError::new(
+                                "the connection closed in the answer's body",
+                            ));
                         }
                     }
-                    let body = self.buf.split().freeze();
+                }
+                Framing::ToClose => {
+                    while self.fill().await? != 0 {}
+                    if self.buf.len() > MAX_ANSWER {
+                        return Err(WireError::too_large());
+                    }
+                    let body = Bytes::copy_from_slice(&self.buf);
+                    self.buf = BytesMut::new();
                     return Ok(Answer {
                         status: head.status,
                         body,
@@ -176,6 +201,10 @@ impl Connection {
             // Bytes after the answer are nothing a request asked for: not used again.
             let reusable = head.keep_alive && self.buf.is_empty();
             self.buf.clear();
+            // A large answer's buffer is not kept by an idle connection.
+            if self.buf.capacity() > 4 * READ_CHUNK {
+                self.buf = BytesMut::with_capacity(READ_CHUNK);
+            }
             return Ok(Answer {
                 status: head.status,
                 body,
@@ -184,13 +213,34 @@ impl Connection {
         }
     }
 
-    /// Reads what is there into the buffer: how many bytes (0 at the end of the stream).
+    /// Reads what is there into the buffer: how many bytes (0 at the end of the stream). The
+    /// buffer never holds more than a whole answer may be.
     async fn fill(&mut self) -> Result<usize, WireError> {
+        if self.buf.len() > MAX_ANSWER + MAX_HEAD {
+            return Err(WireError::too_large());
+        }
         self.buf.reserve(READ_CHUNK);
         self.stream
             .read_buf(&mut self.buf)
             .await
             .map_err(|e| WireError(format!("reading the answer: {e}")))
+    }
+}
+
+/// How far a request was written.
+enum Written {
+    All,
+    /// Not all: the backend answered first.
+    Interrupted,
+}
+
+impl Answer {
+    /// This answer, on a connection not to be used again (its request was not all written).
+    fn last(self) -> Answer {
+        Answer {
+            reusable: false,
+            ..self
+        }
     }
 }
 
@@ -235,8 +285,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, WireError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
     let len = match answer.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(_) => return Err(WireError::new("the answer's head is over 64 KiB")),
         Err(e) => return Err(WireError(format!("not an HTTP answer: {e}"))),
     };
     let status = answer
@@ -259,11 +310,15 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, WireError> {
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked must be the last coding applied, and applied once (RFC 9112 6.1), over
+            // every transfer-encoding field.
+            for token in tokens(header.value) {
+                if chunked {
+                    return Err(WireError::new("a coding after chunked"));
+                }
+                chunked = token.eq_ignore_ascii_case(b"chunked");
+            }
             encoded = true;
-            // Chunked must be the last coding applied.
-            chunked = tokens(header.value)
-                .last()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("connection") {
             for token in tokens(header.value) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -281,8 +336,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, WireError> {
         Framing::Empty
     } else if encoded {
         // A transfer-encoding overrides a content-length (RFC 9112 6.3 rule 3), and the
-        // connection must not be reused after an answer that had both.
-        if length.is_some() {
+        // connection must not be reused after an answer that had both, or an HTTP/1.0 answer
+        // with one (6.1).
+        if length.is_some() || answer.version == Some(0) {
             keep_alive = false;
         }
         if chunked {
@@ -315,40 +371,55 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// A chunked body, if `buf` holds all of it: the body and how many bytes it took, trailers
-/// included (and ignored).
-fn dechunk(buf: &[u8]) -> Result<Option<(Bytes, usize)>, WireError> {
-    let bad = |what: &str| WireError(format!("a chunked body that is not one: {what}"));
-    let mut body = BytesMut::new();
-    let mut at = 0;
-    loop {
-        let (used, size) = match httparse::parse_chunk_size(&buf[at..]) {
-            Ok(httparse::Status::Complete(c)) => c,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(bad("a chunk size that is not one")),
-        };
-        at += used;
-        if size == 0 {
-            // Trailer fields, then an empty line.
-            let mut trailers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            return match httparse::parse_headers(&buf[at..], &mut trailers) {
-                Ok(httparse::Status::Complete((used, _))) => Ok(Some((body.freeze(), at + used))),
-                Ok(httparse::Status::Partial) => Ok(None),
-                Err(_) => Err(bad("trailers that are not headers")),
+/// A chunked body being decoded as its bytes arrive: `resume` goes on from where it stopped
+/// (the buffer only grows meanwhile), so each byte is looked at once.
+#[derive(Default)]
+struct Dechunk {
+    /// Where the next chunk's size line starts in the buffer.
+    at: usize,
+    body: BytesMut,
+}
+
+impl Dechunk {
+    /// `Some(n)`: the body is whole and took the buffer's first `n` bytes, trailers included
+    /// (and ignored); `None`: more bytes are needed.
+    fn resume(&mut self, buf: &[u8]) -> Result<Option<usize>, WireError> {
+        let bad = |what: &str| WireError(format!("a chunked body that is not one: {what}"));
+        loop {
+            let rest = &buf[self.at..];
+            match rest.first() {
+                None => return Ok(None),
+                // httparse reads a size line without digits as 0, the last chunk.
+                Some(b) if !b.is_ascii_hexdigit() => return Err(bad("a chunk without a size")),
+                Some(_) => {}
+            }
+            let (used, size) = match httparse::parse_chunk_size(rest) {
+                Ok(httparse::Status::Complete(c)) => c,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(_) => return Err(bad("a chunk size that is not one")),
             };
+            if size == 0 {
+                // Trailer fields, then an empty line.
+                let mut trailers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                return match httparse::parse_headers(&rest[used..], &mut trailers) {
+                    Ok(httparse::Status::Complete((end, _))) => Ok(Some(self.at + used + end)),
+                    Ok(httparse::Status::Partial) => Ok(None),
+                    Err(_) => Err(bad("trailers that are not headers")),
+                };
+            }
+            if self.body.len() as u64 + size > MAX_ANSWER as u64 {
+                return Err(WireError::too_large());
+            }
+            let size = size as usize;
+            if rest.len() < used + size + 2 {
+                return Ok(None);
+            }
+            if &rest[used + size..used + size + 2] != b"\r\n" {
+                return Err(bad("a chunk not ended by CRLF"));
+            }
+            self.body.extend_from_slice(&rest[used..used + size]);
+            self.at += used + size + 2;
         }
-        if body.len() as u64 + size > MAX_ANSWER as u64 {
-            return Err(WireError::too_large());
-        }
-        let size = size as usize;
-        if buf.len() < at + size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&buf[at..at + size]);
-        if &buf[at + size..at + size + 2] != b"\r\n" {
-            return Err(bad("a chunk not ended by CRLF"));
-        }
-        at += size + 2;
     }
 }
 
@@ -389,7 +460,13 @@ mod tests {
         // The same length twice is one length; two different ones are an error.
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 2\r\n\r\n");
         assert_eq!(h.framing, Framing::Length(2));
+        // HTTP/1.0 with a transfer-encoding: read, not reused.
+        let h =
+            head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
         for bad in [
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 1e3\r\n\r\n",
@@ -403,6 +480,16 @@ mod tests {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le")
             .unwrap()
             .is_none());
+        // A head over 64 KiB, whole or not yet.
+        let long = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n", "b".repeat(MAX_HEAD));
+        assert!(parse_head(long.as_bytes()).is_err());
+        assert!(parse_head(format!("{long}\r\n").as_bytes()).is_err());
+    }
+
+    /// The body and the bytes it took, fed whole.
+    fn dechunk(buf: &[u8]) -> Result<Option<(Bytes, usize)>, WireError> {
+        let mut chunks = Dechunk::default();
+        Ok(chunks.resume(buf)?.map(|used| (chunks.body.freeze(), used)))
     }
 
     #[test]
@@ -415,8 +502,17 @@ mod tests {
         for end in 0..whole.len() - 4 {
             assert!(dechunk(&whole[..end]).unwrap().is_none(), "{end}");
         }
+        // Fed a byte more at a time, as reads may bring it: the same body, the same end.
+        let mut chunks = Dechunk::default();
+        let used = (1..=whole.len())
+            .find_map(|end| chunks.resume(&whole[..end]).unwrap())
+            .unwrap();
+        assert_eq!((&chunks.body[..], used), (&body[..], whole.len() - 4));
         assert!(dechunk(b"4\r\nWikiXX0\r\n\r\n").is_err());
         assert!(dechunk(b"zz\r\n").is_err());
         assert!(dechunk(b"FFFFFFFFFF\r\n").is_err(), "over the answer limit");
+        // A size line without digits is not the last chunk.
+        assert!(dechunk(b"5\r\nhello\r\n\r\n\r\n").is_err());
+        assert!(dechunk(b";x\r\n\r\n").is_err());
     }
 }

@@ -268,3 +268,61 @@ async fn a_connection_with_bytes_after_the_answer_is_not_reused() {
         assert_eq!(accepted.load(Ordering::SeqCst), i);
     }
 }
+
+/// A backend that answers from the head alone, before it has read the body (a 413), and then
+/// either stops reading or closes (a reset, with the body unread): its answer reaches the
+/// client, not a 504 after the write stalled or a 502 after it failed.
+#[tokio::test]
+async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
+    const BODY: &str =
+        r#"{"error":{"code":"payload_too_large","message":"the body is larger than 64 KiB"}}"#;
+    for close in [false, true] {
+        // A small receive buffer and a large body, so that frontend-api's write blocks before
+        // the body is out.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(8).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the head never came");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n{BODY}",
+                BODY.len()
+            );
+            sock.write_all(answer.as_bytes()).await.unwrap();
+            if close {
+                drop(sock);
+            } else {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        });
+        let db = TestDb::new();
+        let fe = frontend(
+            &db.url,
+            &[
+                ("BUSINESS_LOGIC_URL", &url),
+                ("UPSTREAM_TIMEOUT_MS", "5000"),
+                // A body larger than a loopback socket's send buffer can grow (4 MiB).
+                ("MAX_BODY_BYTES", "16777216"),
+            ],
+        )
+        .await;
+        let r = Client::new()
+            .post(format!("{}/api/v1/users", fe.url()))
+            .json(&json!({"username": "u".repeat(12 << 20), "email": "a@b.co"}))
+            .send()
+            .await
+            .unwrap();
+        let (code, _) = error_of(r, 413).await;
+        assert_eq!(code, "payload_too_large", "close: {close}");
+    }
+}
