@@ -116,7 +116,28 @@ impl Connection {
             })
             .await;
             let n = match step {
-                None => return Ok(Written::Interrupted),
+                None => {
+                    // Something arrives while the write is blocked. An interim answer (a
+                    // `100 Continue` nobody asked for) is read past and the writing goes on;
+                    // a final answer, the end of the stream or an error ends it.
+                    self.buf.reserve(READ_CHUNK);
+                    match self.stream.try_read_buf(&mut self.buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Ok(1..) => {}
+                        Ok(0) | Err(_) => return Ok(Written::Interrupted),
+                    }
+                    match parse_head(&self.buf) {
+                        Ok(None) => continue,
+                        Ok(Some(h))
+                            if h.status.is_informational()
+                                && h.status != StatusCode::SWITCHING_PROTOCOLS =>
+                        {
+                            self.buf.advance(h.len);
+                            continue;
+                        }
+                        _ => return Ok(Written::Interrupted),
+                    }
+                }
                 Some(Ok(0)) => return Err((written, io::ErrorKind::WriteZero.into())),
                 Some(Ok(n)) => n,
                 Some(Err(e)) => return Err((written, e)),

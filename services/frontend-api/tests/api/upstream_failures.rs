@@ -269,6 +269,31 @@ async fn a_connection_with_bytes_after_the_answer_is_not_reused() {
     }
 }
 
+/// A listener whose connections have a 4 KiB receive buffer, and its URL: with a body of more
+/// than a loopback socket's send buffer can grow to (4 MiB), frontend-api's write blocks before
+/// the body is out.
+fn small_window() -> (TcpListener, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// frontend-api with a 16 MiB body limit and a 5 s upstream timeout, `var` pointing at `url`.
+async fn big_bodies(db: &TestDb, var: &str, url: &str) -> Running {
+    frontend(
+        &db.url,
+        &[
+            (var, url),
+            ("UPSTREAM_TIMEOUT_MS", "5000"),
+            ("MAX_BODY_BYTES", "16777216"),
+        ],
+    )
+    .await
+}
+
 /// A backend that answers from the head alone, before it has read the body (a 413), and then
 /// either stops reading or closes (a reset, with the body unread): its answer reaches the
 /// client, not a 504 after the write stalled or a 502 after it failed.
@@ -277,13 +302,7 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
     const BODY: &str =
         r#"{"error":{"code":"payload_too_large","message":"the body is larger than 64 KiB"}}"#;
     for close in [false, true] {
-        // A small receive buffer and a large body, so that frontend-api's write blocks before
-        // the body is out.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(8).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (listener, url) = small_window();
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
@@ -306,16 +325,7 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
             }
         });
         let db = TestDb::new();
-        let fe = frontend(
-            &db.url,
-            &[
-                ("BUSINESS_LOGIC_URL", &url),
-                ("UPSTREAM_TIMEOUT_MS", "5000"),
-                // A body larger than a loopback socket's send buffer can grow (4 MiB).
-                ("MAX_BODY_BYTES", "16777216"),
-            ],
-        )
-        .await;
+        let fe = big_bodies(&db, "BUSINESS_LOGIC_URL", &url).await;
         let r = Client::new()
             .post(format!("{}/api/v1/users", fe.url()))
             .json(&json!({"username": "u".repeat(12 << 20), "email": "a@b.co"}))
@@ -325,4 +335,48 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
         let (code, _) = error_of(r, 413).await;
         assert_eq!(code, "payload_too_large", "close: {close}");
     }
+}
+
+/// A backend that sends an interim `100 Continue` while frontend-api's write of a large body
+/// is blocked, and answers once it has read the body: the body goes on, the answer arrives.
+#[tokio::test]
+async fn an_interim_answer_during_a_blocked_write_does_not_stop_the_body() {
+    let (listener, url) = small_window();
+    let body = format!(r#"{{"type":"x","data":"{}"}}"#, "u".repeat(12 << 20));
+    let expected = body.len();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the head never came");
+            seen.extend_from_slice(&buf[..n]);
+        };
+        sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = seen.len() - head_end;
+        while got < expected {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the body stopped at {got} of {expected} bytes");
+            got += n;
+        }
+        sock.write_all(&ingested()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let db = TestDb::new();
+    let fe = big_bodies(&db, "DATA_INGEST_URL", &url).await;
+    let r = Client::new()
+        .post(format!("{}/api/v1/data/ingest", fe.url()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
 }
