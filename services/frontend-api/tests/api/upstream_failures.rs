@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Running;
-use reqwest::Client;
 use serde_json::json;
-use test_support::TestDb;
+use test_support::TestApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -86,22 +85,17 @@ async fn backend(answer: Answer) -> (String, Arc<AtomicUsize>) {
 
 #[tokio::test]
 async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
-    let db = TestDb::new();
     let (silent, _) = backend(Answer::Never).await;
     let (nonsense, _) = backend(Answer::ThenClose(b"this is not HTTP\r\n\r\n".to_vec())).await;
-    let fe = frontend(
-        &db.url,
-        &[
-            ("BUSINESS_LOGIC_URL", &nonsense),
-            ("DATA_INGEST_URL", &silent),
-            ("UPSTREAM_TIMEOUT_MS", "300"),
-        ],
-    )
+    let fe = front(&[
+        ("BUSINESS_LOGIC_URL", &nonsense),
+        ("DATA_INGEST_URL", &silent),
+        ("UPSTREAM_TIMEOUT_MS", "300"),
+    ])
     .await;
-    let http = Client::new();
 
     let started = Instant::now();
-    let r = ingest(&http, &fe).await;
+    let r = ingest(&fe).await;
     let waited = started.elapsed();
     let (code, msg) = error_of(r, 504).await;
     assert_eq!(code, "upstream_timeout");
@@ -111,26 +105,35 @@ async fn a_silent_backend_is_504_and_a_nonsense_one_502() {
         "answered after {waited:?}"
     );
 
-    let r = http
-        .post(format!("{}/api/v1/users", fe.url()))
-        .json(&json!({"username": "abc", "email": "a@b.co"}))
-        .send()
-        .await
-        .unwrap();
+    let r = fe
+        .post_json(
+            "/api/v1/users",
+            &json!({"username": "abc", "email": "a@b.co"}),
+        )
+        .await;
     let (code, msg) = error_of(r, 502).await;
     assert_eq!(code, "bad_gateway");
     assert!(msg.contains("business-logic"), "{msg}");
     assert!(!msg.contains("127.0.0.1"), "an internal address in {msg}");
-    assert_eq!(db.psql("SELECT count(*) FROM users"), "0");
+    assert_eq!(fe.db.psql("SELECT count(*) FROM users"), "0");
+}
+
+/// frontend-api alone on a fresh test database, with `extra` variables (its backends).
+type Front = TestApp<Running>;
+
+async fn front(extra: &[(&str, &str)]) -> Front {
+    Front::spawn(|db_url| async move {
+        let fe = frontend(&db_url, extra).await;
+        let url = fe.url();
+        (fe, url)
+    })
+    .await
 }
 
 /// `POST /api/v1/data/ingest` of one record through frontend-api.
-async fn ingest(http: &Client, fe: &Running) -> reqwest::Response {
-    http.post(format!("{}/api/v1/data/ingest", fe.url()))
-        .json(&json!({"type": "x"}))
-        .send()
+async fn ingest(fe: &Front) -> reqwest::Response {
+    fe.post_json("/api/v1/data/ingest", &json!({"type": "x"}))
         .await
-        .unwrap()
 }
 
 /// data-ingest's answer to one stored record.
@@ -145,17 +148,11 @@ fn ingested() -> Vec<u8> {
 
 #[tokio::test]
 async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced() {
-    let db = TestDb::new();
     let (kept, kept_accepted) = backend(Answer::KeepAlive(ingested())).await;
     let (closing, closing_accepted) = backend(Answer::ThenClose(ingested())).await;
-    let fe = frontend(
-        &db.url,
-        &[("DATA_INGEST_URL", &kept), ("BUSINESS_LOGIC_URL", &closing)],
-    )
-    .await;
-    let http = Client::new();
+    let fe = front(&[("DATA_INGEST_URL", &kept), ("BUSINESS_LOGIC_URL", &closing)]).await;
     for _ in 0..5 {
-        let r = ingest(&http, &fe).await;
+        let r = ingest(&fe).await;
         assert_eq!(r.status(), 201);
         assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
     }
@@ -168,12 +165,12 @@ async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced(
     // business-logic's double answers 201 to the validation: not the 200 frontend-api wants,
     // so each is a 502, but each must reach the backend, on a new connection each time.
     for i in 1..=3 {
-        let r = http
-            .post(format!("{}/api/v1/users", fe.url()))
-            .json(&json!({"username": "abc", "email": "a@b.co"}))
-            .send()
-            .await
-            .unwrap();
+        let r = fe
+            .post_json(
+                "/api/v1/users",
+                &json!({"username": "abc", "email": "a@b.co"}),
+            )
+            .await;
         let (code, msg) = error_of(r, 502).await;
         assert_eq!(code, "bad_gateway");
         assert!(msg.contains("answered 201"), "{msg}");
@@ -185,7 +182,6 @@ async fn upstream_connections_are_reused_and_one_the_backend_closed_is_replaced(
 /// given the next request: that request goes out on a new connection and succeeds.
 #[tokio::test]
 async fn an_idle_connection_the_backend_closed_is_not_used_again() {
-    let db = TestDb::new();
     let (close, closed) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
     let (url, accepted) = backend(Answer::KeepAliveUntil(
         ingested(),
@@ -193,10 +189,9 @@ async fn an_idle_connection_the_backend_closed_is_not_used_again() {
         closed.clone(),
     ))
     .await;
-    let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
-    let http = Client::new();
-    assert_eq!(ingest(&http, &fe).await.status(), 201);
-    assert_eq!(ingest(&http, &fe).await.status(), 201);
+    let fe = front(&[("DATA_INGEST_URL", &url)]).await;
+    assert_eq!(ingest(&fe).await.status(), 201);
+    assert_eq!(ingest(&fe).await.status(), 201);
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         1,
@@ -214,7 +209,7 @@ async fn an_idle_connection_the_backend_closed_is_not_used_again() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for _ in 0..3 {
-        assert_eq!(ingest(&http, &fe).await.status(), 201);
+        assert_eq!(ingest(&fe).await.status(), 201);
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -236,11 +231,9 @@ async fn chunked_and_interim_answers_pass_through_on_one_connection() {
         b.len()
     );
     let (url, accepted) = backend(Answer::KeepAlive(answer.into_bytes())).await;
-    let db = TestDb::new();
-    let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
-    let http = Client::new();
+    let fe = front(&[("DATA_INGEST_URL", &url)]).await;
     for _ in 0..3 {
-        let r = ingest(&http, &fe).await;
+        let r = ingest(&fe).await;
         assert_eq!(r.status(), 201);
         assert_eq!(r.text().await.unwrap(), BODY);
     }
@@ -258,11 +251,9 @@ async fn a_connection_with_bytes_after_the_answer_is_not_reused() {
     let mut answer = ingested();
     answer.extend_from_slice(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
     let (url, accepted) = backend(Answer::KeepAlive(answer)).await;
-    let db = TestDb::new();
-    let fe = frontend(&db.url, &[("DATA_INGEST_URL", &url)]).await;
-    let http = Client::new();
+    let fe = front(&[("DATA_INGEST_URL", &url)]).await;
     for i in 1..=2 {
-        let r = ingest(&http, &fe).await;
+        let r = ingest(&fe).await;
         assert_eq!(r.status(), 201);
         assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
         assert_eq!(accepted.load(Ordering::SeqCst), i);
@@ -282,15 +273,12 @@ fn small_window() -> (TcpListener, String) {
 }
 
 /// frontend-api with a 16 MiB body limit and a 5 s upstream timeout, `var` pointing at `url`.
-async fn big_bodies(db: &TestDb, var: &str, url: &str) -> Running {
-    frontend(
-        &db.url,
-        &[
-            (var, url),
-            ("UPSTREAM_TIMEOUT_MS", "5000"),
-            ("MAX_BODY_BYTES", "16777216"),
-        ],
-    )
+async fn big_bodies(var: &str, url: &str) -> Front {
+    front(&[
+        (var, url),
+        ("UPSTREAM_TIMEOUT_MS", "5000"),
+        ("MAX_BODY_BYTES", "16777216"),
+    ])
     .await
 }
 
@@ -324,14 +312,13 @@ async fn an_answer_sent_before_the_body_was_read_reaches_the_client() {
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
         });
-        let db = TestDb::new();
-        let fe = big_bodies(&db, "BUSINESS_LOGIC_URL", &url).await;
-        let r = Client::new()
-            .post(format!("{}/api/v1/users", fe.url()))
-            .json(&json!({"username": "u".repeat(12 << 20), "email": "a@b.co"}))
-            .send()
-            .await
-            .unwrap();
+        let fe = big_bodies("BUSINESS_LOGIC_URL", &url).await;
+        let r = fe
+            .post_json(
+                "/api/v1/users",
+                &json!({"username": "u".repeat(12 << 20), "email": "a@b.co"}),
+            )
+            .await;
         let (code, _) = error_of(r, 413).await;
         assert_eq!(code, "payload_too_large", "close: {close}");
     }
@@ -368,15 +355,10 @@ async fn an_interim_answer_during_a_blocked_write_does_not_stop_the_body() {
         sock.write_all(&ingested()).await.unwrap();
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
-    let db = TestDb::new();
-    let fe = big_bodies(&db, "DATA_INGEST_URL", &url).await;
-    let r = Client::new()
-        .post(format!("{}/api/v1/data/ingest", fe.url()))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let fe = big_bodies("DATA_INGEST_URL", &url).await;
+    let r = fe
+        .post_raw("/api/v1/data/ingest", "application/json", body)
+        .await;
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["id"], 7);
 }
