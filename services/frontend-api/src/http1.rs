@@ -128,10 +128,7 @@ impl Connection {
                     }
                     match parse_head(&self.buf) {
                         Ok(None) => continue,
-                        Ok(Some(h))
-                            if h.status.is_informational()
-                                && h.status != StatusCode::SWITCHING_PROTOCOLS =>
-                        {
+                        Ok(Some(h)) if h.is_interim() => {
                             self.buf.advance(h.len);
                             continue;
                         }
@@ -166,10 +163,10 @@ impl Connection {
                 }
             };
             self.buf.advance(head.len);
-            if head.status.is_informational() {
-                if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(WireError::new("an upgrade nobody asked for (101)"));
-                }
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(WireError::new("an upgrade nobody asked for (101)"));
+            }
+            if head.is_interim() {
                 continue;
             }
             let body = match head.framing {
@@ -182,9 +179,7 @@ impl Connection {
                     self.buf.reserve(n.saturating_sub(self.buf.len()));
                     while self.buf.len() < n {
                         if self.fill().await? == 0 {
-                            return Err(WireError::new(
-                                "the connection closed in the answer's body",
-                            ));
+                            return Err(WireError::closed_in_body());
                         }
                     }
                     let body = Bytes::copy_from_slice(&self.buf[..n]);
@@ -199,9 +194,7 @@ impl Connection {
                             break chunks.body.freeze();
                         }
                         if self.fill().await? == 0 {
-                            return Err(WireError::new(
-                                "the connection closed in the answer's body",
-                            ));
+                            return Err(WireError::closed_in_body());
                         }
                     }
                 }
@@ -272,6 +265,9 @@ impl WireError {
     fn new(what: &str) -> WireError {
         WireError(what.to_string())
     }
+    fn closed_in_body() -> WireError {
+        WireError::new("the connection closed in the answer's body")
+    }
     fn too_large() -> WireError {
         WireError(format!("the answer is over {} MiB", MAX_ANSWER >> 20))
     }
@@ -299,6 +295,13 @@ struct Head {
     status: StatusCode,
     framing: Framing,
     keep_alive: bool,
+}
+
+impl Head {
+    /// An interim answer (1xx other than 101): read past, a final one follows.
+    fn is_interim(&self) -> bool {
+        self.status.is_informational() && self.status != StatusCode::SWITCHING_PROTOCOLS
+    }
 }
 
 /// An answer's head, if `buf` holds all of it.
