@@ -402,6 +402,17 @@ fn env_list(var: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The median of `v` (NaN when empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn range(v: &[f64], digits: usize) -> String {
     let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
     let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -630,17 +641,12 @@ fn main() {
         range(&add_nginx, 3)
     );
     // The gateway target, round by round: each round's two runs are next to each other.
-    let mut gaps: Vec<f64> = add_front
+    let gaps: Vec<f64> = add_front
         .iter()
         .zip(&add_nginx)
         .map(|(f, n)| f - n)
         .collect();
-    gaps.sort_by(f64::total_cmp);
-    let median = if gaps.len() % 2 == 1 {
-        gaps[gaps.len() / 2]
-    } else {
-        (gaps[gaps.len() / 2 - 1] + gaps[gaps.len() / 2]) / 2.0
-    };
+    let median = median(&gaps);
     println!(
         "| **frontend-api added p50 - nginx added p50**, per round: median (target <= 0); rounds with frontend-api <= nginx | **{median:+.3} ms**; {} of {} |",
         gaps.iter().filter(|g| **g <= 0.0).count(),

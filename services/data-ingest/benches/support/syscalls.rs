@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::median;
+
 /// `write`, `writev`, `sendto`, `sendmsg`.
 const WRITES: [u32; 4] = [1, 20, 44, 46];
 /// `epoll_wait`, `epoll_pwait`, `epoll_pwait2`.
@@ -116,14 +118,4 @@ fn analyse(script: &str) -> Option<OnPath> {
         after_answer: *after_answer,
         requests: to_write.get(client)?.len(),
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
