@@ -184,7 +184,11 @@ fi
 
 # ---- helpers ------------------------------------------------------------------------------
 TEMP_SERVER=
+TRIAL_PID=
 cleanup() {  # never leave a temporary server behind
+  if [[ -n $TRIAL_PID ]]; then
+    stop_trial_server
+  fi
   if [[ -n $TEMP_SERVER ]]; then
     "$PG_BIN/pg_ctl" -D "$TEMP_SERVER" -m fast -w stop >/dev/null 2>&1 || true
   fi
@@ -389,6 +393,29 @@ clone_from_primary() {
   log "$what: base backup done: $bytes bytes copied in $((SECONDS - t0))s"
 }
 
+# The trial server (trial_start_standby's child): alive, and stopped. A fast shutdown
+# (SIGINT), then an immediate one (SIGQUIT) if it is not gone within PG_CTL_TIMEOUT; reaped
+# either way, so nothing runs on PGDATA afterwards.
+trial_running() {
+  [[ -n $TRIAL_PID ]] && kill -0 "$TRIAL_PID" 2>/dev/null &&
+    [[ $(cut -d' ' -f3 "/proc/$TRIAL_PID/stat" 2>/dev/null) != Z ]]
+}
+stop_trial_server() {
+  local i
+  [[ -n $TRIAL_PID ]] || return 0
+  kill -INT "$TRIAL_PID" 2>/dev/null || true
+  for ((i = 0; i < PG_CTL_TIMEOUT * 20; i++)); do
+    trial_running || break
+    sleep 0.05
+  done
+  if trial_running; then
+    log "the trial server did not stop within ${PG_CTL_TIMEOUT}s; stopping it immediately"
+    kill -QUIT "$TRIAL_PID" 2>/dev/null || true
+  fi
+  wait "$TRIAL_PID" 2>/dev/null || true
+  TRIAL_PID=
+}
+
 # After a rewind, start the standby once (socket only) and watch it: it must stream from the
 # primary and be consistent. That needs the primary's WAL from the fork point on, which
 # pg_rewind does not check; if the primary has recycled it (a late rejoin without a slot), the
@@ -404,14 +431,18 @@ trial_start_standby() {
   local settled=0 i received t0=$SECONDS
   TRIAL_LOG=$PARENT_DIR/rejoin-check.log
   VERDICT=slow
-  TEMP_SERVER=$PGDATA
-  "$PG_BIN/pg_ctl" -D "$PGDATA" -W -l "$TRIAL_LOG" -o "-c listen_addresses=''" start >/dev/null
+  # The postmaster is this script's own child, so "died" is a fact about that process, not
+  # about a pid file it may not have written yet (pg_ctl -W returned before it had; polled
+  # 50 ms later on a busy machine, that read as "died" and the rejoin failed).
+  : >"$TRIAL_LOG"
+  "$PG_BIN/postgres" -D "$PGDATA" -c listen_addresses='' >>"$TRIAL_LOG" 2>&1 </dev/null &
+  TRIAL_PID=$!
   for ((i = 0; i < PG_CTL_TIMEOUT * 20; i++)); do
     sleep 0.05
     if grep -qE 'has already been removed|is not a child of this server|could not locate' "$TRIAL_LOG"; then
       VERDICT=missing-wal; break
     fi
-    if ! "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then VERDICT=died; break; fi
+    if ! trial_running; then VERDICT=died; break; fi
     if "$PG_BIN/pg_isready" -q -h "$SOCKET_DIR" -p "$PORT" && grep -q 'started streaming WAL' "$TRIAL_LOG"; then
       received=$("$PG_BIN/psql" -X -q -At -h "$SOCKET_DIR" -p "$PORT" -U "$POSTGRES_USER" -d postgres -c \
         "SELECT written_lsn > receive_start_lsn FROM pg_stat_wal_receiver WHERE status = 'streaming'" 2>/dev/null) || received=
@@ -419,8 +450,7 @@ trial_start_standby() {
       if ((++settled >= 20)); then VERDICT=ok TRIAL_HOW="streaming for 1 s without an error"; break; fi
     fi
   done
-  "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t "$PG_CTL_TIMEOUT" stop >/dev/null 2>&1 || true
-  TEMP_SERVER=
+  stop_trial_server
   TRIAL_SECONDS=$((SECONDS - t0))
   sed 's/^/  | /' "$TRIAL_LOG" >&2
 }

@@ -141,6 +141,7 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
             steps: Vec::new(),
             write_unavailability_secs: None,
             lost_bytes: None,
+            why: None,
         };
         if json {
             let text = String::from_utf8_lossy(&out.stdout);
@@ -150,6 +151,7 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
                     phase.write_unavailability_secs =
                         v["evidence"]["write_unavailability_secs"].as_f64();
                     phase.lost_bytes = v["evidence"]["lost_bytes"].as_u64();
+                    phase.why = v["why"].as_str().map(str::to_string);
                 }
                 Err(_) => print!("{text}"),
             }
@@ -160,6 +162,21 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
             if failed { "FAILED" } else { "passed" },
             (end_ms - start_ms) as f64 / 1000.0
         );
+        if failed {
+            // The command's own account: with --output json it is only in the JSON.
+            if let Some(why) = &phase.why {
+                println!("== drill: {name} said: {why}");
+            } else {
+                for st in phase.steps.iter().filter(|s| s.detail.is_some()) {
+                    println!(
+                        "== drill: step {} {}: {}",
+                        st.name,
+                        st.state,
+                        st.detail.as_deref().unwrap_or_default()
+                    );
+                }
+            }
+        }
         phases.push(phase);
         if failed {
             break;
@@ -251,6 +268,9 @@ pub fn steps_of(v: &serde_json::Value, started: DateTime<Utc>) -> Vec<StepMark> 
                 state: s["state"].as_str().unwrap_or("?").to_string(),
                 start_ms: ms(&s["started"])?,
                 end_ms: ms(&s["ended"]),
+                detail: (s["state"] == "failed")
+                    .then(|| s["detail"].as_str().map(str::to_string))
+                    .flatten(),
             })
         })
         .collect()

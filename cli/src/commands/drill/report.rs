@@ -14,6 +14,9 @@ pub struct StepMark {
     pub state: String,
     pub start_ms: u64,
     pub end_ms: Option<u64>,
+    /// What a failed step reported (its journal's detail); `None` for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One drdctl command the drill ran.
@@ -29,6 +32,9 @@ pub struct Phase {
     pub write_unavailability_secs: Option<f64>,
     /// WAL bytes the new primary lacks (0 in a planned switchover).
     pub lost_bytes: Option<u64>,
+    /// Why the command stopped or refused, as it said in its JSON (`None` when it did not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,6 +174,13 @@ impl Report {
                         .map(|e| format!("{:.2}s", secs(e.saturating_sub(st.start_ms))))
                         .unwrap_or_else(|| "-".into())
                 );
+                if let Some(d) = &st.detail {
+                    let _ = writeln!(s, "              {d}");
+                }
+            }
+            let told = p.steps.iter().any(|st| st.detail.is_some());
+            if let (Some(why), false) = (&p.why, told) {
+                let _ = writeln!(s, "            why: {why}");
             }
             if let Some(w) = p.write_unavailability_secs {
                 let _ = writeln!(
@@ -227,5 +240,75 @@ impl Report {
             "report": self,
             "requests": log.requests,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_failover(why: Option<&str>) -> Report {
+        let steps = super::super::steps_of(
+            &serde_json::json!({"outcome": "stopped", "why": why, "run": {"steps": [
+                {"name": "promote-target", "state": "done", "detail": "dr promoted",
+                 "started": "2026-12-03T10:00:01Z", "ended": "2026-12-03T10:00:02Z"},
+                {"name": "rejoin-source", "state": "failed",
+                 "detail": "start.sh exited: pg_rewind failed",
+                 "started": "2026-12-03T10:00:02Z", "ended": "2026-12-03T10:00:03Z"},
+            ]}}),
+            "2026-12-03T10:00:00Z".parse().unwrap(),
+        );
+        let phase = Phase {
+            name: "failover".into(),
+            command: "drdctl failover --to dr".into(),
+            start_ms: 0,
+            end_ms: 3000,
+            exit_code: Some(3),
+            steps,
+            write_unavailability_secs: None,
+            lost_bytes: None,
+            why: why.map(str::to_string),
+        };
+        Report::new(Inputs {
+            up_secs: 1.0,
+            fqdn: "app.example.com".into(),
+            phases: vec![phase],
+            log: &TrafficLog::default(),
+            missing: Some(Vec::new()),
+            active_region: "dr".into(),
+            watch: WritableWatch::default(),
+        })
+    }
+
+    #[test]
+    fn a_failed_step_says_why_in_the_report_and_a_done_one_keeps_quiet() {
+        let r = failed_failover(Some("step rejoin-source failed: pg_rewind failed"));
+        let steps = &r.phases[0].steps;
+        assert_eq!(
+            steps[0].detail, None,
+            "a done step's detail is not repeated"
+        );
+        assert_eq!(
+            steps[1].detail.as_deref(),
+            Some("start.sh exited: pg_rewind failed")
+        );
+        let text = r.render();
+        assert!(text.contains("rejoin-source            failed"), "{text}");
+        assert!(text.contains("start.sh exited: pg_rewind failed"), "{text}");
+        assert!(!text.contains("dr promoted"), "{text}");
+        // The step's own detail says it; the command's summary is not printed twice.
+        assert!(!text.contains("why: step rejoin-source"), "{text}");
+        assert!(!r.passed());
+    }
+
+    #[test]
+    fn a_command_that_stopped_before_any_step_gives_its_reason() {
+        let mut r = failed_failover(Some("refused: dr is not a streaming standby"));
+        r.phases[0].steps.clear();
+        let text = r.render();
+        assert!(
+            text.contains("why: refused: dr is not a streaming standby"),
+            "{text}"
+        );
     }
 }
