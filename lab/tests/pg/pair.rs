@@ -105,20 +105,23 @@ fn slow_postmaster_bin() -> tempfile::TempDir {
         let name = entry.unwrap().file_name();
         let to = dir.path().join(&name);
         match name.to_str() {
-            Some("postgres") => std::fs::write(
-                &to,
-                format!(
-                    "#!/bin/sh\ncase \"$*\" in *listen_addresses=*) sleep 0.5 ;; esac\nexec {} \"$@\"\n",
-                    real.join("postgres").display()
-                ),
-            )
-            .unwrap(),
+            Some("postgres") => {
+                std::fs::write(
+                    &to,
+                    format!(
+                        "#!/bin/sh\ncase \"$*\" in *listen_addresses=*) sleep 0.5 ;; esac\nexec {} \"$@\"\n",
+                        real.join("postgres").display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            // The copy keeps the binary's mode.
             Some("pg_ctl") => {
                 std::fs::copy(real.join(&name), &to).unwrap();
             }
             _ => std::os::unix::fs::symlink(real.join(&name), &to).unwrap(),
         }
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).ok();
     }
     dir
 }

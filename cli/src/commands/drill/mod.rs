@@ -162,20 +162,10 @@ async fn drill(args: &Args, repo_root: &Path, up_secs: f64) -> anyhow::Result<u8
             if failed { "FAILED" } else { "passed" },
             (end_ms - start_ms) as f64 / 1000.0
         );
-        if failed {
-            // The command's own account: with --output json it is only in the JSON.
-            if let Some(why) = &phase.why {
-                println!("== drill: {name} said: {why}");
-            } else {
-                for st in phase.steps.iter().filter(|s| s.detail.is_some()) {
-                    println!(
-                        "== drill: step {} {}: {}",
-                        st.name,
-                        st.state,
-                        st.detail.as_deref().unwrap_or_default()
-                    );
-                }
-            }
+        // The command's own account (every outcome that fails says why): with --output json
+        // it is only in the JSON. The report below shows it again beside the failed step.
+        if let (true, Some(why)) = (failed, &phase.why) {
+            println!("== drill: {name} said: {why}");
         }
         phases.push(phase);
         if failed {
