@@ -14,6 +14,7 @@
 //! The binaries come from `PG_BIN` or `/usr/lib/postgresql/15/bin`.
 
 mod app;
+pub mod raw;
 pub mod registry;
 mod watchdog;
 

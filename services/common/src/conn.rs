@@ -1,5 +1,10 @@
-//! The HTTP/1.1 connection loop: hyper with the timeouts and limits poem's `Server` lacks.
+//! The HTTP/1.1 connection loop: hyper with the timeouts and limits poem's `Server` lacks,
+//! and in front of it, for a service with fast routes, the express lane.
 //!
+//! - The express lane ([`express_lane`]) reads a connection's first requests itself and
+//!   answers those for a fast route that the middleware would pass unchanged, without hyper's
+//!   server and poem; the first request that is anything else, and everything after it, goes
+//!   to hyper, the bytes already read first. The rules below hold in both.
 //! - A request head must arrive within the header-read timeout from its first byte, and a
 //!   keep-alive connection may stay idle for the idle timeout (longer, so that a proxy's
 //!   pooled connections are not closed under it): slow, idle or half-open connections are
@@ -37,7 +42,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::Limits;
-use crate::server::AfterResponse;
+use crate::server::{AfterResponse, Express};
 
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_millis(1000);
@@ -193,6 +198,8 @@ struct Lingering {
     /// Whether anything was ever written: a connection that never got an answer (half-open,
     /// slow head) is closed at once, so the descriptor is free for the next client.
     wrote: bool,
+    /// Bytes the express lane read and left to hyper: read again before the socket.
+    rewind: Option<Bytes>,
 }
 
 impl Lingering {
@@ -202,6 +209,7 @@ impl Lingering {
             conn,
             pending: None,
             wrote: false,
+            rewind: None,
         }
     }
 }
@@ -282,11 +290,19 @@ impl Lingering {
 
 impl AsyncRead for Lingering {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        if let Some(rewind) = self.rewind.as_mut() {
+            let n = rewind.len().min(buf.remaining());
+            buf.put_slice(&rewind.split_to(n));
+            if rewind.is_empty() {
+                self.rewind = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let conn = self.conn.clone();
         let polled = self.get().poll_read(cx, buf);
         if let (Poll::Ready(Ok(())), Some(c)) = (&polled, conn) {
@@ -446,6 +462,7 @@ pub fn connection_cap(configured: usize) -> usize {
 pub(crate) async fn serve<E>(
     listener: TcpListener,
     ep: E,
+    express: Option<Arc<Express>>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
     shutdown_timeout: Duration,
@@ -469,8 +486,9 @@ where
         }
         let (id, state) = table.insert();
         let (ep, table, limits) = (ep.clone(), table.clone(), limits.clone());
+        let express = express.clone();
         tasks.spawn(async move {
-            connection(sock, local, peer, ep, state, &limits).await;
+            connection(sock, local, peer, ep, express, state, &limits).await;
             table.remove(id);
         });
     };
@@ -526,11 +544,18 @@ async fn connection<E>(
     local: SocketAddr,
     peer: SocketAddr,
     ep: Arc<E>,
+    express: Option<Arc<Express>>,
     state: Arc<ConnState>,
     limits: &Limits,
 ) where
     E: Endpoint<Output = Response> + 'static,
 {
+    let mut io = Lingering::new(sock, Some(state.clone()));
+    if let Some(express) = &express {
+        if let Lane::Done = express_lane(&mut io, express, &state, limits).await {
+            return;
+        }
+    }
     let svc_state = state.clone();
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let ep = ep.clone();
@@ -561,7 +586,7 @@ async fn connection<E>(
         .max_buf_size(MAX_BUF)
         // The header count stays hyper's default, 100: parsed in arrays on the stack; any other
         // limit allocates and fills two arrays of that many entries for every request.
-        .serve_connection(TokioIo::new(Lingering::new(sock, Some(state.clone()))), svc);
+        .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -603,9 +628,194 @@ async fn connection<E>(
     }
 }
 
+/// How the express lane left a connection.
+enum Lane {
+    /// Closed (by either side, a timeout, an eviction, or after the answer while shutting
+    /// down): nothing more to serve.
+    Done,
+    /// Everything from the first request the lane does not serve on goes to hyper, the bytes
+    /// already read first.
+    Hyper,
+}
+
+/// The most header lines the express lane parses; a request with more goes to hyper.
+const EXPRESS_HEADERS: usize = 32;
+
+/// The express lane: a connection's requests for the service's fast routes, read, parsed
+/// (`httparse`, as hyper does), answered and written here, without hyper's server and poem,
+/// as nginx serves a proxied request in its own event loop (docs/performance.md, "Seventh
+/// pass"). The lane serves only a complete HTTP/1.1 request for a fast route whose body has
+/// arrived, framed by one `content-length`, without `transfer-encoding`, `expect`,
+/// `connection` or `upgrade`, that the middleware would pass unchanged ([`Express::start`]);
+/// from the first request that is anything else, the connection is hyper's, with what was
+/// read. The lane keeps the connection's rules: the head timeout from its first byte, the
+/// idle timeout between requests, eviction, and the graceful close at shutdown.
+async fn express_lane(
+    io: &mut Lingering,
+    express: &Express,
+    state: &ConnState,
+    limits: &Limits,
+) -> Lane {
+    let mut buf = bytes::BytesMut::with_capacity(8 * 1024);
+    let mut out = Vec::with_capacity(1024);
+    let hand_over = |io: &mut Lingering, buf: bytes::BytesMut| {
+        if !buf.is_empty() {
+            io.rewind = Some(buf.freeze());
+        }
+        Lane::Hyper
+    };
+    // The connection's timers, kept across requests: one sleep, moved only when its deadline
+    // must come sooner (a head began) and otherwise re-armed when it fires early, and the two
+    // notices, registered once. (A notice one of them received is passed on when the lane
+    // hands the connection over: tokio forwards it.)
+    let mut idle_since = tokio::time::Instant::now();
+    let mut head_began: Option<tokio::time::Instant> = None;
+    let timer = tokio::time::sleep_until(idle_since + limits.idle_timeout);
+    let close = state.close.notified();
+    let evict = state.evict.notified();
+    tokio::pin!(timer, close, evict);
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; EXPRESS_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            let head_len = match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) if buf.len() < MAX_BUF => 0,
+                _ => return hand_over(io, buf),
+            };
+            if head_len > 0 {
+                let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version)
+                else {
+                    return hand_over(io, buf);
+                };
+                let Some(len) = express_framing(req.headers) else {
+                    return hand_over(io, buf);
+                };
+                if !express.routes(method, target)
+                    || len > express.max_body_bytes()
+                    || buf.len() < head_len + len
+                {
+                    return hand_over(io, buf);
+                }
+                let body = Bytes::copy_from_slice(&buf[head_len..head_len + len]);
+                let Some(call) = express.start(method, target, req.headers, body) else {
+                    return hand_over(io, buf);
+                };
+                // The request is the lane's: its head is complete, so its timer stops.
+                state.busy.fetch_add(1, Ordering::AcqRel);
+                state.head_since.store(0, Ordering::Release);
+                bytes::Buf::advance(&mut buf, head_len + len);
+                out.clear();
+                let (after, closing) = call.answer(&mut out).await;
+                let written = io.write_all(&out).await;
+                state.served.fetch_add(1, Ordering::AcqRel);
+                state.busy.fetch_sub(1, Ordering::AcqRel);
+                after.record();
+                if written.is_err() || closing {
+                    return Lane::Done;
+                }
+                idle_since = tokio::time::Instant::now();
+                head_began = None;
+                // Bytes of a next request may have been read with this one (pipelining).
+                if !buf.is_empty() {
+                    head_began = Some(idle_since);
+                    state.bytes_read();
+                }
+                continue;
+            }
+        }
+        // From the end of one answer to the end of the next head, as hyper's timer; and a
+        // head must arrive within the head timeout from its first byte.
+        let idle_due = idle_since + limits.idle_timeout;
+        let due = head_began.map_or(idle_due, |t| idle_due.min(t + limits.header_read_timeout));
+        if due < timer.deadline() {
+            timer.as_mut().reset(due);
+        }
+        tokio::select! {
+            biased;
+            read = io.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return Lane::Done,
+                Ok(_) => {
+                    head_began.get_or_insert_with(tokio::time::Instant::now);
+                }
+            },
+            // At shutdown an idle connection closes. One with a head arriving leaves the
+            // notice to be passed on: its request is answered with `connection: close` (the
+            // service is shutting down), here or by hyper, which then takes the notice.
+            _ = &mut close, if buf.is_empty() => return Lane::Done,
+            // No request is in progress here (only a head arriving): close to make room.
+            _ = &mut evict => return Lane::Done,
+            _ = &mut timer => {
+                if tokio::time::Instant::now() >= due {
+                    return Lane::Done;
+                }
+                // Armed for an earlier deadline that has since moved on.
+                timer.as_mut().reset(due);
+            }
+        }
+    }
+}
+
+/// The body's length when a head's framing is one the express lane serves: one
+/// `content-length` of digits, and no `transfer-encoding`, `expect`, `connection` or
+/// `upgrade` header.
+fn express_framing(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    let mut len = None;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let digits = h.value;
+            if len.is_some()
+                || digits.is_empty()
+                || digits.len() > 12
+                || !digits.iter().all(u8::is_ascii_digit)
+            {
+                return None;
+            }
+            len = Some(
+                digits
+                    .iter()
+                    .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("connection")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return None;
+        }
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
-    use super::rewrite_rejection;
+    use super::{express_framing, rewrite_rejection};
+
+    #[test]
+    fn the_lane_takes_only_a_body_framed_by_one_content_length() {
+        let h = |name, value: &'static str| httparse::Header {
+            name,
+            value: value.as_bytes(),
+        };
+        let cl = h("Content-Length", "42");
+        assert_eq!(express_framing(&[h("Host", "x"), cl]), Some(42));
+        assert_eq!(express_framing(&[h("content-length", "0")]), Some(0));
+        // No length, two lengths (even equal), or not digits: hyper decides.
+        assert_eq!(express_framing(&[h("Host", "x")]), None);
+        assert_eq!(express_framing(&[cl, cl]), None);
+        for bad in ["", "-1", "+1", "1 2", "0x10", "1234567890123"] {
+            assert_eq!(
+                express_framing(&[h("content-length", bad)]),
+                None,
+                "{bad:?}"
+            );
+        }
+        // Framing or connection semantics of their own: hyper's.
+        for name in ["Transfer-Encoding", "expect", "Connection", "upgrade"] {
+            assert_eq!(express_framing(&[cl, h(name, "x")]), None, "{name}");
+        }
+    }
 
     #[test]
     fn hyper_rejections_get_the_json_shape() {

@@ -25,4 +25,4 @@ pub mod telemetry;
 pub use config::{Limits, ServiceConfig};
 pub use error::{ApiError, ApiResult};
 pub use payload::RawJson;
-pub use server::{AppState, FastRoute, RequestId, Running, ServiceApi, ServiceSpec};
+pub use server::{AppState, FastRequest, FastRoute, RequestId, Running, ServiceApi, ServiceSpec};

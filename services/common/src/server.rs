@@ -16,7 +16,9 @@
 //! draining; and after the response is written (the turn that writes it), the access log and
 //! metrics labelled by route template only. Between the body and the handler, a service's
 //! [`FastRoute`]s (exact method and path) may answer without poem's router; what they decline
-//! goes to the router.
+//! goes to the router. A connection may also serve a fast route's request in its express lane
+//! ([`crate::conn`], [`Express`]) when every check above would pass it unchanged: the same
+//! answer, headers, metrics and log line, without hyper's server and poem.
 //!
 //! The database's health is known without waiting: a background probe asks every second (every
 //! 250 ms while it is down). Readiness answers from it at once, and while the database is known
@@ -70,6 +72,8 @@ pub struct AppState {
     body_bytes: Arc<Semaphore>,
     /// Successful answers seen, for the access log's one-in-N sampling.
     access_seen: Arc<AtomicU64>,
+    /// Requests answered in the express lane ([`crate::conn`]).
+    express_served: Arc<AtomicU64>,
 }
 
 /// The last answer of the database probe; `None` until the first probe has answered.
@@ -103,6 +107,7 @@ impl AppState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             db_health: Arc::default(),
             access_seen: Arc::default(),
+            express_served: Arc::default(),
         })
     }
 
@@ -149,6 +154,12 @@ impl AppState {
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(n),
         }
+    }
+
+    /// Requests answered in the express lane so far (tests and benchmarks tell the two paths
+    /// apart by it; the answers are the same).
+    pub fn express_served(&self) -> u64 {
+        self.express_served.load(Ordering::Relaxed)
     }
 
     /// Requests being served now (this one among them), health checks and scrapes aside.
@@ -223,7 +234,12 @@ pub struct DatabaseInfo {
 pub struct RequestId(pub String);
 
 fn request_id_of(req: &Request) -> String {
-    req.header("x-request-id")
+    request_id_from(req.header("x-request-id"))
+}
+
+/// The client's `x-request-id` when it is a usable id, else a new one.
+fn request_id_from(given: Option<&str>) -> String {
+    given
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
@@ -379,6 +395,20 @@ fn exempt(path: &str) -> bool {
     path.starts_with("/health/") || path == "/metrics"
 }
 
+/// The answer to a request its handler did not answer within the request timeout.
+fn request_timed_out(timeout: Duration) -> Response {
+    retry_later(
+        ApiError::unavailable(
+            "timeout",
+            format!(
+                "the request took longer than {} ms; retry later",
+                timeout.as_millis()
+            ),
+        )
+        .to_response(),
+    )
+}
+
 fn retry_later(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert("retry-after", HeaderValue::from_static("1"));
@@ -389,13 +419,28 @@ fn retry_later(mut resp: Response) -> Response {
 /// with one of the configured tokens, when tokens are configured.
 #[allow(clippy::result_large_err)]
 fn authorize(req: &Request, state: &AppState) -> Result<(), Response> {
+    authorize_parts(
+        req.method().as_str(),
+        req.uri().path(),
+        req.header("authorization"),
+        state,
+    )
+}
+
+/// [`authorize`] on the parts it reads (the express lane has no poem `Request`).
+#[allow(clippy::result_large_err)]
+fn authorize_parts(
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    state: &AppState,
+) -> Result<(), Response> {
     let tokens = &state.config.auth_tokens;
-    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if tokens.is_empty() || read || !req.uri().path().starts_with("/api/") {
+    let read = matches!(method, "GET" | "HEAD" | "OPTIONS");
+    if tokens.is_empty() || read || !path.starts_with("/api/") {
         return Ok(());
     }
-    let given = req
-        .header("authorization")
+    let given = authorization
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim);
     let known = given.is_some_and(|g| {
@@ -636,8 +681,16 @@ async fn handle<E: Endpoint>(
                     let fast = fast
                         .iter()
                         .find(|f| f.method() == method && f.path() == path);
+                    let answer = fast.and_then(|f| {
+                        let view = FastRequest {
+                            request_id: &id,
+                            content_type: req.content_type(),
+                            authorization: req.header("authorization"),
+                        };
+                        f.answer(&view, body.bytes.clone())
+                    });
                     let call = async move {
-                        if let Some(answer) = fast.and_then(|f| f.answer(&req, &body.bytes)) {
+                        if let Some(answer) = answer {
                             return Ok(answer.await);
                         }
                         req.set_body(Body::from(body.bytes));
@@ -652,16 +705,7 @@ async fn handle<E: Endpoint>(
                     {
                         Ok(Ok(resp)) => resp,
                         Ok(Err(e)) => shape_error(e),
-                        Err(_) => retry_later(
-                            ApiError::unavailable(
-                                "timeout",
-                                format!(
-                                    "the request took longer than {} ms; retry later",
-                                    limits.request_timeout.as_millis()
-                                ),
-                            )
-                            .to_response(),
-                        ),
+                        Err(_) => request_timed_out(limits.request_timeout),
                     }
                 }
             }
@@ -722,12 +766,27 @@ pub type FastAnswer<'a> =
 /// The same method and path must also be an operation of the service's API (checked by
 /// [`endpoint`]): it documents the route, and it answers whatever the fast route leaves to it
 /// (a wrong content type, ...), so the error answers have one source.
+///
+/// A connection also serves them in its express lane ([`crate::conn`]): straight from the bytes
+/// it read, without hyper's server and poem, for a request the middleware would pass as it is
+/// (see [`Express`]); so a fast route sees only a [`FastRequest`], the same in both.
 pub trait FastRoute: Send + Sync + 'static {
     fn method(&self) -> Method;
     /// Matched exactly against the request's path (the query is not part of it).
     fn path(&self) -> &'static str;
-    /// The answer, or `None` to leave the request to poem's router.
-    fn answer<'a>(&'a self, req: &'a Request, body: &bytes::Bytes) -> Option<FastAnswer<'a>>;
+    /// The answer, or `None` to leave the request to poem's router. Deciding must not have
+    /// effects: a request declined here is served again by the router.
+    fn answer<'a>(&'a self, req: &FastRequest<'_>, body: bytes::Bytes) -> Option<FastAnswer<'a>>;
+}
+
+/// What a [`FastRoute`] sees of a request besides its body.
+pub struct FastRequest<'r> {
+    /// The request id (the client's `x-request-id`, or one made by the middleware).
+    pub request_id: &'r str,
+    /// `content-type`, when it is visible ASCII (as poem's `Request::content_type`).
+    pub content_type: Option<&'r str>,
+    /// `authorization`, when it is visible ASCII (as poem's `Request::header`).
+    pub authorization: Option<&'r str>,
 }
 
 /// A request's metrics and access line, carried by its response (in the extensions) and
@@ -793,8 +852,279 @@ impl AfterResponse {
     }
 }
 
-/// Builds the whole endpoint of a service around its API.
-pub fn endpoint<A: ServiceApi>(state: AppState, api: A) -> impl Endpoint<Output = Response> {
+/// The express lane's side of the middleware: the fast routes, answered for a connection
+/// ([`crate::conn`]) that parsed the request itself, when the middleware would have let the
+/// request through unchanged. Whatever it declines (an over-long head, a missing token, no
+/// free slot, a body over the limit, a declined route, a server shutting down) the connection
+/// gives to hyper and [`handle`], which answer it as always: the lane only ever serves what
+/// the middleware would have passed, with the same id, headers, timeout, metrics and log line.
+pub(crate) struct Express {
+    state: Arc<AppState>,
+    routes: Arc<Routes>,
+    fast: Arc<[Arc<dyn FastRoute>]>,
+}
+
+/// A request the express lane serves: the route's answer to come, and what the middleware
+/// keeps while it is made (the slots, the id, the clock).
+pub(crate) struct ExpressCall<'a> {
+    answer: FastAnswer<'a>,
+    state: &'a Arc<AppState>,
+    routes: &'a Arc<Routes>,
+    id: String,
+    method: Method,
+    path: &'static str,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    _slot: OwnedSemaphorePermit,
+    _body: Option<OwnedSemaphorePermit>,
+}
+
+/// A header's value as poem's `HeaderValue::to_str` gives it: visible ASCII, spaces and tabs.
+fn visible(value: &[u8]) -> Option<&str> {
+    if value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
+impl Express {
+    /// `None` when the service has no fast route.
+    fn new(
+        state: Arc<AppState>,
+        routes: Arc<Routes>,
+        fast: Arc<[Arc<dyn FastRoute>]>,
+    ) -> Option<Arc<Express>> {
+        (!fast.is_empty()).then(|| {
+            Arc::new(Express {
+                state,
+                routes,
+                fast,
+            })
+        })
+    }
+
+    /// Whether a request with this method and target may be one for the lane (checked before
+    /// its body is read).
+    pub(crate) fn routes(&self, method: &str, target: &str) -> bool {
+        self.fast
+            .iter()
+            .any(|f| f.method().as_str() == method && f.path() == target)
+    }
+
+    /// The largest body the middleware accepts.
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.state.config.max_body_bytes
+    }
+
+    /// The call for a complete HTTP/1.1 request (`target` without a query, `body` as long as
+    /// its `content-length`), or `None` to leave it to the middleware: the same checks, in the
+    /// same order, as [`handle`], the lane taking only the requests that pass all of them.
+    pub(crate) fn start(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[httparse::Header<'_>],
+        body: bytes::Bytes,
+    ) -> Option<ExpressCall<'_>> {
+        let started = Instant::now();
+        let state = &self.state;
+        if state.is_shutting_down() {
+            return None;
+        }
+        let route = self
+            .fast
+            .iter()
+            .find(|f| f.method().as_str() == method && f.path() == target)?;
+        let limits = &state.config.limits;
+        let head_len: usize = headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 4)
+            .sum();
+        if target.len() > limits.max_uri_bytes || head_len > limits.max_header_bytes {
+            return None;
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| visible(h.value))
+        };
+        // A header that is there but not visible ASCII: poem would not see it; leave it to the
+        // middleware rather than reason about it here.
+        let (id, content_type, authorization) = (
+            header("x-request-id"),
+            header("content-type"),
+            header("authorization"),
+        );
+        if [id, content_type, authorization].contains(&Some(None)) {
+            return None;
+        }
+        let (content_type, authorization) = (content_type.flatten(), authorization.flatten());
+        authorize_parts(method, target, authorization, state).ok()?;
+        let slot = state.requests.clone().try_acquire_owned().ok()?;
+        let body_slot = match body.len() {
+            0 => None,
+            n => Some(
+                state
+                    .body_bytes
+                    .clone()
+                    .try_acquire_many_owned(n as u32)
+                    .ok()?,
+            ),
+        };
+        let id = request_id_from(id.flatten());
+        let view = FastRequest {
+            request_id: &id,
+            content_type,
+            authorization,
+        };
+        let answer = route.answer(&view, body)?;
+        Some(ExpressCall {
+            answer,
+            state,
+            routes: &self.routes,
+            id,
+            method: route.method(),
+            path: route.path(),
+            started,
+            deadline: tokio::time::Instant::now() + limits.request_timeout,
+            _slot: slot,
+            _body: body_slot,
+        })
+    }
+}
+
+impl ExpressCall<'_> {
+    /// Makes the answer and writes it, head and body, to `out` as hyper would have (with the
+    /// middleware's headers); returns what is due once it is written, and whether the
+    /// connection closes after it (the service is shutting down).
+    pub(crate) async fn answer(self, out: &mut Vec<u8>) -> (AfterResponse, bool) {
+        let ExpressCall {
+            answer,
+            state,
+            routes,
+            id,
+            method,
+            path,
+            started,
+            deadline,
+            _slot: slot,
+            _body: body_slot,
+        } = self;
+        let timeout = state.config.limits.request_timeout;
+        // As in `handle`: the id from a task-local for JSON lines, a span on a terminal.
+        let span = if crate::telemetry::json_lines() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("request", request_id = %id)
+        };
+        let answer = crate::telemetry::with_request_id(&id, answer.instrument(span));
+        let resp = match tokio::time::timeout_at(deadline, answer).await {
+            Ok(resp) => resp,
+            Err(_) => request_timed_out(timeout),
+        };
+        drop((slot, body_slot));
+        state.express_served.fetch_add(1, Ordering::Relaxed);
+        let close = state.is_shutting_down();
+        let status = resp.status();
+        let (parts, body) = resp.into_parts();
+        let body = body.into_bytes().await.unwrap_or_default();
+        encode_head(out, status, &parts.headers, body.len(), &id, close);
+        out.extend_from_slice(&body);
+        let after = AfterResponse {
+            state: state.clone(),
+            routes: routes.clone(),
+            id,
+            method,
+            path: path.to_string(),
+            status,
+            started,
+        };
+        (after, close)
+    }
+}
+
+/// An answer's head as hyper writes it, with the headers [`handle`] adds.
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &poem::http::HeaderMap,
+    len: usize,
+    id: &str,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        let name = name.as_str();
+        if matches!(
+            name,
+            "content-length" | "date" | "x-request-id" | "x-content-type-options" | "connection"
+        ) {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\r\nx-content-type-options: nosniff\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, len);
+    out.extend_from_slice(b"\r\ndate: ");
+    http_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// The `date` header's value now (IMF-fixdate, as hyper writes it), formatted once a second
+/// per thread.
+fn http_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: std::cell::Cell<(i64, [u8; 29])> = const { std::cell::Cell::new((i64::MIN, [0; 29])) };
+    }
+    let now = chrono::Utc::now();
+    let (second, mut text) = DATE.get();
+    if second == now.timestamp() {
+        out.extend_from_slice(&text);
+        return;
+    }
+    let formatted = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if formatted.len() == text.len() {
+        text.copy_from_slice(formatted.as_bytes());
+        DATE.set((now.timestamp(), text));
+    }
+    out.extend_from_slice(formatted.as_bytes());
+}
+
+/// Builds the whole endpoint of a service around its API, and the express lane of its fast
+/// routes (`None` when it has none).
+fn endpoint<A: ServiceApi>(
+    state: AppState,
+    api: A,
+) -> (impl Endpoint<Output = Response>, Option<Arc<Express>>) {
     let fast: Arc<[Arc<dyn FastRoute>]> = api.fast_routes().into();
     let api_service = OpenApiService::new(api, state.spec.title, state.spec.version)
         .server("/api/v1")
@@ -819,6 +1149,7 @@ pub fn endpoint<A: ServiceApi>(state: AppState, api: A) -> impl Endpoint<Output 
     );
     let ui = api_service.swagger_ui();
     let outer = Arc::new(state.clone());
+    let express = Express::new(outer.clone(), routes.clone(), fast.clone());
     let mut route = Route::new();
     if state.config.metrics_listen.is_none() {
         route = route.at(
@@ -826,7 +1157,7 @@ pub fn endpoint<A: ServiceApi>(state: AppState, api: A) -> impl Endpoint<Output 
             get(with_state(&state, |s| async move { metrics(&s) })),
         );
     }
-    route
+    let ep = route
         .nest("/api/v1", api_service)
         .at(
             "/health/live",
@@ -849,7 +1180,8 @@ pub fn endpoint<A: ServiceApi>(state: AppState, api: A) -> impl Endpoint<Output 
             let state = outer.clone();
             let (routes, fast) = (routes.clone(), fast.clone());
             async move { Ok::<_, poem::Error>(handle(&ep, req, &state, &routes, &fast).await) }
-        })
+        });
+    (ep, express)
 }
 
 /// A service that is serving; dropping it does not stop it, [`Running::shutdown`] does.
@@ -874,7 +1206,7 @@ where
 {
     let listen = config.listen;
     let state = AppState::new(spec, config)?;
-    let ep = endpoint(state.clone(), make_api(state.clone()));
+    let (ep, express) = endpoint(state.clone(), make_api(state.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (LISTEN_ADDR/PORT): {e}"))?;
@@ -897,6 +1229,7 @@ where
             Some(tokio::spawn(crate::conn::serve(
                 listener,
                 ep,
+                None,
                 limits.clone(),
                 stopped.clone(),
                 timeout,
@@ -904,7 +1237,9 @@ where
         }
         None => None,
     };
-    let task = tokio::spawn(crate::conn::serve(listener, ep, limits, stopped, timeout));
+    let task = tokio::spawn(crate::conn::serve(
+        listener, ep, express, limits, stopped, timeout,
+    ));
     let probe = tokio::spawn(state.clone().probe_db());
     match (&state.config.auth_tokens_missing, state.config.auth_tokens.len()) {
         (Some(path), 0) => tracing::warn!(
@@ -1015,4 +1350,39 @@ where
     }
     // The log lines still buffered (the access log is written in batches).
     crate::telemetry::flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::http::{HeaderMap, HeaderValue, StatusCode};
+
+    #[test]
+    fn the_express_head_is_written_as_hyper_writes_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        // The middleware's own headers are written once, from their own values.
+        headers.insert("x-request-id", HeaderValue::from_static("stale"));
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        let mut out = Vec::new();
+        super::encode_head(&mut out, StatusCode::CREATED, &headers, 1234, "id-1", true);
+        let text = String::from_utf8(out).unwrap();
+        let (head, date) = text.rsplit_once("date: ").unwrap();
+        assert_eq!(
+            head,
+            "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nx-request-id: id-1\r\n\
+             x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: 1234\r\n"
+        );
+        let date = date.strip_suffix("\r\n\r\n").unwrap();
+        let parsed = chrono::DateTime::parse_from_rfc2822(date).unwrap();
+        assert!(
+            (chrono::Utc::now() - parsed.to_utc()).num_seconds().abs() < 5,
+            "{date}"
+        );
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
+        for n in [0, 7, 10, 12345, usize::MAX] {
+            let mut out = Vec::new();
+            super::push_decimal(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+    }
 }

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::error::{ErrorDetail, ErrorEnvelope};
 use common::server::{FastAnswer, ServiceInfo};
-use common::{ApiError, ApiResult, AppState, FastRoute, RawJson, RequestId, ServiceApi};
+use common::{
+    ApiError, ApiResult, AppState, FastRequest, FastRoute, RawJson, RequestId, ServiceApi,
+};
 use poem::http::{Method, StatusCode};
 use poem::{IntoResponse, Request};
 use poem_openapi::param::Query;
@@ -318,7 +320,12 @@ impl Api {
         req: &Request,
         body: RawJson<common::openapi::IngestBody>,
     ) -> ApiResult<ProxyResponse> {
-        let (status, bytes) = forward_ingest(&self.upstreams, req, body.bytes).await?;
+        let head = self.upstreams.ingest.head(
+            body.bytes.len(),
+            request_id(req),
+            req.header("authorization"),
+        );
+        let (status, bytes) = forward_ingest(&self.upstreams, head, body.bytes).await?;
         Ok(match status {
             StatusCode::CREATED => ProxyResponse::Created(RawJson::new(status, bytes)),
             StatusCode::BAD_REQUEST => ProxyResponse::BadRequest(RawJson::new(status, bytes)),
@@ -343,17 +350,10 @@ impl Api {
 /// documents, else 502.
 async fn forward_ingest(
     upstreams: &Upstreams,
-    req: &Request,
+    head: Vec<u8>,
     body: Bytes,
 ) -> Result<(StatusCode, Bytes), ApiError> {
-    let (status, bytes) = upstreams
-        .post_bytes(
-            &upstreams.ingest,
-            body,
-            request_id(req),
-            req.header("authorization"),
-        )
-        .await?;
+    let (status, bytes) = upstreams.post(&upstreams.ingest, head, body).await?;
     match status {
         StatusCode::CREATED
         | StatusCode::BAD_REQUEST
@@ -384,13 +384,16 @@ impl FastRoute for IngestRoute {
         "/api/v1/data/ingest"
     }
 
-    fn answer<'a>(&'a self, req: &'a Request, body: &Bytes) -> Option<FastAnswer<'a>> {
-        if !req.content_type().is_some_and(common::payload::is_json) {
+    fn answer<'a>(&'a self, req: &FastRequest<'_>, body: Bytes) -> Option<FastAnswer<'a>> {
+        if !req.content_type.is_some_and(common::payload::is_json) {
             return None;
         }
-        let body = body.clone();
+        let head = self
+            .0
+            .ingest
+            .head(body.len(), req.request_id, req.authorization);
         Some(Box::pin(async move {
-            match forward_ingest(&self.0, req, body).await {
+            match forward_ingest(&self.0, head, body).await {
                 Ok((status, bytes)) => {
                     RawJson::<IngestedAnswer>::new(status, bytes).into_response()
                 }

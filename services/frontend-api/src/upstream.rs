@@ -236,14 +236,46 @@ impl Upstreams {
         request_id: &str,
         authorization: Option<&str>,
     ) -> Result<(StatusCode, Bytes), ApiError> {
+        let head = target.head(body.len(), request_id, authorization);
+        self.post(target, head, body).await
+    }
+
+    /// [`Upstreams::post_bytes`] with the request's head already made by [`Target::head`].
+    pub async fn post(
+        &self,
+        target: &Target,
+        head: Vec<u8>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
         let (name, url) = (target.name, &target.url);
         let endpoint = target.endpoint.as_ref().map_err(|error| {
             tracing::warn!(upstream = name, %url, %error, "upstream URL is not valid");
             failure(name, Failure::Connect)
         })?;
+        match tokio::time::timeout(self.timeout, endpoint.exchange(&head, &body)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err((kind, error))) => {
+                tracing::warn!(upstream = name, %url, %error, "upstream call failed");
+                Err(failure(name, kind))
+            }
+            Err(_) => {
+                tracing::warn!(upstream = name, %url, timeout = ?self.timeout, "upstream call timed out");
+                Err(failure(name, Failure::Timeout))
+            }
+        }
+    }
+}
+
+impl Target {
+    /// The head of a POST of `len` JSON bytes, with the request id and the client's
+    /// authorization (empty when the URL is not valid: the call then fails as unreachable).
+    pub fn head(&self, len: usize, request_id: &str, authorization: Option<&str>) -> Vec<u8> {
+        let Ok(endpoint) = &self.endpoint else {
+            return Vec::new();
+        };
         let mut head = Vec::with_capacity(endpoint.head.len() + 128);
         head.extend_from_slice(&endpoint.head);
-        let _ = write!(head, "{}", body.len());
+        let _ = write!(head, "{len}");
         // The id was checked (or made) by our middleware: always a valid header value; the
         // client's authorization is passed on when it is one.
         for (name, value) in [
@@ -258,17 +290,7 @@ impl Upstreams {
             }
         }
         head.extend_from_slice(b"\r\n\r\n");
-        match tokio::time::timeout(self.timeout, endpoint.exchange(&head, &body)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err((kind, error))) => {
-                tracing::warn!(upstream = name, %url, %error, "upstream call failed");
-                Err(failure(name, kind))
-            }
-            Err(_) => {
-                tracing::warn!(upstream = name, %url, timeout = ?self.timeout, "upstream call timed out");
-                Err(failure(name, Failure::Timeout))
-            }
-        }
+        head
     }
 }
 

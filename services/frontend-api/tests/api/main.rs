@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+mod express;
 #[path = "../support/mod.rs"]
 mod support;
 mod upstream_failures;
@@ -491,6 +492,8 @@ async fn the_pass_through_fast_route_keeps_the_middleware_and_leaves_the_rest_to
         "application/json; charset=utf-8"
     );
     assert_eq!(r.json::<Value>().await.unwrap()["id"], 9);
+    // Served by the connection's express lane (the whole request came in one write).
+    assert_eq!(fe.state.express_served(), 1);
     assert_eq!(
         *seen.lock().unwrap(),
         vec![(
