@@ -78,16 +78,23 @@ impl ConnState {
         }
     }
 
+    /// When the request head now arriving began (to the millisecond), if one is arriving.
+    fn head_start(&self) -> Option<tokio::time::Instant> {
+        match self.head_since.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(self.opened + Duration::from_millis(ms - 1)),
+        }
+    }
+
     /// Resolves when a request head has been arriving for longer than `limit`.
     async fn head_overdue(&self, limit: Duration) {
         loop {
-            let began = self.head_since.load(Ordering::Acquire);
-            if began == 0 {
+            let Some(began) = self.head_start() else {
                 self.head_began.notified().await;
                 continue;
-            }
-            tokio::time::sleep_until(self.opened + Duration::from_millis(began - 1) + limit).await;
-            if self.head_since.load(Ordering::Acquire) == began {
+            };
+            tokio::time::sleep_until(began + limit).await;
+            if self.head_start() == Some(began) {
                 return;
             }
         }
@@ -665,11 +672,11 @@ async fn express_lane(
         Lane::Hyper
     };
     // The connection's timers, kept across requests: one sleep, moved only when its deadline
-    // must come sooner (a head began) and otherwise re-armed when it fires early, and the two
-    // notices, registered once. (A notice one of them received is passed on when the lane
-    // hands the connection over: tokio forwards it.)
+    // must come sooner (a head began: `ConnState::head_start`, set by `Lingering` as bytes
+    // arrive) and otherwise re-armed when it fires early, and the two notices, registered
+    // once. (A notice one of them received is passed on when the lane hands the connection
+    // over: tokio forwards it.)
     let mut idle_since = tokio::time::Instant::now();
-    let mut head_began: Option<tokio::time::Instant> = None;
     let timer = tokio::time::sleep_until(idle_since + limits.idle_timeout);
     let close = state.close.notified();
     let evict = state.evict.notified();
@@ -688,17 +695,16 @@ async fn express_lane(
                 else {
                     return hand_over(io, buf);
                 };
-                let Some(len) = express_framing(req.headers) else {
+                let (Some(route), Some(len)) =
+                    (express.route(method, target), express_framing(req.headers))
+                else {
                     return hand_over(io, buf);
                 };
-                if !express.routes(method, target)
-                    || len > express.max_body_bytes()
-                    || buf.len() < head_len + len
-                {
+                if len > express.max_body_bytes() || buf.len() < head_len + len {
                     return hand_over(io, buf);
                 }
                 let body = Bytes::copy_from_slice(&buf[head_len..head_len + len]);
-                let Some(call) = express.start(method, target, req.headers, body) else {
+                let Some(call) = express.start(route, target, req.headers, body) else {
                     return hand_over(io, buf);
                 };
                 // The request is the lane's: its head is complete, so its timer stops.
@@ -715,10 +721,8 @@ async fn express_lane(
                     return Lane::Done;
                 }
                 idle_since = tokio::time::Instant::now();
-                head_began = None;
                 // Bytes of a next request may have been read with this one (pipelining).
                 if !buf.is_empty() {
-                    head_began = Some(idle_since);
                     state.bytes_read();
                 }
                 continue;
@@ -727,7 +731,9 @@ async fn express_lane(
         // From the end of one answer to the end of the next head, as hyper's timer; and a
         // head must arrive within the head timeout from its first byte.
         let idle_due = idle_since + limits.idle_timeout;
-        let due = head_began.map_or(idle_due, |t| idle_due.min(t + limits.header_read_timeout));
+        let due = state
+            .head_start()
+            .map_or(idle_due, |t| idle_due.min(t + limits.header_read_timeout));
         if due < timer.deadline() {
             timer.as_mut().reset(due);
         }
@@ -735,9 +741,7 @@ async fn express_lane(
             biased;
             read = io.read_buf(&mut buf) => match read {
                 Ok(0) | Err(_) => return Lane::Done,
-                Ok(_) => {
-                    head_began.get_or_insert_with(tokio::time::Instant::now);
-                }
+                Ok(_) => {}
             },
             // At shutdown an idle connection closes. One with a head arriving leaves the
             // notice to be passed on: its request is answered with `connection: close` (the

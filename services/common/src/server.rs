@@ -598,6 +598,12 @@ async fn read_body(
     })
 }
 
+/// The size of a request's header lines, as `MAX_HEADER_BYTES` counts it, from each header's
+/// name and value lengths (`name: value` and its line end).
+fn head_bytes(headers: impl Iterator<Item = (usize, usize)>) -> usize {
+    headers.map(|(name, value)| name + value + 4).sum()
+}
+
 /// Everything between the connection and the routes; see the module documentation.
 async fn handle<E: Endpoint>(
     ep: &E,
@@ -624,11 +630,11 @@ async fn handle<E: Endpoint>(
     // Set when the body may be left unread: the connection cannot be reused.
     let mut close = false;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    let head_len: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    let head_len = head_bytes(
+        req.headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().len(), v.len())),
+    );
     let mut resp = if target_len > limits.max_uri_bytes {
         close = true;
         ApiError::new(
@@ -904,12 +910,11 @@ impl Express {
         })
     }
 
-    /// Whether a request with this method and target may be one for the lane (checked before
-    /// its body is read).
-    pub(crate) fn routes(&self, method: &str, target: &str) -> bool {
+    /// The fast route for this method and target, if any (looked up before the body is read).
+    pub(crate) fn route(&self, method: &str, target: &str) -> Option<&Arc<dyn FastRoute>> {
         self.fast
             .iter()
-            .any(|f| f.method().as_str() == method && f.path() == target)
+            .find(|f| f.method().as_str() == method && f.path() == target)
     }
 
     /// The largest body the middleware accepts.
@@ -917,30 +922,25 @@ impl Express {
         self.state.config.max_body_bytes
     }
 
-    /// The call for a complete HTTP/1.1 request (`target` without a query, `body` as long as
-    /// its `content-length`), or `None` to leave it to the middleware: the same checks, in the
-    /// same order, as [`handle`], the lane taking only the requests that pass all of them.
-    pub(crate) fn start(
-        &self,
-        method: &str,
+    /// The call for a complete HTTP/1.1 request for `route` (`target` without a query, `body`
+    /// as long as its `content-length`), or `None` to leave it to the middleware: the same
+    /// checks, in the same order, as [`handle`], the lane taking only the requests that pass
+    /// all of them.
+    pub(crate) fn start<'a>(
+        &'a self,
+        route: &'a Arc<dyn FastRoute>,
         target: &str,
         headers: &[httparse::Header<'_>],
         body: bytes::Bytes,
-    ) -> Option<ExpressCall<'_>> {
+    ) -> Option<ExpressCall<'a>> {
         let started = Instant::now();
         let state = &self.state;
         if state.is_shutting_down() {
             return None;
         }
-        let route = self
-            .fast
-            .iter()
-            .find(|f| f.method().as_str() == method && f.path() == target)?;
+        let method = route.method();
         let limits = &state.config.limits;
-        let head_len: usize = headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len() + 4)
-            .sum();
+        let head_len = head_bytes(headers.iter().map(|h| (h.name.len(), h.value.len())));
         if target.len() > limits.max_uri_bytes || head_len > limits.max_header_bytes {
             return None;
         }
@@ -961,7 +961,7 @@ impl Express {
             return None;
         }
         let (content_type, authorization) = (content_type.flatten(), authorization.flatten());
-        authorize_parts(method, target, authorization, state).ok()?;
+        authorize_parts(method.as_str(), target, authorization, state).ok()?;
         let slot = state.requests.clone().try_acquire_owned().ok()?;
         let body_slot = match body.len() {
             0 => None,
@@ -985,10 +985,10 @@ impl Express {
             state,
             routes: &self.routes,
             id,
-            method: route.method(),
+            method,
             path: route.path(),
             started,
-            deadline: tokio::time::Instant::now() + limits.request_timeout,
+            deadline: tokio::time::Instant::from_std(started) + limits.request_timeout,
             _slot: slot,
             _body: body_slot,
         })
@@ -1079,24 +1079,10 @@ fn encode_head(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"content-length: ");
-    push_decimal(out, len);
+    crate::telemetry::digits(out, len as u64, 1);
     out.extend_from_slice(b"\r\ndate: ");
     http_date(out);
     out.extend_from_slice(b"\r\n\r\n");
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// The `date` header's value now (IMF-fixdate, as hyper writes it), formatted once a second
@@ -1379,9 +1365,9 @@ mod tests {
             "{date}"
         );
         assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
-        for n in [0, 7, 10, 12345, usize::MAX] {
+        for n in [0, 7, 10, 12345, u64::MAX] {
             let mut out = Vec::new();
-            super::push_decimal(&mut out, n);
+            crate::telemetry::digits(&mut out, n, 1);
             assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
     }

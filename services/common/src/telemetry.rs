@@ -230,7 +230,7 @@ fn request_span(out: &mut Vec<u8>, request_id: &str) {
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits (without `core::fmt`'s machinery).
-fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+pub(crate) fn digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut at = buf.len();
     while n > 0 || buf.len() - at < width.max(1) {

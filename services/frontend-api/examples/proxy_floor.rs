@@ -15,35 +15,32 @@ use std::io::IoSlice;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The `content-length` of a parsed head (0 without one).
+fn content_length(headers: &[httparse::Header<'_>]) -> usize {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A complete request head in `buf`: its length and its body's.
 fn find_head(buf: &[u8]) -> Option<(usize, usize)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => {
-            let len = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .unwrap_or(0);
-            Some((n, len))
-        }
+        Ok(httparse::Status::Complete(n)) => Some((n, content_length(req.headers))),
         _ => None,
     }
 }
 
+/// A complete answer head in `buf`: its length, its body's, and its status.
 fn find_resp(buf: &[u8]) -> Option<(usize, usize, u16)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut r = httparse::Response::new(&mut headers);
     match r.parse(buf) {
         Ok(httparse::Status::Complete(n)) => {
-            let len = r
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
-                .unwrap_or(0);
-            Some((n, len, r.code.unwrap_or(502)))
+            Some((n, content_length(r.headers), r.code.unwrap_or(502)))
         }
         _ => None,
     }

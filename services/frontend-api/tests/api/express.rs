@@ -3,7 +3,6 @@
 //! else. The answers must be the ones the middleware gives, and no byte of a request may be
 //! lost or reordered when a connection leaves the lane.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Running;
@@ -13,26 +12,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::support::config;
+use super::{recording_ingest, Received};
 
-/// A data-ingest stand-in that records the bodies it receives and answers each with 201.
-async fn recording_ingest() -> (String, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen2 = seen.clone();
-    let app = poem::Route::new().at(
-        "/api/v1/ingest",
-        poem::post(poem::endpoint::make(move |mut req: poem::Request| {
-            let seen = seen2.clone();
-            async move {
-                let body = req.take_body().into_string().await.unwrap();
-                seen.lock().unwrap().push(body);
-                poem::Response::builder()
-                    .status(poem::http::StatusCode::CREATED)
-                    .content_type("application/json")
-                    .body(r#"{"status":"ingested","ingested":1,"id":7,"ids":[7]}"#)
-            }
-        })),
-    );
-    (super::stand_in(app).await, seen)
+/// The bodies the recording stand-in for data-ingest received, in order.
+fn bodies(seen: &Received) -> Vec<String> {
+    seen.lock().unwrap().iter().map(|r| r.2.clone()).collect()
 }
 
 async fn front(data_ingest: &str, extra: &[(&str, &str)]) -> (TestDb, Running) {
@@ -98,13 +82,13 @@ async fn the_lane_answers_as_the_middleware_does() {
         head_without_date(&from_hyper)
     );
     assert_eq!(from_lane.body, from_hyper.body);
-    assert!(from_lane.body.contains(r#""id":7"#), "{from_lane:?}");
+    assert!(from_lane.body.contains(r#""id":9"#), "{from_lane:?}");
     let date = from_lane.header("date").unwrap_or_default();
     assert!(
         date.ends_with(" gmt") && date.len() == 29,
         "an IMF-fixdate like hyper's: {date:?}"
     );
-    assert_eq!(*seen.lock().unwrap(), vec![body.to_string(); 2]);
+    assert_eq!(bodies(&seen), vec![body.to_string(); 2]);
 }
 
 #[tokio::test]
@@ -123,7 +107,7 @@ async fn pipelined_requests_and_a_handover_keep_every_byte_in_order() {
     let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
     assert_eq!(statuses, [201, 201, 200, 201], "{answers:?}");
     assert_eq!(
-        *seen.lock().unwrap(),
+        bodies(&seen),
         [
             r#"{"type":"one"}"#,
             r#"{"type":"two"}"#,
@@ -140,7 +124,7 @@ async fn pipelined_requests_and_a_handover_keep_every_byte_in_order() {
     split.flush().await.unwrap();
     split.write_all(body).await.unwrap();
     assert_eq!(read_answer(&mut split).await.unwrap().status, 201);
-    assert_eq!(seen.lock().unwrap().last().unwrap(), r#"{"type":"four"}"#);
+    assert_eq!(bodies(&seen).last().unwrap(), r#"{"type":"four"}"#);
 }
 
 #[tokio::test]
@@ -179,7 +163,7 @@ async fn what_the_middleware_refuses_is_refused_by_it() {
         .await
         .unwrap();
     assert_eq!(read_answer(&mut text).await.unwrap().status, 415);
-    assert_eq!(*seen.lock().unwrap(), [r#"{"type":"y"}"#]);
+    assert_eq!(bodies(&seen), [r#"{"type":"y"}"#]);
     assert_eq!(fe.state.express_served(), 0);
     // With the token on a fresh connection: the lane.
     let mut good = TcpStream::connect(fe.addr).await.unwrap();

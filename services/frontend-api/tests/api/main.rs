@@ -39,6 +39,34 @@ async fn stand_in(app: poem::Route) -> String {
     format!("http://{addr}")
 }
 
+/// What a recording stand-in for data-ingest received: the request id, the authorization and
+/// the body of each request.
+type Received = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A recording stand-in for data-ingest's `POST /api/v1/ingest`, answering each request 201
+/// with record 9; its base URL.
+async fn recording_ingest() -> (String, Received) {
+    let seen: Received = Arc::default();
+    let seen2 = seen.clone();
+    let app = poem::Route::new().at(
+        "/api/v1/ingest",
+        poem::post(poem::endpoint::make(move |mut req: poem::Request| {
+            let seen = seen2.clone();
+            async move {
+                let header = |n| req.header(n).unwrap_or("").to_string();
+                let (id, auth) = (header("x-request-id"), header("authorization"));
+                let body = req.take_body().into_string().await.unwrap();
+                seen.lock().unwrap().push((id, auth, body));
+                poem::Response::builder()
+                    .status(poem::http::StatusCode::CREATED)
+                    .content_type("application/json")
+                    .body(r#"{"status":"ingested","ingested":1,"id":9,"ids":[9]}"#)
+            }
+        })),
+    );
+    (stand_in(app).await, seen)
+}
+
 async fn error_of(resp: Response, status: u16) -> (String, String) {
     json_error(resp, status).await
 }
@@ -441,26 +469,7 @@ async fn a_database_refusing_the_login_is_503_not_500() {
 /// what it leaves (a body that is not JSON) is answered by the API's operation, as before.
 #[tokio::test]
 async fn the_pass_through_fast_route_keeps_the_middleware_and_leaves_the_rest_to_the_operation() {
-    // A recording stand-in for data-ingest: the headers and body it receives.
-    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
-    let seen2 = seen.clone();
-    let app = poem::Route::new().at(
-        "/api/v1/ingest",
-        poem::post(poem::endpoint::make(move |mut req: poem::Request| {
-            let seen = seen2.clone();
-            async move {
-                let header = |n| req.header(n).unwrap_or("").to_string();
-                let (id, auth) = (header("x-request-id"), header("authorization"));
-                let body = req.take_body().into_string().await.unwrap();
-                seen.lock().unwrap().push((id, auth, body));
-                poem::Response::builder()
-                    .status(poem::http::StatusCode::CREATED)
-                    .content_type("application/json")
-                    .body(r#"{"status":"ingested","ingested":1,"id":9,"ids":[9]}"#)
-            }
-        })),
-    );
-    let di = stand_in(app).await;
+    let (di, seen) = recording_ingest().await;
     let db = TestDb::new();
     let token = "fast-route-token-0123456789";
     let fe = frontend_api::start(config(
