@@ -128,6 +128,46 @@ async fn pipelined_requests_and_a_handover_keep_every_byte_in_order() {
 }
 
 #[tokio::test]
+async fn malformed_heads_and_vanished_clients_leave_the_service_serving() {
+    let (di, seen) = recording_ingest().await;
+    let (_db, fe) = front(&di, &[]).await;
+    // Not HTTP: the lane hands the bytes to hyper, whose rejection gets the JSON shape.
+    let mut junk = TcpStream::connect(fe.addr).await.unwrap();
+    junk.write_all(b"POST /api/v1/data/ingest HTTP/1.1\r\nbad header\r\n\r\n")
+        .await
+        .unwrap();
+    let rejected = read_answer(&mut junk).await.unwrap();
+    assert_eq!(rejected.status, 400, "{rejected:?}");
+    assert!(
+        rejected.body.contains(r#""code":"invalid_request""#),
+        "{rejected:?}"
+    );
+    assert!(rejected.header("x-request-id").is_some(), "{rejected:?}");
+    // A client gone before its answer: the request is still passed on, and the next client
+    // is served.
+    let mut gone = TcpStream::connect(fe.addr).await.unwrap();
+    gone.write_all(&ingest_request(r#"{"type":"gone"}"#, ""))
+        .await
+        .unwrap();
+    drop(gone);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !bodies(&seen).contains(&r#"{"type":"gone"}"#.to_string()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            bodies(&seen)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut next = TcpStream::connect(fe.addr).await.unwrap();
+    next.write_all(&ingest_request(r#"{"type":"next"}"#, ""))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut next).await.unwrap().status, 201);
+    assert_eq!(fe.state.express_served(), 2);
+}
+
+#[tokio::test]
 async fn what_the_middleware_refuses_is_refused_by_it() {
     let (di, seen) = recording_ingest().await;
     let token = "express-lane-token-0123456789";
